@@ -1,0 +1,1 @@
+"""Spikformer -> typed spiking IR -> passes -> exporters."""

@@ -1,0 +1,32 @@
+"""Passes over the IR, each in its own module, each exact on its own. `lower` runs the standard pipeline that
+turns the frontend graph into spike-only synaptic operations."""
+from __future__ import annotations
+
+from .. import ir
+from . import fold_bn, head_readout, maxpool_or, residual_streams, ssa_binary
+
+PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa_binary", "head_readout")
+
+
+def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None) -> ir.Graph:
+    """Runs the passes in order on a copy of `g` (stopping after `upto` when given)."""
+    g = g.copy()
+    steps = {
+        "fold_bn": fold_bn.run,
+        "maxpool_or": maxpool_or.run,
+        "residual_streams": residual_streams.run,
+        "ssa_binary": lambda x: ssa_binary.run(x, ssa_order),
+        "head_readout": head_readout.run,
+    }
+    done = []
+    for name in PIPELINE:
+        g = steps[name](g)
+        done.append(name)
+        if name == upto:
+            break
+    g.metadata["passes"] = done
+    leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
+    if upto is None and leftover:
+        raise ir.IRValidationError(f"lowering left high-level nodes: {[n.name for n in leftover][:5]}")
+    g.validate()
+    return g

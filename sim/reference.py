@@ -1,0 +1,36 @@
+"""Recording the PyTorch reference: every LIF and max-pool module's output per time step, in the IR layout
+(images (C, H, W), tokens (C, N)), keyed by module path."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import neuron
+
+TOKEN_LAYOUT_PREFIXES = ("block.",)
+
+
+def record_reference(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    T = model.T
+    recs: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def hook(name):
+        def f(mod, inp, out):
+            y = out.detach()
+            if isinstance(mod, nn.MaxPool2d):
+                y = y.reshape(T, -1, *y.shape[1:])
+            elif y.dim() == 4 and name.startswith(TOKEN_LAYOUT_PREFIXES):  # [T, B, N, C] -> [T, B, C, N]
+                y = y.transpose(-1, -2)
+            recs[name] = y.clone()
+        return f
+
+    for name, m in model.named_modules():
+        if isinstance(m, (neuron.LIFNode, nn.MaxPool2d)):
+            hooks.append(m.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            logits = model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits.detach(), recs

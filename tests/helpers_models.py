@@ -1,0 +1,27 @@
+"""Test models with non-trivial BatchNorm statistics (a fresh model's BN is the identity, which would hide
+folding errors) and a compare helper shared by the exactness tests."""
+from __future__ import annotations
+
+import torch
+
+from spikformer import PRESETS, Spikformer
+
+
+def randomized_model(preset: str = "digits-2-64", seed: int = 0, **changes) -> Spikformer:
+    torch.manual_seed(seed)
+    cfg = PRESETS[preset].with_(**changes) if changes else PRESETS[preset]
+    m = Spikformer(cfg).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 2.0)
+                mod.bias.uniform_(-0.2, 0.8)
+            if isinstance(mod, torch.nn.Linear):
+                mod.weight.normal_(0, 0.25)
+    return m
+
+
+def mismatches(ref_records: dict, sim_records: dict) -> dict[str, int]:
+    return {name: int((sim_records[name] != r).sum()) for name, r in ref_records.items()}
