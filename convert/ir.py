@@ -77,6 +77,7 @@ class Conv2d(Node):
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     groups: int = 1
+    weight_exp: int = 0  # quantized graphs: result scaled by 2**weight_exp (Loihi weight exponent)
     is_synapse: ClassVar[bool] = True
 
     def out_shape(self, in_shapes):
@@ -97,6 +98,7 @@ class Conv1d(Node):
     stride: int = 1
     padding: int = 0
     groups: int = 1
+    weight_exp: int = 0  # quantized graphs: result scaled by 2**weight_exp (Loihi weight exponent)
     is_synapse: ClassVar[bool] = True
 
     def out_shape(self, in_shapes):
@@ -112,6 +114,8 @@ class SumPool2d(Node):
     kernel: tuple = (3, 3)
     stride: tuple = (2, 2)
     padding: tuple = (1, 1)
+    weight: float = 1.0  # every tap has this weight
+    weight_exp: int = 0
     is_synapse: ClassVar[bool] = True
 
     def out_shape(self, in_shapes):
@@ -133,6 +137,7 @@ class AxisSynapse(Node):
     out_axes: tuple = ()
     sizes: dict = field(default_factory=dict)
     weight: float = 1.0
+    weight_exp: int = 0
     is_synapse: ClassVar[bool] = True
 
     def _flat(self, axes):
@@ -185,6 +190,22 @@ class LIF(Node):
 class Threshold(Node):
     """Memoryless threshold neuron: S = X >= threshold (ties fire, as the reference). No state."""
     threshold: float = 0.5
+    spiking: ClassVar[bool] = True
+
+
+@dataclass(eq=False)
+class LoihiLIF(Node):
+    """Loihi's fixed-point CUBA LIF (lava PyLifModelBitAcc), integers only:
+    u = wrap24(trunc0(u (4096 - du - 1) / 4096) + (a << 6));
+    v = clip24(trunc0(v (4096 - dv) / 4096) + u + (bias_mant << bias_exp)); s = v > (vth << 6); v = 0 where s.
+    `readout` neurons are never expected to fire; their v is the output."""
+    du: int = 4095
+    dv: int = 0
+    vth: int = 1
+    bias_mant: np.ndarray | None = None  # per neuron (channel-broadcast), or None for 0
+    bias_exp: int = 0
+    readout: bool = False
+    stateful: ClassVar[bool] = True
     spiking: ClassVar[bool] = True
 
 
@@ -247,7 +268,7 @@ class TokenTimeMeanLinear(Node):
 
 
 NODE_TYPES = {cls.__name__: cls for cls in (
-    Input, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator,
+    Input, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator, LoihiLIF,
     BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
 HIGH_LEVEL_TYPES = (BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)
 

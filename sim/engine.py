@@ -9,7 +9,7 @@ import torch
 
 from convert import ir
 
-from . import kernels
+from . import fixed_point, kernels
 
 
 @dataclass
@@ -39,12 +39,17 @@ class Engine:
         self.in_edges = {n: {p: [e.src for e in graph.in_edges(n, p)] for p in graph.nodes[n].ports}
                          for n in self.order}
         self.pc = kernels.ParamCache()
+        self.fixed = graph.metadata.get("numeric") == "loihi_fixed"
+        self.input_scale = int(graph.metadata.get("input_payload_scale", 255))
+        self.last_state: dict = {}
 
     def run(self, images: torch.Tensor, T: int | None = None, record=None, extra_steps: int = 0) -> SimResult:
         """images [B, C, H, W] (direct encoding: the same analog input at every step)."""
         T = int(T or self.graph.metadata.get("T", 1))
         rec = _select(self.graph, record)
         x_in = images.to(self.device, self.dtype)
+        if self.fixed:
+            x_in = fixed_point.encode_input(x_in, self.input_scale)
         state = {n: {} for n in self.order}
         records = {n: [] for n in rec}
         last = {}
@@ -62,8 +67,12 @@ class Engine:
                             for s in srcs[1:]:
                                 acc = acc + vals[s]
                             inp[port] = acc
-                        vals[name] = kernels.step(node, inp, state[name], self.pc, t)
+                        if self.fixed:
+                            vals[name] = fixed_point.step(node, inp, state[name], self.pc, t, self.input_scale)
+                        else:
+                            vals[name] = kernels.step(node, inp, state[name], self.pc, t)
                     if name in records:
                         records[name].append(vals[name])
                 last = {n: vals[n] for n in self.graph.outputs()}
+        self.last_state = state
         return SimResult(outputs=last, records={n: torch.stack(v) for n, v in records.items()}, T=T)

@@ -73,6 +73,10 @@ def batch_norm(node: ir.BatchNorm, x, pc: ParamCache):
         pc.get(node, "bias", x).view(shape)
 
 
+def _exp(node, y):
+    return y if node.weight_exp == 0 else y * (2.0 ** node.weight_exp)
+
+
 def step(node: ir.Node, inp: dict, state: dict, pc: ParamCache, t: int):
     x = inp.get("in")
     if isinstance(node, ir.Add):
@@ -80,11 +84,11 @@ def step(node: ir.Node, inp: dict, state: dict, pc: ParamCache, t: int):
     if isinstance(node, ir.Output):
         return x.reshape(x.shape[0], -1)
     if isinstance(node, ir.Conv2d):
-        return F.conv2d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride, node.padding,
-                        1, node.groups)
+        return _exp(node, F.conv2d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride,
+                                   node.padding, 1, node.groups))
     if isinstance(node, ir.Conv1d):
-        return F.conv1d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride, node.padding,
-                        1, node.groups)
+        return _exp(node, F.conv1d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride,
+                                   node.padding, 1, node.groups))
     if isinstance(node, ir.BatchNorm):
         return batch_norm(node, x, pc)
     if isinstance(node, ir.LIF):
@@ -100,12 +104,12 @@ def step(node: ir.Node, inp: dict, state: dict, pc: ParamCache, t: int):
     if isinstance(node, ir.MaxPool2d):
         return F.max_pool2d(x, node.kernel, node.stride, node.padding)
     if isinstance(node, ir.SumPool2d):
-        return F.avg_pool2d(x, node.kernel, node.stride, node.padding, count_include_pad=True,
-                            divisor_override=1)
+        return _exp(node, node.weight * F.avg_pool2d(x, node.kernel, node.stride, node.padding,
+                                                     count_include_pad=True, divisor_override=1))
     if isinstance(node, ir.Flatten):
         return x.flatten(2)
     if isinstance(node, ir.AxisSynapse):
-        return axis_synapse(node, x)
+        return _exp(node, axis_synapse(node, x))
     if isinstance(node, ir.SSAProduct):
         return ssa_product(node, inp["q"], inp["k"], inp["v"])
     if isinstance(node, ir.TokenTimeMeanLinear):

@@ -1,0 +1,227 @@
+"""Loihi 2 fixed-point quantisation of a lowered IR graph.
+
+Every LIF becomes a `LoihiLIF` with integer du, dv, vth, bias; every synapse gets 8-bit integer weights and a
+weight exponent; threshold neurons (max-pool OR, SSA AND and bit neurons) become memoryless LoihiLIFs; the head
+integrator becomes a non-spiking readout neuron; the analog image becomes 8-bit graded spikes. Every choice is
+written to the `report` (quantization.json): scales, exponents, thresholds, rounding and clipping counts.
+
+Scale of a LIF layer (tau, threshold theta). Loihi's v is lambda * H of the reference (H = membrane before
+reset). With du = 4095, u = a << 6 each step and v = v (4096 - dv) / 4096 + u + bias, so the synaptic weight
+scale is sigma = lambda / (64 tau) and dv = 4096 / tau. The reference fires on H >= theta, Loihi on
+v > vth << 6: with lambda theta = 64 vth + 1 the integer test v > 64 vth is exactly v >= lambda theta.
+A layer whose inputs are exact dyadic values without bias (the attention LIF: 0.125 * integer) is scaled by a
+power of two instead, so that its arithmetic is exact and ties fire as in the reference.
+
+Threshold neurons get weights x2 (v = 128 x), dv = du = 4095 and vth = 2 ceil(theta) - 1: the residue
+trunc(v / 4096) left after a non-firing step stays below 64 while x < 2048 (checked), so the neuron fires
+exactly when x >= ceil(theta) and carries nothing over in effect.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from convert import ir
+
+from . import limits as L
+
+
+def _fit_exp(max_abs: float, mant_max: int) -> int:
+    """Smallest exponent e with max_abs / 2**e <= mant_max."""
+    if max_abs == 0:
+        return 0
+    return max(L.WEIGHT_EXP_MIN, math.ceil(math.log2(max_abs / mant_max)))
+
+
+def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
+    """What lava-nc's Sparse bit-accurate model does to 8-bit weights (clip_weights + truncate_weights)."""
+    if np.all(w >= 0):
+        return np.clip(w, 0, 255), "excitatory"
+    if np.all(w <= 0):
+        return np.clip(w, -255, 0), "inhibitory"
+    w = np.clip(w, -256, 255)
+    return (w.astype(np.int64) >> 1) << 1, "mixed"
+
+
+class Quantizer:
+    def __init__(self, g: ir.Graph, vth_mant: int = 1024, input_bits: int = L.GRADED_PAYLOAD_BITS):
+        self.src = g
+        self.g = g.copy()
+        self.vth_mant = vth_mant
+        self.input_scale = 2 ** input_bits - 1
+        self.report = {"vth_mant_target": vth_mant, "input": {}, "layers": {}, "synapses": {}, "warnings": []}
+        self.shapes = g.shapes()
+
+    def warn(self, node, what, detail):
+        self.report["warnings"].append(L.LimitWarning(node, what, detail).to_dict())
+
+    # -------------------------------------------------------------- synapses
+    def _set_weights(self, syn: ir.Node, scale: float, exact: bool = False) -> dict:
+        """Weights * scale -> integer mantissa (lava rules) and exponent; returns the record. A synapse node
+        that feeds several neuron populations is quantised once; they must agree on its scale."""
+        done = self.report["synapses"].get(syn.name)
+        if done is not None:
+            if done["_scale"] != scale:
+                raise ValueError(f"{syn.name}: feeds populations that need different weight scales "
+                                 f"({done['_scale']} vs {scale})")
+            return done
+        if isinstance(syn, ir.AxisSynapse) or isinstance(syn, ir.SumPool2d):
+            target = float(syn.weight) * scale
+            mant_max = 255
+            e = _fit_exp(abs(target), mant_max)
+            if exact and target != 0:  # dyadic value: odd mantissa times a power of two, represented exactly
+                m, e2 = abs(target), 0
+                while not float(m).is_integer() and e2 > L.WEIGHT_EXP_MIN:
+                    m, e2 = m * 2, e2 - 1
+                while float(m).is_integer() and m % 2 == 0:
+                    m, e2 = m / 2, e2 + 1
+                if float(m).is_integer() and m <= mant_max and e2 <= L.WEIGHT_EXP_MAX:
+                    e = e2
+            m = round(target / 2 ** e)
+            m_l, mode = lava_weight_rules(np.array([m]))
+            rec = {"kind": syn.kind, "target": target, "mantissa": int(m_l[0]), "weight_exp": e, "sign_mode": mode,
+                   "abs_error": abs(int(m_l[0]) * 2 ** e - target)}
+            syn.weight, syn.weight_exp = float(m_l[0]), e
+        else:
+            w = syn.weight * scale
+            mixed = bool(np.any(w < 0) and np.any(w > 0))
+            e = _fit_exp(float(np.max(np.abs(w))), L.WEIGHT_MIXED_MAX if mixed else 255)
+            if mixed:  # lava drops the lowest mantissa bit of mixed-sign weights: round to even values directly
+                m = (2 * np.rint(w / 2 ** (e + 1))).astype(np.int64)
+            else:
+                m = np.rint(w / 2 ** e).astype(np.int64)
+            m_l, mode = lava_weight_rules(m)
+            changed = int(np.sum(m_l != m))
+            err = np.abs(m_l * 2.0 ** e - w)
+            rec = {"kind": syn.kind, "scale": scale, "weight_exp": e, "sign_mode": mode,
+                   "max_abs_mantissa": int(np.max(np.abs(m_l))), "rounded_by_lava_rules": changed,
+                   "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean())}
+            if changed:
+                self.warn(syn.name, "weight", f"{changed} mantissas changed by lava's clip/truncate rules")
+            syn.weight = m_l.astype(np.float64)
+            syn.weight_exp = e
+        rec["_scale"] = scale
+        self.report["synapses"][syn.name] = rec
+        return rec
+
+    def _pop_bias(self, syns) -> np.ndarray | None:
+        biases = [s.bias for s in syns if getattr(s, "bias", None) is not None]
+        for s in syns:
+            if getattr(s, "bias", None) is not None:
+                s.bias = None
+        return sum(biases) if biases else None
+
+    # -------------------------------------------------------------- neurons
+    def lif(self, node: ir.LIF) -> ir.LoihiLIF:
+        syns = [self.g.nodes[e.src] for e in self.g.in_edges(node.name)]
+        tau, theta = node.tau, node.v_threshold
+        dv = round(4096 / tau)
+        if abs(4096 / tau - dv) > 1e-9 or node.v_reset != 0:
+            self.warn(node.name, "decay", f"tau={tau} gives dv={4096 / tau:.3f}, rounded to {dv}")
+        bias = self._pop_bias(syns)
+        T = int(self.g.metadata.get("T", 4))
+        exact = bias is None and all(isinstance(s, ir.AxisSynapse) for s in syns)
+        if exact:
+            unit = min(abs(s.weight) for s in syns)
+            sigma = 2.0 ** math.ceil(math.log2(2 ** (T + 1) / unit))
+            lam = 64 * tau * sigma
+            vth = lam * theta / 64 - 1
+            exact = float(vth).is_integer() and 0 < vth <= L.VTH_MAX
+        if not exact:
+            vth = self.vth_mant
+            lam = (64 * vth + 1) / theta
+            sigma = lam / (64 * tau)
+        recs = [self._set_weights(s, sigma, exact) for s in syns]
+        bias_mant, bias_exp, bias_err = None, 0, 0.0
+        if bias is not None:
+            b = bias * lam / tau  # in v units per step
+            bias_exp = max(0, math.ceil(math.log2(max(np.max(np.abs(b)), 1e-30) / L.BIAS_MANT_MAX)))
+            if bias_exp > L.BIAS_EXP_MAX:
+                raise L.LoihiLimitError(node.name, "bias exponent (3 bit)", bias_exp, L.BIAS_EXP_MAX)
+            bias_mant = np.clip(np.rint(b / 2 ** bias_exp), L.BIAS_MANT_MIN, L.BIAS_MANT_MAX).astype(np.int64)
+            bias_err = float(np.max(np.abs(bias_mant * 2.0 ** bias_exp - b)))
+        self.report["layers"][node.name] = {
+            "kind": "LIF", "source": node.source, "tau": tau, "v_threshold": theta, "exact_dyadic": bool(exact),
+            "lambda": lam, "weight_scale_sigma": sigma, "du": 4095, "dv": dv, "vth": int(vth),
+            "threshold_rule": "v > vth<<6  <=>  v >= lambda*theta", "bias_exp": bias_exp,
+            "bias_max_abs_error_v_units": bias_err, "synapses": [s.name for s in syns],
+            "weight_exps": [r["weight_exp"] for r in recs]}
+        return ir.LoihiLIF(node.name, node.source, du=4095, dv=dv, vth=int(vth),
+                           bias_mant=None if bias_mant is None else bias_mant.astype(np.float64),
+                           bias_exp=bias_exp)
+
+    def threshold(self, node: ir.Threshold) -> ir.LoihiLIF:
+        syns = [self.g.nodes[e.src] for e in self.g.in_edges(node.name)]
+        x_max = 0.0
+        for s in syns:
+            s = self.src.nodes[s.name]
+            w = s.weight
+            fan = self._fan_in(s)
+            x_max += max(float(np.max(w)) if isinstance(w, np.ndarray) else float(w), 0.0) * fan
+        if 128 * x_max / 4096 >= 64:
+            raise L.LoihiLimitError(node.name, "threshold-neuron input range (residue must stay < 64)",
+                                    x_max, 2047)
+        for s in syns:
+            self._set_weights(s, 2.0, exact=True)
+        c = math.ceil(node.threshold)
+        vth = 2 * c - 1
+        self.report["layers"][node.name] = {"kind": "Threshold", "source": node.source, "threshold": node.threshold,
+                                            "integer_threshold": c, "du": 4095, "dv": 4095, "vth": vth,
+                                            "max_input": x_max, "rule": "weights x2, v=128x, fires iff x >= ceil(theta)"}
+        return ir.LoihiLIF(node.name, node.source, du=4095, dv=4095, vth=vth)
+
+    def _fan_in(self, s) -> float:
+        if isinstance(s, ir.AxisSynapse):
+            return s.fan_in
+        if isinstance(s, ir.SumPool2d):
+            return s.kernel[0] * s.kernel[1]
+        return float(np.prod(s.weight.shape[1:]))
+
+    def readout(self, node: ir.Integrator) -> ir.LoihiLIF:
+        syns = [self.g.nodes[e.src] for e in self.g.in_edges(node.name)]
+        bias = self._pop_bias(syns)
+        w_max = max(float(np.max(np.abs(s.weight))) for s in syns)
+        sigma = 2.0 ** math.floor(math.log2(L.WEIGHT_MIXED_MAX / w_max))  # weights at full mantissa, e = 0
+        for s in syns:
+            self._set_weights(s, sigma)
+        lam = 64 * sigma  # v = 64 * sigma * logit
+        b = bias * lam
+        bias_exp = max(0, math.ceil(math.log2(max(np.max(np.abs(b)), 1e-30) / L.BIAS_MANT_MAX)))
+        bias_mant = np.rint(b / 2 ** bias_exp)
+        self.report["layers"][node.name] = {"kind": "Readout", "source": node.source, "du": 4095, "dv": 0,
+                                            "vth": L.VTH_MAX, "logit_scale": lam, "bias_exp": bias_exp,
+                                            "rule": "logits = v / logit_scale at the last step; never fires"}
+        self.g.metadata["readout_scale"] = lam
+        return ir.LoihiLIF(node.name, node.source, du=4095, dv=0, vth=L.VTH_MAX, bias_mant=bias_mant,
+                           bias_exp=bias_exp, readout=True)
+
+    def run(self) -> tuple[ir.Graph, dict]:
+        g = self.g
+        for node in g.of_type(ir.Conv2d):  # the first conv: analog image as graded 8-bit spikes
+            if any(isinstance(g.nodes[e.src], ir.Input) for e in g.in_edges(node.name)):
+                node.weight = node.weight / self.input_scale
+        self.report["input"] = {"encoding": "graded spikes, 8-bit payload round(clip(x, 0, 1) * 255)",
+                                "payload_scale": self.input_scale}
+        g.metadata["input_payload_scale"] = self.input_scale
+        for name in g.topo_order():
+            node = g.nodes[name]
+            if isinstance(node, ir.LIF):
+                new = self.lif(node)
+            elif isinstance(node, ir.Threshold):
+                new = self.threshold(node)
+            elif isinstance(node, ir.Integrator):
+                new = self.readout(node)
+            else:
+                continue
+            g.nodes[name] = new
+        g.metadata["numeric"] = "loihi_fixed"
+        g.metadata["quantization"] = {k: v for k, v in self.report.items() if k in ("input", "vth_mant_target")}
+        return g, self.report
+
+
+def quantize(g: ir.Graph, vth_mant: int = 1024) -> tuple[ir.Graph, dict]:
+    leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
+    if leftover:
+        raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
+    return Quantizer(g, vth_mant).run()
