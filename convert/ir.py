@@ -194,6 +194,27 @@ class Threshold(Node):
 
 
 @dataclass(eq=False)
+class GradedNeuron(Node):
+    """Memoryless graded-spike neuron (Loihi 2 graded spikes; lava GradedVec): emits its input x as the spike
+    payload where |x| > vth, else nothing."""
+    vth: float = 0.0
+
+
+@dataclass(eq=False)
+class ProductNeuron(Node):
+    """Memoryless product of two graded inputs (lava ProdNeuron): v = (in1 * in2) >> exp; emits v where
+    |v| > vth."""
+    exp: int = 0
+    vth: float = 0.0
+    ports: ClassVar[tuple[str, ...]] = ("in1", "in2")
+
+    def out_shape(self, in_shapes):
+        if in_shapes["in1"] != in_shapes["in2"]:
+            raise IRValidationError(f"{self.name}: in1 {in_shapes['in1']} and in2 {in_shapes['in2']} differ")
+        return in_shapes["in1"]
+
+
+@dataclass(eq=False)
 class LoihiLIF(Node):
     """Loihi's fixed-point CUBA LIF (lava PyLifModelBitAcc), integers only:
     u = wrap24(trunc0(u (4096 - du - 1) / 4096) + (a << 6));
@@ -268,7 +289,7 @@ class TokenTimeMeanLinear(Node):
 
 
 NODE_TYPES = {cls.__name__: cls for cls in (
-    Input, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator, LoihiLIF,
+    Input, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator, LoihiLIF, GradedNeuron, ProductNeuron,
     BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
 HIGH_LEVEL_TYPES = (BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)
 

@@ -101,6 +101,13 @@ def step(node: ir.Node, inp: dict, state: dict, pc: ParamCache, t: int):
         return s
     if isinstance(node, ir.Threshold):
         return (x >= node.threshold).to(x.dtype)
+    if isinstance(node, ir.GradedNeuron):
+        return x * (x.abs() > node.vth)
+    if isinstance(node, ir.ProductNeuron):
+        v = inp["in1"] * inp["in2"]
+        if node.exp:
+            v = torch.floor(v / 2.0 ** node.exp)
+        return v * (v.abs() > node.vth)
     if isinstance(node, ir.MaxPool2d):
         return F.max_pool2d(x, node.kernel, node.stride, node.padding)
     if isinstance(node, ir.SumPool2d):

@@ -45,9 +45,14 @@ def test_each_pass_prefix_is_exact(model, images, reference, upto):
     assert all(v == 0 for v in mismatches({k: recs[k] for k in res.records}, res.records).values())
 
 
+@pytest.mark.parametrize("form", ["binary", "graded"])
 @pytest.mark.parametrize("order", ["kv_first", "qk_first"])
-def test_fully_lowered_graph_has_only_spike_ops(model, order):
-    g = lower(spikformer_to_ir(model), ssa_order=order)
+def test_fully_lowered_graph_is_exact_and_spike_only(model, images, reference, order, form):
+    logits, recs = reference
+    g = lower(spikformer_to_ir(model), ssa_order=order, ssa_form=form)
+    res = Engine(g).run(images, record=[n for n in recs if n in g.nodes])
+    assert torch.allclose(res.outputs["output"], logits, rtol=0, atol=1e-12)
+    assert all(v == 0 for v in mismatches(recs, res.records).values())
     assert not g.of_type(*ir.HIGH_LEVEL_TYPES)
     assert g.metadata["ssa"]["block.0.attn.product"]["order"] == order
     # every edge into a synapse carries spikes from a spiking node (or the analog input into the first conv)
@@ -57,4 +62,5 @@ def test_fully_lowered_graph_has_only_spike_ops(model, order):
             src = g.nodes[e.src]
             while isinstance(src, ir.Flatten):
                 src = g.nodes[g.in_edges(src.name)[0].src]
-            assert src.spiking, f"{e.src} -> {e.dst} carries non-spike values"
+            graded = form == "graded" and isinstance(src, (ir.GradedNeuron, ir.ProductNeuron))
+            assert src.spiking or graded, f"{e.src} -> {e.dst} carries non-spike values"

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from convert import ir
-from convert.passes import ssa_binary
+from convert.passes import ssa_binary, ssa_graded
 from sim.engine import Engine
 
 
@@ -21,15 +21,16 @@ def _ssa_graph(h, d, n, order):
     return g
 
 
+@pytest.mark.parametrize("form", [ssa_binary, ssa_graded])
 @pytest.mark.parametrize("order", ["kv_first", "qk_first"])
 @pytest.mark.parametrize("h,d,n,rate", [(1, 4, 5, 0.5), (2, 8, 16, 0.3), (4, 16, 16, 0.9), (3, 5, 33, 0.7),
                                         (2, 3, 64, 1.0)])
-def test_binary_ssa_equals_product(order, h, d, n, rate):
+def test_ssa_lowering_equals_product(form, order, h, d, n, rate):
     torch.manual_seed(h * 1000 + d * 10 + n)
     x = (torch.rand(7, 3 * h * d, n) < rate).double()
     g = _ssa_graph(h, d, n, order)
     want = Engine(g).run(x).outputs["out"]
-    lowered = ssa_binary.run(g.copy(), order)
+    lowered = form.run(g.copy(), order)
     assert not lowered.of_type(ir.SSAProduct)
     got = Engine(lowered).run(x).outputs["out"]
     assert torch.equal(got, want)
@@ -48,3 +49,9 @@ def test_auto_order_is_cheaper_and_both_costs_recorded():
     h, d, n = 12, 32, 64
     assert costs["kv_first"]["neurons"] == h * (n * d * d + d * d * 7 + n * d * d * 7)
     assert costs["qk_first"]["neurons"] == h * (n * n * d + n * n * 6 + n * n * d * 6)
+
+
+def test_graded_cost_matches_closed_form():
+    h, d, n = 12, 32, 64
+    c = ssa_graded.cost("kv_first", h, d, n)
+    assert c["neurons"] == h * (n * d * d + d * d + n * d * d)

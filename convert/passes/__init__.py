@@ -3,19 +3,24 @@ turns the frontend graph into spike-only synaptic operations."""
 from __future__ import annotations
 
 from .. import ir
-from . import fold_bn, head_readout, maxpool_or, residual_streams, ssa_binary
+from . import fold_bn, head_readout, maxpool_or, residual_streams, ssa_binary, ssa_graded
 
-PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa_binary", "head_readout")
+PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa", "head_readout")
+SSA_FORMS = ("binary", "graded")
 
 
-def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None) -> ir.Graph:
-    """Runs the passes in order on a copy of `g` (stopping after `upto` when given)."""
+def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_form: str = "binary") -> ir.Graph:
+    """Runs the passes in order on a copy of `g` (stopping after `upto` when given). `ssa_form` "binary" uses
+    only binary spikes and threshold neurons (standard NIR, any chip); "graded" uses Loihi 2 graded spikes and
+    product neurons."""
+    if ssa_form not in SSA_FORMS:
+        raise ValueError(f"unknown SSA form {ssa_form!r}; choose one of {SSA_FORMS}")
     g = g.copy()
     steps = {
         "fold_bn": fold_bn.run,
         "maxpool_or": maxpool_or.run,
         "residual_streams": residual_streams.run,
-        "ssa_binary": lambda x: ssa_binary.run(x, ssa_order),
+        "ssa": lambda x: (ssa_binary if ssa_form == "binary" else ssa_graded).run(x, ssa_order),
         "head_readout": head_readout.run,
     }
     done = []

@@ -85,7 +85,8 @@ def cost(order: str, h: int, d: int, n: int) -> dict:
 
 def count_resources(g: ir.Graph) -> dict:
     shapes = g.shapes()
-    neurons = sum(math.prod(shapes[n.name]) for n in g.of_type(ir.Threshold, ir.LIF))
+    neurons = sum(math.prod(shapes[n.name]) for n in g.of_type(ir.Threshold, ir.LIF, ir.GradedNeuron,
+                                                                  ir.ProductNeuron, ir.LoihiLIF))
     synapses = 0
     for s in g.of_type(ir.AxisSynapse):
         n_in = math.prod(shapes[s.name]) // s.fan_out * s.fan_in

@@ -171,6 +171,15 @@ class Quantizer:
                                             "max_input": x_max, "rule": "weights x2, v=128x, fires iff x >= ceil(theta)"}
         return ir.LoihiLIF(node.name, node.source, du=4095, dv=4095, vth=vth)
 
+    def graded(self, node) -> None:
+        """Graded and product neurons carry exact integers: their synapses keep weight 1 (mantissa 1)."""
+        syns = [self.g.nodes[e.src] for e in self.g.in_edges(node.name)]
+        for s in syns:
+            self._set_weights(s, 1.0, exact=True)
+        self.report["layers"][node.name] = {"kind": node.kind, "source": node.source, "vth": node.vth,
+                                            "exp": getattr(node, "exp", 0),
+                                            "rule": "integer payloads, weights 1, exact"}
+
     def _fan_in(self, s) -> float:
         if isinstance(s, ir.AxisSynapse):
             return s.fan_in
@@ -212,6 +221,9 @@ class Quantizer:
                 new = self.threshold(node)
             elif isinstance(node, ir.Integrator):
                 new = self.readout(node)
+            elif isinstance(node, (ir.GradedNeuron, ir.ProductNeuron)):
+                self.graded(node)
+                continue
             else:
                 continue
             g.nodes[name] = new

@@ -1,0 +1,64 @@
+"""Spiking self-attention with graded spikes (Loihi 2), exact (REFERENCE.md section 6, graded form).
+
+The first product is the same AND layer as the binary form; its count (an integer, 0..N or 0..d) travels as
+the payload of a graded spike; a product neuron multiplies it by the binary third operand; the attention LIF
+sums the products with weight `scale`. Costs about N d d AND + N d d product neurons per head (kv_first),
+no bit cascade. Graded nodes are memoryless: nothing carries over between time steps.
+"""
+from __future__ import annotations
+
+from .. import ir
+from .ssa_binary import ORDERS, _plan
+
+
+def lower_one(g: ir.Graph, node: ir.SSAProduct, order: str, shapes: dict) -> None:
+    D, N = shapes[g.in_edges(node.name, "q")[0].src]
+    h = node.num_heads
+    plan = _plan(order, h, D // h, N)
+    sizes, p, src = plan["sizes"], node.name, node.source
+    inputs = {port: [e.src for e in g.in_edges(node.name, port)] for port in ("q", "k", "v")}
+    consumers = g.out_edges(node.name)
+    g.remove(node.name)
+
+    def syn(name, srcs, in_axes, out_axes, w=1.0):
+        return g.add(ir.AxisSynapse(name, src, in_axes=in_axes, out_axes=out_axes, sizes=sizes, weight=w), *srcs)
+
+    base = f"{p}.{order}"
+    syns = [syn(f"{base}.and.from_{port}", inputs[port], axes, plan["and1"]) for port, axes in plan["first"]]
+    g.add(ir.Threshold(f"{base}.and", src, threshold=1.5), *syns)
+    count_syn = syn(f"{base}.count.synapses", [f"{base}.and"], plan["and1"], plan["count"])
+    g.add(ir.GradedNeuron(f"{base}.count", src, vth=0.0), count_syn)
+    prod = g.add(ir.ProductNeuron(f"{base}.product", src, exp=0, vth=0.0))
+    g.connect(syn(f"{base}.count.expand", [f"{base}.count"], plan["count"], plan["and2"]), prod, "in1")
+    port2, axes2 = plan["second"]
+    g.connect(syn(f"{base}.{port2}_expand", inputs[port2], axes2, plan["and2"]), prod, "in2")
+    out = syn(f"{base}.out", [prod], plan["and2"], plan["out"], node.scale)
+    g.edges.extend(ir.Edge(out, e.dst, e.port) for e in consumers)
+    g.metadata.setdefault("ssa", {})[p] = {"form": "graded", "order": order, "heads": h, "head_dim": D // h,
+                                           "tokens": N, "max_payload": plan["max_count"]}
+
+
+def cost(order: str, h: int, d: int, n: int) -> dict:
+    from .ssa_binary import count_resources
+    g = ir.Graph()
+    for name in ("q", "k", "v"):
+        g.add(ir.Input(name, shape=(h * d, n)))
+    g.add(ir.SSAProduct("ssa", num_heads=h, product_order=order))
+    for name in ("q", "k", "v"):
+        g.connect(name, "ssa", name)
+    g.add(ir.Output("out"), "ssa")
+    lower_one(g, g.nodes["ssa"], order, g.shapes())
+    return count_resources(g)
+
+
+def run(g: ir.Graph, order: str = "auto") -> ir.Graph:
+    shapes = g.shapes()
+    for node in g.of_type(ir.SSAProduct):
+        D, N = shapes[g.in_edges(node.name, "q")[0].src]
+        h, d = node.num_heads, D // node.num_heads
+        costs = {o: cost(o, h, d, N) for o in ORDERS}
+        best = min(ORDERS, key=lambda o: (costs[o]["neurons"], costs[o]["synapses"]))
+        lower_one(g, node, best if order == "auto" else order, shapes)
+        g.metadata["ssa"][node.name].update({"requested_order": order, "cost_per_step": costs,
+                                             "model_product_order": node.product_order})
+    return g

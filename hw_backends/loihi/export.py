@@ -1,0 +1,86 @@
+"""`spk-convert --target loihi -o DIR`: quantise, schedule, map, and write the artifact directory atomically:
+manifest.json, network.h5, quantization.json, resources.json, summary.md."""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from convert import ir
+
+from .network_file import write_network
+from .quantize import quantize
+from .resources import map_resources
+from .timing import schedule, timing_report
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("lava-nc", "lava-dl", "nir", "torch", "numpy", "h5py"):
+        try:
+            out[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(graph: ir.Graph, vth_mant: int = 1024) -> dict:
+    """Quantised graph, its report, the schedule and the resource map (no files)."""
+    q, qrep = quantize(graph, vth_mant=vth_mant)
+    sched = schedule(q)
+    res = map_resources(q, sched["projections"])
+    return {"graph": q, "quantization": qrep, "schedule": sched, "resources": res}
+
+
+def summary_md(info: dict, built: dict, options: dict) -> str:
+    res, q, t = built["resources"], built["quantization"], timing_report(built["schedule"])
+    tot = res["total"]
+    lines = [f"# Loihi 2 export: {info.get('name', 'model')}", "",
+             f"- options: {json.dumps(options, sort_keys=True)}",
+             f"- populations {tot['populations']}, neurons {tot['neurons']:,}, synapses {tot['synapses']:,}",
+             f"- cores {tot['cores']:,}, chips {tot['chips']} (Loihi 2: {res['limits']['cores_per_chip']} cores "
+             f"per chip)",
+             f"- pipeline depth {t['max_depth']} steps, T = {t['T']}, sample period {t['sample_period']} steps, "
+             f"{t['delayed_projections']} delayed projections (max delay {t['max_delay']})",
+             f"- input: {q['input']['encoding']}", "", "## Warnings", ""]
+    warns = q["warnings"] + res["warnings"]
+    lines += [f"- {w['node']}: {w['what']}: {w['detail']}" for w in warns] or ["- none"]
+    lines += ["", "## Cores by layer", "", "| layer | populations | neurons | synapses | cores |", "|---|---|---|---|---|"]
+    for src, r in sorted(res["by_source"].items(), key=lambda kv: -kv[1]["cores"]):
+        lines.append(f"| {src} | {r['populations']} | {r['neurons']:,} | {r['synapses']:,} | {r['cores']:,} |")
+    ssa = built["graph"].metadata.get("ssa", {})
+    if ssa:
+        lines += ["", "## SSA lowering", ""]
+        for name, s in ssa.items():
+            lines.append(f"- {name}: {s.get('form')} {s.get('order')}, {s.get('bits')} bits; cost per step "
+                         f"{json.dumps(s.get('cost_per_step', {}))}")
+    return "\n".join(lines) + "\n"
+
+
+def write_artifacts(stage: Path, built: dict, info: dict, options: dict) -> dict:
+    """Writes the files into `stage` (a fresh directory); returns the manifest."""
+    write_network(stage / "network.h5", built["graph"], built["schedule"])
+    qrep = json.loads(json.dumps(built["quantization"], default=float))
+    for rec in qrep["synapses"].values():
+        rec.pop("_scale", None)
+    qrep["timing"] = timing_report(built["schedule"])
+    (stage / "quantization.json").write_text(json.dumps(qrep, indent=1, sort_keys=True))
+    (stage / "resources.json").write_text(json.dumps(built["resources"], indent=1, sort_keys=True))
+    (stage / "summary.md").write_text(summary_md(info, built, options))
+    files = {
+        "network.h5": "quantised, timed network: nodes (kind, source module, integer parameters), edges, "
+                      "schedule (population depths, projection delays)",
+        "quantization.json": "every scale, shift, exponent, threshold and rounding/clipping choice, per layer",
+        "resources.json": "cores and chips per population and per source layer, limits used and their sources",
+        "summary.md": "human-readable summary and warnings",
+    }
+    manifest = {"format": "spikformer-loihi-export", "format_version": 1, "model": info, "options": options,
+                "versions": _versions(),
+                "files": {k: {"description": v, "sha256": _sha256(stage / k)} for k, v in files.items()}}
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
