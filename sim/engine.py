@@ -9,7 +9,7 @@ import torch
 
 from convert import ir
 
-from . import fixed_point, kernels
+from . import fixed_point, fused, kernels
 
 
 @dataclass
@@ -30,7 +30,12 @@ def _select(graph: ir.Graph, record) -> set[str]:
 
 
 class Engine:
-    def __init__(self, graph: ir.Graph, dtype: torch.dtype = torch.float64, device: str = "cpu"):
+    def __init__(self, graph: ir.Graph, dtype: torch.dtype = torch.float64, device: str = "cpu",
+                 fuse_ssa: bool = False):
+        """`fuse_ssa` runs each lowered SSA as one fused integer kernel (bit-identical, much faster); the
+        SSA's internal neurons are then not recorded."""
+        if fuse_ssa:
+            graph = fused.fuse_ssa(graph)
         graph.validate()
         self.graph = graph
         self.dtype = dtype
@@ -67,7 +72,9 @@ class Engine:
                             for s in srcs[1:]:
                                 acc = acc + vals[s]
                             inp[port] = acc
-                        if self.fixed:
+                        if isinstance(node, fused.FusedSSA):
+                            vals[name] = fused.run_fused(node, inp["q"], inp["k"], inp["v"], self.fixed)
+                        elif self.fixed:
                             vals[name] = fixed_point.step(node, inp, state[name], self.pc, t, self.input_scale)
                         else:
                             vals[name] = kernels.step(node, inp, state[name], self.pc, t)
