@@ -7,7 +7,9 @@ import torch
 from spikformer import PRESETS, Spikformer
 
 
-def randomized_model(preset: str = "digits-2-64", seed: int = 0, **changes) -> Spikformer:
+def randomized_model(preset: str = "digits-2-64", seed: int = 0, attn_drive: float = 0.0, **changes) -> Spikformer:
+    """`attn_drive` is added to the q/k/v BatchNorm biases so that Q, K, V fire often enough for the attention
+    LIF to fire in a random model (a silent attention would test nothing)."""
     torch.manual_seed(seed)
     cfg = PRESETS[preset].with_(**changes) if changes else PRESETS[preset]
     m = Spikformer(cfg).eval()
@@ -20,6 +22,9 @@ def randomized_model(preset: str = "digits-2-64", seed: int = 0, **changes) -> S
                 mod.bias.uniform_(-0.2, 0.8)
             if isinstance(mod, torch.nn.Linear):
                 mod.weight.normal_(0, 0.25)
+        for name, mod in m.named_modules():
+            if name.endswith(("q_bn", "k_bn", "v_bn")):
+                mod.bias += attn_drive
     return m
 
 
