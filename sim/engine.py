@@ -47,6 +47,7 @@ class Engine:
         self.fixed = graph.metadata.get("numeric") == "loihi_fixed"
         self.input_scale = int(graph.metadata.get("input_payload_scale", 255))
         self.last_state: dict = {}
+        self.f32 = fixed_point.float32_exact_synapses(graph, self.input_scale) if self.fixed else set()
 
     def run(self, images: torch.Tensor, T: int | None = None, record=None, extra_steps: int = 0) -> SimResult:
         """images [B, C, H, W] (direct encoding: the same analog input at every step)."""
@@ -75,7 +76,8 @@ class Engine:
                         if isinstance(node, fused.FusedSSA):
                             vals[name] = fused.run_fused(node, inp["q"], inp["k"], inp["v"], self.fixed)
                         elif self.fixed:
-                            vals[name] = fixed_point.step(node, inp, state[name], self.pc, t, self.input_scale)
+                            vals[name] = fixed_point.step(node, inp, state[name], self.pc, t, self.input_scale,
+                                                            name in self.f32)
                         else:
                             vals[name] = kernels.step(node, inp, state[name], self.pc, t)
                     if name in records:

@@ -6,9 +6,17 @@ detach_reset, torch backend). The LayerNorms `norm1`/`norm2` are created but nev
 """
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional, neuron, surrogate
+
+# spikingjelly 0.0.0.0.14 prints a "Prophesee Dataset Toolbox could not be found" banner (stdout) and torch's
+# cpp_extension a "No CUDA runtime" line (stderr) on import; neither concerns this project, so they are
+# swallowed here instead of appearing in every command's output.
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    from spikingjelly.activation_based import functional, neuron, surrogate
 
 from .presets import SpikformerConfig
 

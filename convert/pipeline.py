@@ -1,0 +1,40 @@
+"""The steps every command shares: load a checkpoint safely, build the IR, lower it."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from spikformer.checkpoint import load_checkpoint
+from spikformer.presets import SpikformerConfig
+
+from . import ir
+from .frontend import spikformer_to_ir
+from .passes import lower
+
+
+@dataclass
+class Converted:
+    model: object
+    config: SpikformerConfig
+    metadata: dict
+    graph: ir.Graph
+    info: dict  # model facts for every artifact and report
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_and_lower(path, preset: str | None = None, device: str = "cpu", ssa_form: str = "binary",
+                   ssa_order: str = "auto") -> Converted:
+    model, cfg, meta = load_checkpoint(path, preset=preset, device=device)
+    graph = lower(spikformer_to_ir(model), ssa_order=ssa_order, ssa_form=ssa_form)
+    graph.metadata["source_checkpoint"] = Path(path).name
+    info = {"name": Path(path).name, "checkpoint_sha256": file_sha256(path), "preset": preset,
+            "config": cfg.to_dict(), "dataset": meta.get("dataset"), "test_accuracy": meta.get("test_accuracy")}
+    return Converted(model, cfg, meta, graph, info)

@@ -1,0 +1,112 @@
+"""spk-parity: the converted network against the PyTorch reference, layer by layer."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+import torch
+
+from spikformer.atomic import atomic_dir
+from spikformer.cli_support import UserError, add_common_args, default_device, run_cli
+
+from .parity import firing_rate_plot, parity_markdown, run_parity, set_reference_determinism, summarize
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spk-parity", description=__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("--target", default="loihi", choices=["loihi", "nir"],
+                   help="loihi: Loihi fixed point (default); nir: float semantics of the NIR graph")
+    p.add_argument("--mode", choices=["fixed", "float"], default=None,
+                   help="fixed (Loihi integer arithmetic) or float (reference semantics, float64; must be exact). "
+                        "Default: fixed for loihi, float for nir")
+    p.add_argument("--ssa", choices=["binary", "graded"], default="graded")
+    p.add_argument("--ssa-order", choices=["auto", "kv_first", "qk_first"], default="auto")
+    p.add_argument("--preset", help="architecture for a bare state dict (official checkpoints)")
+    p.add_argument("--data", default="digits", help="digits | cifar10:DIR | npz:FILE (test split is used)")
+    p.add_argument("--samples", type=int, default=None, help="number of test samples (default: all)")
+    p.add_argument("--engine", choices=["sim", "lava"], default="sim")
+    p.add_argument("--device", default=None, help="device of the PyTorch reference (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="data split seed")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="fail (exit 1) when prediction agreement is below this")
+    p.add_argument("--min-layer-agreement", type=float, default=0.0,
+                   help="fail (exit 1) when any layer's spike agreement is below this")
+    p.add_argument("--logit-atol", type=float, default=None,
+                   help="tolerance for |logit_ref - logit_sim| (default 1e-9 float, 0.5 fixed)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-o", "--out", required=True, help="output directory")
+    add_common_args(p)
+    return p
+
+
+def _run(a: argparse.Namespace) -> int:
+    from convert.pipeline import load_and_lower
+    from spikformer.data import load_dataset_with_info
+
+    mode = a.mode or ("fixed" if a.target == "loihi" else "float")
+    if a.target == "nir" and mode == "fixed":
+        raise UserError("--target nir has float semantics; use --mode float")
+    if a.samples is not None and a.samples < 1:
+        raise UserError("--samples must be >= 1")
+    device = a.device or default_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine")
+    conv = load_and_lower(a.checkpoint, a.preset, "cpu", a.ssa, a.ssa_order)
+    cfg = conv.config
+    split, data_info = load_dataset_with_info(a.data, cfg.img_size, cfg.in_channels, a.seed, cfg.num_classes)
+    x, y = split.x_test, split.y_test
+    if a.samples:
+        x, y = x[:a.samples], y[:a.samples]
+    graph, built = conv.graph, None
+    if mode == "fixed":
+        from hw_backends.loihi.export import build
+        built = build(conv.graph)
+        graph = built["graph"]
+    sim_runner = None
+    if a.engine == "lava":
+        if mode != "fixed":
+            raise UserError("--engine lava runs Loihi fixed point; use --mode fixed")
+        from hw_backends.loihi.lava_run import make_sim_runner
+        sim_runner = make_sim_runner(built)
+    facts = {"model": conv.info["name"], "checkpoint_sha256": conv.info["checkpoint_sha256"],
+             "preset": a.preset or "from checkpoint", "config": cfg.to_dict(), "target": a.target, "mode": mode,
+             "engine": a.engine, "ssa_form": a.ssa, "ssa_order": conv.graph.metadata.get("ssa", {}),
+             "data": a.data, "data_sha256": data_info.get("sha256"), "seed": a.seed, "device": device,
+             "reference_dtype": "float64" if mode == "float" else "float32",
+             "determinism": set_reference_determinism(device)}
+    facts["ssa_order"] = sorted({v["order"] for v in facts["ssa_order"].values()})
+    res = run_parity(conv.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
+                     sim_runner=sim_runner)
+    atol = a.logit_atol if a.logit_atol is not None else (1e-9 if mode == "float" else 0.5)
+    summary = summarize(res, facts, atol)
+    with atomic_dir(a.out) as stage:
+        (stage / "parity.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+        (stage / "parity.md").write_text(parity_markdown(summary))
+        firing_rate_plot(summary, stage / "firing_rates.png")
+    o = summary["overall"]
+    print(f"spk-parity: {o['samples']} samples, {mode} {a.engine}: accuracy reference {o['accuracy_reference']:.4f}, "
+          f"simulator {o['accuracy_simulator']:.4f}, prediction agreement {o['prediction_agreement']:.4f}, "
+          f"spike mismatches {o['total_spike_mismatches']:,}, worst layer agreement {o['min_layer_agreement']:.6f}"
+          f" -> {a.out}")
+    failed = []
+    if o["prediction_agreement"] < a.min_agreement:
+        failed.append(f"prediction agreement {o['prediction_agreement']:.4f} < --min-agreement {a.min_agreement}")
+    if o["min_layer_agreement"] < a.min_layer_agreement:
+        failed.append(f"layer agreement {o['min_layer_agreement']:.6f} < --min-layer-agreement "
+                      f"{a.min_layer_agreement}")
+    if failed:
+        print("spk-parity: FAILED: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli("spk-parity", build_parser(), _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""spk-parity end to end: float mode is exact (zero spike mismatches against a float64 reference); fixed mode
+agrees in predictions; outputs written; the exit code gates on --min-agreement."""
+import json
+
+import pytest
+import torch
+
+from sim import parity_cli
+from spikformer.checkpoint import save_checkpoint
+
+from .helpers_models import randomized_model
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("parity") / "model.pt"
+    save_checkpoint(path, randomized_model("digits-2-64", seed=2, attn_drive=1.0), {"dataset": "random"})
+    return path
+
+
+def test_float_mode_parity_is_exact(ckpt, tmp_path):
+    out = tmp_path / "float"
+    rc = parity_cli.main([str(ckpt), "--target", "nir", "--mode", "float", "--ssa", "binary", "--samples", "12",
+                          "--device", "cpu", "--no-progress", "--min-agreement", "1.0", "-o", str(out)])
+    assert rc == 0
+    s = json.loads((out / "parity.json").read_text())
+    assert s["overall"]["total_spike_mismatches"] == 0
+    assert s["overall"]["prediction_agreement"] == 1.0
+    assert all(layer["mismatches"] == 0 for layer in s["layers"])
+    assert any(layer["layer"].endswith("attn_lif") and layer["rate_reference"] > 0 for layer in s["layers"])
+    assert (out / "parity.md").read_text().startswith("# Parity")
+    assert (out / "firing_rates.png").stat().st_size > 1000
+
+
+def test_fixed_mode_writes_report_and_gates(ckpt, tmp_path):
+    out = tmp_path / "fixed"
+    rc = parity_cli.main([str(ckpt), "--target", "loihi", "--ssa", "graded", "--samples", "8", "--device", "cpu",
+                          "--no-progress", "--min-agreement", "0.0", "-o", str(out)])
+    assert rc == 0
+    s = json.loads((out / "parity.json").read_text())
+    assert s["run"]["mode"] == "fixed" and s["run"]["determinism"]["tf32"] is False
+    assert len(s["layers"]) >= 19
+    rc = parity_cli.main([str(ckpt), "--target", "loihi", "--samples", "4", "--device", "cpu", "--no-progress",
+                          "--min-layer-agreement", "1.01", "-o", str(tmp_path / "gate")])
+    assert rc == 1
+
+
+def test_bad_inputs(ckpt, tmp_path, capsys):
+    assert parity_cli.main([str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x")]) == 2
+    assert parity_cli.main([str(ckpt), "--data", "nope:1", "-o", str(tmp_path / "y")]) == 2
+    assert parity_cli.main([str(ckpt), "--target", "nir", "--mode", "fixed", "-o", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("spk-parity: error:") for line in err)
+    assert not any((tmp_path / d).exists() for d in "xyz")
