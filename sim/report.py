@@ -1,0 +1,636 @@
+"""Energy report of a Spikformer checkpoint: run the converted graph on sample images, count its activity, price
+it under an energy model and the literature's conventions, and write energy.json / energy.csv / energy.md,
+PNG charts and one self-contained report.html.
+
+The pieces are pluggable:
+- a *mode* produces per-node records for a batch: `MODES[name](graph, device)` returns a function
+  `images -> (records, logits)`; "float" runs `sim.engine.Engine` (float64). A fixed-point engine registers
+  itself with `register_mode`.
+- the *activity function* `(graph, records) -> Activity` (default `sim.activity.ActivityCounter`).
+- a *target* prepares the lowered graph for a back end (`register_target`); "nir" and "loihi" use the lowered
+  graph as is in float mode.
+Same inputs and seed give byte-identical files (no timestamps; PNGs without software metadata).
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import html
+import io
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from convert import ir
+from convert.frontend import spikformer_to_ir
+from convert.passes import lower
+
+from . import activity as A
+from .energy import (PJ_PER_UJ, categories_table, conventions, event_energy, flops_summary, preset_flops_table,
+                     dense_flops)
+from .energy_models import EnergyModel
+
+REPORT_FORMAT = "spikformer-energy-report"
+REPORT_VERSION = 1
+FILES = ("energy.json", "energy.csv", "energy.md", "firing_rates.png", "energy_by_kind.png", "snn_vs_ann.png",
+         "report.html")
+
+# ------------------------------------------------------------------------------------------------ plug-ins
+
+ModeFn = Callable[[torch.Tensor], tuple[dict, torch.Tensor]]
+
+
+def float_mode(graph: ir.Graph, device: str = "cpu") -> ModeFn:
+    from .engine import Engine
+
+    eng = Engine(graph, dtype=torch.float64, device=device)
+    names = A.needed_records(graph)
+
+    def run(images: torch.Tensor):
+        res = eng.run(images, record=names)
+        out = res.outputs[graph.outputs()[0]]
+        return res.records, out
+
+    return run
+
+
+MODES: dict[str, tuple[Callable[[ir.Graph, str], ModeFn], str]] = {
+    "float": (float_mode, "float64 simulation of the lowered graph (reference semantics, sim.engine)"),
+}
+TARGETS: dict[str, tuple[Callable[[ir.Graph], ir.Graph], str]] = {
+    "nir": (lambda g: g, "the lowered graph (spike-only synapses, as exported to NIR)"),
+    "loihi": (lambda g: g, "the lowered graph; Loihi timing (delays) and fixed point are not applied in float "
+                           "mode, so the counts equal the nir target's"),
+}
+DEFAULT_ENERGY_MODEL = {"nir": "cmos45", "loihi": "loihi"}
+
+
+def register_mode(name: str, factory: Callable[[ir.Graph, str], ModeFn], description: str) -> None:
+    MODES[name] = (factory, description)
+
+
+def register_target(name: str, prepare: Callable[[ir.Graph], ir.Graph], description: str) -> None:
+    TARGETS[name] = (prepare, description)
+
+
+# ------------------------------------------------------------------------------------------------ rules text
+
+COUNTING_RULES = [
+    "Activity is counted on the lowered graph (BatchNorm folded, max-pool as OR = sum-pool + threshold 0.5, "
+    "residual sums as separate spike streams, SSA as binary AND/bit neurons), over all T steps of every sample; "
+    "all numbers are per inference (per sample).",
+    "Input event: a non-zero value of one input stream at one input position and step. A layer that reads a "
+    "residual sum reads each spike stream separately: a value k of the sum is k events.",
+    "Fan-out of an input position: the number of output neurons it connects to, exact at borders and with stride "
+    "(transposed convolution of a ones tensor for convs and sum-pools; the axis sizes for the SSA broadcast/sum "
+    "synapses). Structural fan-out counts all connections of the geometry, effective fan-out only those with a "
+    "non-zero weight. A synapse group feeding k neuron groups counts k times.",
+    "Synaptic events = sum over input events of the structural fan-out; effective ops = the same with the "
+    "effective fan-out (NeuroBench's definition). Energy uses effective ops. Biases are not synaptic operations.",
+    "AC or MAC per stream: values only in {-1, 0, 1} (spikes) -> one AC per effective op; any other stream (the "
+    "analog image into the first conv) -> one MAC per effective op. The first conv runs at every step (T times), "
+    "as the graph does.",
+    "NeuroBench rule (`combined_ops`): non-zero positions of the summed input x effective fan-out; it differs from "
+    "ours where a residual sum holds values > 1 (NeuroBench: one MAC per non-zero position; ours: one AC per spike) "
+    "and at the head (NeuroBench sees one averaged vector per sample; the graph feeds every spike of every step).",
+    "Neuron update: one per neuron per step (LIF, threshold, integrator); active if its total input in that step "
+    "(synaptic current including bias) is non-zero or it spikes, else inactive.",
+    "Spikes: 1s emitted by spiking neurons; firing rate = spikes / (neurons x steps).",
+    "SSA decomposition: the AND / bit / product threshold neurons and broadcast/sum synapses that replace the Q K^T "
+    "V product; their synaptic ops, updates and spikes are reported separately. q/k/v_lif and attn_lif are part of "
+    "the original model and are not in that share.",
+]
+
+NOT_MODELLED = [
+    "memory access and data movement (weights, membrane state), static/leakage power, host I/O and input encoding",
+    "routing beyond the energy model's spike cost; chip partitioning and core capacity",
+    "Loihi fixed-point arithmetic and per-hop delays (float mode counts the float-semantics activity)",
+]
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+@dataclass
+class ReportResult:
+    report: dict
+    activity: A.Activity
+    files: dict  # file name -> bytes
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tensor_sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def run_activity(graph: ir.Graph, images: torch.Tensor, mode: str = "float", device: str = "cpu",
+                 batch_size: int = 16, progress: bool = False, activity_fn=None,
+                 labels: torch.Tensor | None = None) -> tuple[A.Activity, dict]:
+    """Counts activity over all images, batch by batch. Returns (activity, {"correct": n, "samples": n})."""
+    from tqdm import tqdm
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; available: {', '.join(sorted(MODES))}")
+    run = MODES[mode][0](graph, device)
+    if activity_fn is not None:  # (graph, records) -> Activity
+        def count(recs):
+            return activity_fn(graph, recs)
+    else:
+        count = A.ActivityCounter(graph, device)
+    total = None
+    correct = 0
+    n = len(images)
+    with tqdm(total=n, unit="img", desc="spk-report", disable=not progress, leave=False) as bar:
+        for i in range(0, n, batch_size):
+            x = images[i:i + batch_size]
+            records, logits = run(x)
+            act = count(records)
+            total = act if total is None else total.add(act)
+            if labels is not None:
+                correct += int((logits.argmax(-1).cpu() == labels[i:i + batch_size]).sum())
+            del records
+            bar.update(len(x))
+    return total, {"correct": correct, "samples": n}
+
+
+def build_report(model, config, *, images: torch.Tensor, labels: torch.Tensor | None, energy_model: EnergyModel,
+                 checkpoint: dict, data: dict, ssa_order: str = "auto", mode: str = "float", target: str = "nir",
+                 seed: int = 0, device: str = "cpu", batch_size: int = 16, progress: bool = False,
+                 activity_fn=None) -> ReportResult:
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; available: {', '.join(sorted(TARGETS))}")
+    graph = lower(spikformer_to_ir(model), ssa_order=ssa_order)
+    graph = TARGETS[target][0](graph)
+    act, acc = run_activity(graph, images, mode, device, batch_size, progress, activity_fn, labels)
+    ev = event_energy(act, energy_model)
+    conv = conventions(act, config, energy_model)
+    flops = flops_summary(config)
+    ssa_meta = graph.metadata.get("ssa", {})
+
+    # per-layer rows (by module path, graph order) with the conventions' numbers beside them
+    n = max(act.samples, 1)
+    by_src = act.by_source()
+    conv_by_layer = {}
+    for r in conv["rows"]:
+        key = r["layer"].replace(" (SSA product)", "")
+        conv_by_layer[key] = r
+    layers = []
+    for src, r in by_src.items():
+        e = ev["by_source"][src]
+        c = conv_by_layer.get(src, {})
+        has_syn, has_neu = r["synapse_nodes"] > 0, r["neuron_nodes"] > 0
+
+        def syn(v):
+            return v if has_syn else None
+
+        def neu(v):
+            return v if has_neu else None
+
+        layers.append({
+            "layer": src, "category": r["category"], "kind": A.CATEGORY_LABELS.get(r["category"], r["category"]),
+            "synapse_nodes": r["synapse_nodes"], "neuron_nodes": r["neuron_nodes"],
+            "input_rate": None if r["category"] == "ssa_decomposition" else r["input_rate"],
+            "input_events": syn(r["events"] / n),
+            "synaptic_events": syn(r["synaptic_events"] / n), "effective_ac": syn(r["ac_ops"] / n),
+            "effective_mac": syn(r["mac_ops"] / n), "neurobench_rule_ops": syn(r["combined_ops"] / n),
+            "dense_ops": syn(r["dense_ops"] / n), "neurons": neu(r["neurons"]), "firing_rate": r["firing_rate"],
+            "spikes": neu(r["spikes"] / n), "neuron_updates": neu(r["updates"] / n),
+            "active_updates": neu(r["active_updates"] / n),
+            "synaptic_pj": e["synaptic_pj"], "neuron_pj": e["neuron_pj"], "spike_pj": e["spike_pj"],
+            "event_pj": e["total_pj"], "paper_pj": c.get("paper_pj"), "spikingformer_pj": c.get("spikingformer_pj"),
+            "ann_pj": c.get("ann_pj"),
+        })
+
+    ssa_blocks = []
+    for prod, meta in ssa_meta.items():
+        pre = f"{prod}."
+        syn = [s for s in act.synapses.values() if s.name.startswith(pre)]
+        neu = [u for u in act.neurons.values() if u.name.startswith(pre)]
+        en = [x for x in ev["nodes"] if x["node"].startswith(pre)]
+        ssa_blocks.append({
+            "product": prod, "order": meta.get("order"), "requested_order": meta.get("requested_order"),
+            "model_product_order": meta.get("model_product_order"), "bits": meta.get("bits"),
+            "heads": meta.get("heads"), "head_dim": meta.get("head_dim"), "tokens": meta.get("tokens"),
+            "cost_per_step": meta.get("cost_per_step"),
+            "neurons": sum(u.neurons for u in neu), "synapse_nodes": len(syn), "neuron_nodes": len(neu),
+            "effective_ac": sum(s.ac_ops for s in syn) / n, "neuron_updates": sum(u.updates for u in neu) / n,
+            "active_updates": sum(u.active_updates for u in neu) / n, "spikes": sum(u.spikes for u in neu) / n,
+            "energy_pj": sum(x["total_pj"] for x in en),
+        })
+
+    totals = {
+        "event_pj": ev["total"]["total_pj"],
+        "event_excluding_ssa_decomposition_pj": ev["excluding_ssa_decomposition"]["total_pj"],
+        "event_ssa_decomposition_pj": ev["ssa_decomposition"]["total_pj"],
+        "event_breakdown_pj": {k: ev["total"][k] for k in ("synaptic_pj", "neuron_pj", "spike_pj")},
+        "event_ops": {"effective_ac": ev["total"]["ac_ops"], "effective_mac": ev["total"]["mac_ops"],
+                      "ssa_decomposition_ac": ev["ssa_decomposition"]["ac_ops"]},
+        "paper_pj": conv["total_pj"]["paper"], "spikingformer_pj": conv["total_pj"]["spikingformer"],
+        "ann_pj": conv["total_pj"]["ann"],
+    }
+    import matplotlib
+    import numpy
+
+    report = {
+        "format": REPORT_FORMAT, "format_version": REPORT_VERSION,
+        "model": {**checkpoint, "config": config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+                  "dense_flops_one_pass": flops["total"]},
+        "run": {"mode": mode, "mode_description": MODES[mode][1], "target": target,
+                "target_description": TARGETS[target][1], "seed": seed, "samples": act.samples,
+                "steps": act.steps, "batch_size": batch_size, "device": str(device), "ssa_order": ssa_order,
+                "ssa_order_used": sorted({m.get("order") for m in ssa_meta.values()}),
+                "accuracy_on_samples": (acc["correct"] / acc["samples"]) if labels is not None and acc["samples"]
+                else None,
+                "data": data,
+                "versions": {"torch": torch.__version__, "numpy": numpy.__version__,
+                             "matplotlib": matplotlib.__version__, "python": platform.python_version()}},
+        "energy_model": energy_model.to_dict(),
+        "counting_rules": COUNTING_RULES,
+        "conventions_rules": {
+            "event": "this toolchain: effective synaptic ops of the lowered graph (AC for spikes, MAC for analog), "
+                     "plus neuron updates and spikes at the energy model's cost",
+            "paper": "Spikformer: E_MAC*FLOPs(first conv, once) + E_AC*sum_l fr(input of l)*T*FLOPs(l) + SSA term; "
+                     "fr = mean input value per position and step; head E_MAC*D*classes",
+            "spikingformer": "as paper, but layers whose input is not strictly 0/1 cost E_MAC*T*FLOPs (dense at "
+                             "every step; the first conv too); head E_MAC*D*classes",
+            "ann": "same architecture as an ANN: E_MAC * dense FLOPs of one pass (no T), SSA matmuls h*N^2*d "
+                   "each, activations/BN/memory free",
+            "ssa_term": "per block, KV-first: T*h*N*d^2*(min(fr_K,fr_V)+fr_Q); QK-first: "
+                        "T*h*N^2*d*(min(fr_Q,fr_K)+fr_V) at E_AC (Spikingformer formula; order of the model)",
+            "constants": f"E_MAC = {energy_model.mac_pj} pJ, E_AC = {energy_model.ac_pj} pJ "
+                         f"(from the '{energy_model.name}' model)",
+        },
+        "not_modelled": NOT_MODELLED,
+        "totals": totals,
+        "layers": layers,
+        "categories": categories_table(ev),
+        "conventions": conv["rows"],
+        "ssa_decomposition": ssa_blocks,
+        "dense_flops": {"this_model": flops, "entries": [e.__dict__ for e in dense_flops(config)],
+                        **preset_flops_table()},
+        "nodes": {"energy": ev["nodes"], "activity": act.to_dict()},
+    }
+    files = render_all(report)
+    return ReportResult(report, act, files)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+def _uj(pj) -> str:
+    if pj is None:
+        return ""
+    return f"{pj / PJ_PER_UJ:.4g}"
+
+
+def _num(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{int(v):,}"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _json_bytes(report: dict) -> bytes:
+    return (json.dumps(report, indent=1, sort_keys=False, allow_nan=False, default=str) + "\n").encode()
+
+
+CSV_COLUMNS = ("layer", "kind", "input_rate", "input_events", "synaptic_events", "effective_ac", "effective_mac",
+               "neurobench_rule_ops", "dense_ops", "neurons", "firing_rate", "spikes", "neuron_updates",
+               "active_updates", "synaptic_pj", "neuron_pj", "spike_pj", "event_pj", "paper_pj", "spikingformer_pj",
+               "ann_pj")
+
+
+def _csv_bytes(report: dict) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in report["layers"]:
+        w.writerow(["" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in CSV_COLUMNS])
+    t = report["totals"]
+    w.writerow(["TOTAL", "", "", "", "", t["event_ops"]["effective_ac"], t["event_ops"]["effective_mac"], "", "",
+                "", "", "", "", "", t["event_breakdown_pj"]["synaptic_pj"], t["event_breakdown_pj"]["neuron_pj"],
+                t["event_breakdown_pj"]["spike_pj"], t["event_pj"], t["paper_pj"], t["spikingformer_pj"],
+                t["ann_pj"]])
+    return buf.getvalue().encode()
+
+
+# A tiny document model rendered to Markdown and HTML alike.
+def _doc(report: dict) -> list[tuple]:
+    m, run, em, t = report["model"], report["run"], report["energy_model"], report["totals"]
+    cfg = m["config"]
+    doc: list[tuple] = [("h1", "Spikformer energy report")]
+    acc = run["accuracy_on_samples"]
+    doc.append(("table", ["item", "value"], [
+        ["checkpoint", m.get("checkpoint", "")], ["sha256", m.get("sha256", "")],
+        ["preset", m.get("preset") or "(config stored in the checkpoint)"],
+        ["config", ", ".join(f"{k}={v}" for k, v in cfg.items())],
+        ["parameters", f"{m['parameters']:,}"],
+        ["mode / target", f"{run['mode']} ({run['mode_description']}) / {run['target']} ({run['target_description']})"],
+        ["seed / samples / steps", f"{run['seed']} / {run['samples']} / {run['steps']}"],
+        ["data", f"{run['data'].get('spec')} ({run['data'].get('selection', '')}; images sha256 "
+                 f"{run['data'].get('images_sha256', '')[:16]}...)"],
+        ["SSA order", f"requested {run['ssa_order']}, used {', '.join(run['ssa_order_used'])}"],
+        ["accuracy of the simulated graph on these samples", "" if acc is None else f"{100 * acc:.2f} %"],
+        ["device", run["device"]],
+    ]))
+    doc.append(("h2", f"Energy model: {em['name']}"))
+    doc.append(("p", em["description"]))
+    doc.append(("table", ["constant", "pJ"], [
+        ["E_MAC (multiply-accumulate)", em["mac_pj"]], ["E_AC (accumulate)", em["ac_pj"]],
+        ["neuron update, inactive", em["neuron_update_inactive_pj"]],
+        ["neuron update, active", em["neuron_update_active_pj"]], ["spike", em["spike_pj"]]]))
+    doc.append(("p", f"Source: {em['source']}"))
+    if em["notes"]:
+        doc.append(("ul", em["notes"]))
+
+    doc.append(("h2", "Energy per inference"))
+    ann = t["ann_pj"] or float("nan")
+    rows = [
+        ["event-based (this toolchain), total", _uj(t["event_pj"]), f"{t['event_pj'] / ann:.3f}"],
+        ["  of which SSA decomposition", _uj(t["event_ssa_decomposition_pj"]),
+         f"{t['event_ssa_decomposition_pj'] / ann:.3f}"],
+        ["  excluding SSA decomposition", _uj(t["event_excluding_ssa_decomposition_pj"]),
+         f"{t['event_excluding_ssa_decomposition_pj'] / ann:.3f}"],
+        ["paper convention (Spikformer)", _uj(t["paper_pj"]), f"{t['paper_pj'] / ann:.3f}"],
+        ["Spikingformer convention", _uj(t["spikingformer_pj"]), f"{t['spikingformer_pj'] / ann:.3f}"],
+        ["ANN baseline (same architecture, dense MACs, one pass)", _uj(t["ann_pj"]), "1.000"],
+    ]
+    doc.append(("table", ["convention", "energy (uJ)", "vs ANN"], rows))
+    b = t["event_breakdown_pj"]
+    doc.append(("p", f"Event-based breakdown: synaptic ops {_uj(b['synaptic_pj'])} uJ "
+                     f"({_num(t['event_ops']['effective_ac'])} ACs, {_num(t['event_ops']['effective_mac'])} MACs), "
+                     f"neuron updates {_uj(b['neuron_pj'])} uJ, spikes {_uj(b['spike_pj'])} uJ."))
+    doc.append(("ul", [f"{k}: {v}" for k, v in report["conventions_rules"].items()]))
+    doc.append(("img", "snn_vs_ann.png", "SNN vs ANN under each convention"))
+
+    doc.append(("h2", "Energy by layer kind (event-based)"))
+    doc.append(("table", ["layer kind", "synaptic (uJ)", "neurons (uJ)", "spikes (uJ)", "total (uJ)", "ACs", "MACs"],
+                [[c["label"], _uj(c["synaptic_pj"]), _uj(c["neuron_pj"]), _uj(c["spike_pj"]), _uj(c["total_pj"]),
+                  _num(c["ac_ops"]), _num(c["mac_ops"])] for c in report["categories"]]))
+    doc.append(("img", "energy_by_kind.png", "energy by layer kind"))
+
+    doc.append(("h2", "Per layer (module path)"))
+    doc.append(("table", ["layer", "input rate", "input events", "synaptic events", "eff. ACs", "eff. MACs",
+                          "NeuroBench-rule ops", "neurons", "firing rate", "event (uJ)", "paper (uJ)",
+                          "Spikingformer (uJ)", "ANN (uJ)"],
+                [[r["layer"], _num(r["input_rate"]), _num(r["input_events"]), _num(r["synaptic_events"]),
+                  _num(r["effective_ac"]), _num(r["effective_mac"]), _num(r["neurobench_rule_ops"]),
+                  _num(r["neurons"]), _num(r["firing_rate"]), _uj(r["event_pj"]),
+                  _uj(r["paper_pj"]), _uj(r["spikingformer_pj"]), _uj(r["ann_pj"])] for r in report["layers"]]))
+    doc.append(("img", "firing_rates.png", "firing rates per layer"))
+
+    doc.append(("h2", "Conventions per layer"))
+    doc.append(("table", ["layer", "FLOPs (1 pass)", "input", "paper op", "paper ops", "Spikingformer op",
+                          "Spikingformer ops", "paper (uJ)", "Spikingformer (uJ)", "ANN (uJ)"],
+                [[r["layer"], _num(r["flops"]), r["input"], r["paper_op"], _num(float(r["paper_ops"])),
+                  r["spikingformer_op"], _num(float(r["spikingformer_ops"])), _uj(r["paper_pj"]),
+                  _uj(r["spikingformer_pj"]), _uj(r["ann_pj"])] for r in report["conventions"]]))
+
+    doc.append(("h2", "SSA decomposition (reported separately)"))
+    doc.append(("table", ["product", "order", "bits", "neurons", "eff. ACs", "updates", "active updates", "spikes",
+                          "energy (uJ)"],
+                [[s["product"], s["order"], s["bits"], _num(s["neurons"]), _num(s["effective_ac"]),
+                  _num(s["neuron_updates"]), _num(s["active_updates"]), _num(s["spikes"]), _uj(s["energy_pj"])]
+                 for s in report["ssa_decomposition"]]))
+    doc.append(("p", "Neurons and synapse groups that replace Q K^T V by AND / bit-cascade threshold neurons "
+                     "(REFERENCE section 6); the conventions instead charge the product with the Spikingformer "
+                     "SSA formula."))
+
+    doc.append(("h2", "Dense FLOPs per preset (original architecture, one pass, MACs)"))
+    rows = []
+    for name, r in report["dense_flops"]["presets"].items():
+        p = r.get("published") or {}
+        rows.append([name, f"{r['img_size']}", f"{r['depth']}x{r['embed_dim']}", f"{r['tokens']}",
+                     f"{r['total'] / 1e9:.4g} G", f"{r['total_times_T'] / 1e9:.4g} G",
+                     f"{p['ops_g']} G" if p else "", f"{p['energy_mj']}" if p else "",
+                     f"{r['published_over_dense']:.3f}" if p else "",
+                     f"{r['implied_mean_input_rate']:.3f}" if p else "",
+                     f"{r['published_energy_minus_0.9pJ_x_ops_mj']:.3f}" if p else ""])
+    doc.append(("table", ["preset", "image", "blocks x dim", "tokens", "dense (1 pass)", "dense x T",
+                          "published OPs", "published mJ", "published / dense", "implied mean input rate",
+                          "E_pub - 0.9 pJ x OPs (mJ)"], rows))
+    doc.append(("p", report["dense_flops"]["explanation"]))
+    doc.append(("p", f"Published figures: {report['dense_flops']['published_source']}."))
+
+    doc.append(("h2", "Counting rules"))
+    doc.append(("ul", report["counting_rules"]))
+    doc.append(("h2", "Not modelled"))
+    doc.append(("ul", report["not_modelled"]))
+    return doc
+
+
+def _md(doc) -> str:
+    out = []
+    for item in doc:
+        k = item[0]
+        if k == "h1":
+            out.append(f"# {item[1]}\n")
+        elif k == "h2":
+            out.append(f"## {item[1]}\n")
+        elif k == "p":
+            out.append(f"{item[1]}\n")
+        elif k == "ul":
+            out.append("\n".join(f"- {x}" for x in item[1]) + "\n")
+        elif k == "img":
+            out.append(f"![{item[2]}]({item[1]})\n")
+        elif k == "table":
+            head, rows = item[1], item[2]
+            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for r in rows:
+                lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+            out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}"
+        "img{max-width:100%;border:1px solid #ddd;margin:1em 0}code{background:#f4f4f4}")
+
+
+def _html(doc, images: dict[str, bytes]) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\"><title>Spikformer energy report</title>",
+           f"<style>{_CSS}</style></head><body>"]
+    for item in doc:
+        k = item[0]
+        if k in ("h1", "h2"):
+            out.append(f"<{k}>{e(item[1])}</{k}>")
+        elif k == "p":
+            out.append(f"<p>{e(item[1])}</p>")
+        elif k == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(str(x))}</li>" for x in item[1]) + "</ul>")
+        elif k == "img":
+            b64 = base64.b64encode(images[item[1]]).decode()
+            out.append(f"<img alt=\"{e(item[2])}\" src=\"data:image/png;base64,{b64}\">")
+        elif k == "table":
+            out.append("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in item[1]) + "</tr>")
+            for r in item[2]:
+                out.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>")
+            out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ charts
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None}, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _energy_unit(max_pj: float) -> tuple[float, str]:
+    for scale, unit in ((1e9, "mJ"), (1e6, "\u00b5J"), (1e3, "nJ")):
+        if max_pj >= scale:
+            return scale, unit
+    return 1.0, "pJ"
+
+
+def chart_firing_rates(report: dict) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["layers"] if r["firing_rate"] is not None]
+    labels = []
+    for r in rows:
+        lab = r["layer"]
+        if r["category"] == "ssa_decomposition":
+            lab += " (SSA decomposition neurons)"
+        elif r["category"] == "maxpool":
+            lab += " (OR)"
+        labels.append(lab)
+    rates = [r["firing_rate"] for r in rows]
+    colors = {"first_conv": "#332288", "sps_conv": "#4477aa", "maxpool": "#66ccee", "linear": "#228833",
+              "ssa_lif": "#ccbb44", "ssa_decomposition": "#ee6677", "head": "#aa3377"}
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.4))
+    y = list(range(len(rows)))[::-1]
+    ax.barh(y, rates, color=[colors.get(r["category"], "#bbbbbb") for r in rows])
+    ax.set_yticks(y, labels, fontsize=8)
+    top = max(rates + [1e-9])
+    for yi, v in zip(y, rates):
+        ax.text(v + top * 0.01, yi, f"{v:.3g}", va="center", fontsize=7)
+    ax.set_xlim(0, top * 1.15)
+    ax.set_xlabel("firing rate (spikes per neuron per step)")
+    ax.set_title(f"Output firing rate per layer ({report['run']['samples']} samples, T={report['run']['steps']})",
+                 fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    from matplotlib.patches import Patch
+    used = []
+    for r in rows:
+        if r["category"] not in used:
+            used.append(r["category"])
+    ax.legend(handles=[Patch(color=colors.get(c, "#bbbbbb"), label=A.CATEGORY_LABELS.get(c, c)) for c in used],
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _png(fig)
+
+
+def chart_energy_by_kind(report: dict) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cats = report["categories"]
+    scale, unit = _energy_unit(max([c["total_pj"] for c in cats] + [1.0]))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(cats) + 1.6))
+    y = list(range(len(cats)))[::-1]
+    left = [0.0] * len(cats)
+    for key, lab, col in (("synaptic_pj", "synaptic ops", "#4477aa"), ("neuron_pj", "neuron updates", "#ee6677"),
+                          ("spike_pj", "spikes", "#ccbb44")):
+        vals = [c[key] / scale for c in cats]
+        if any(vals):
+            ax.barh(y, vals, left=left, color=col, label=lab)
+            left = [a + b for a, b in zip(left, vals)]
+    top = max(left + [1e-12])
+    for yi, v in zip(y, left):
+        ax.text(v + top * 0.01, yi, f"{v:.3g}", va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.15)
+    ax.set_yticks(y, [c["label"] for c in cats], fontsize=8)
+    ax.set_xlabel(f"energy per inference ({unit})")
+    ax.set_title(f"Event-based energy by layer kind ({report['energy_model']['name']} model)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def chart_snn_vs_ann(report: dict) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = report["totals"]
+    bars = [("ANN baseline\n(dense MACs, 1 pass)", t["ann_pj"], 0.0),
+            ("SNN, paper\nconvention", t["paper_pj"], 0.0),
+            ("SNN, Spikingformer\nconvention", t["spikingformer_pj"], 0.0),
+            ("SNN, event-based\n(this toolchain)", t["event_excluding_ssa_decomposition_pj"],
+             t["event_ssa_decomposition_pj"])]
+    scale, unit = _energy_unit(max(a + b for _, a, b in bars))
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    x = list(range(len(bars)))
+    base = [a / scale for _, a, _ in bars]
+    extra = [b / scale for _, _, b in bars]
+    ax.bar(x, base, color=["#bbbbbb", "#4477aa", "#66ccee", "#228833"])
+    if any(extra):
+        ax.bar(x, extra, bottom=base, color="#ee6677", label="SSA decomposition (AND/bit neurons)")
+    top = max(a + b for a, b in zip(base, extra))
+    ann = base[0] or 1.0
+    for xi, a, b in zip(x, base, extra):
+        ax.text(xi, a + b + top * 0.015, f"{a + b:.3g} {unit}\n({(a + b) / ann:.3g}x ANN)", ha="center",
+                va="bottom", fontsize=8)
+    ax.set_xticks(x, [b[0] for b in bars], fontsize=8)
+    ax.set_ylim(0, top * 1.22)
+    ax.set_ylabel(f"energy per inference ({unit})")
+    em = report["energy_model"]
+    ax.set_title(f"SNN vs ANN, {em['name']} model (E_MAC {em['mac_pj']} pJ, E_AC {em['ac_pj']} pJ), "
+                 f"{report['run']['samples']} samples", fontsize=10)
+    if any(extra):
+        ax.legend(fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def render_all(report: dict) -> dict[str, bytes]:
+    pngs = {"firing_rates.png": chart_firing_rates(report), "energy_by_kind.png": chart_energy_by_kind(report),
+            "snn_vs_ann.png": chart_snn_vs_ann(report)}
+    doc = _doc(report)
+    files = {"energy.json": _json_bytes(report), "energy.csv": _csv_bytes(report),
+             "energy.md": _md(doc).encode(), **pngs, "report.html": _html(doc, pngs).encode()}
+    return files
+
+
+def write_files(out_dir, files: dict[str, bytes]) -> list[Path]:
+    """Each file written atomically (temporary sibling + rename) into `out_dir`; other files there are kept."""
+    from spikformer.atomic import write_bytes
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a directory")
+    paths = []
+    for name in FILES:
+        write_bytes(out / name, files[name])
+        paths.append(out / name)
+    return paths
