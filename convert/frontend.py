@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch.nn as nn
-from spikingjelly.activation_based import neuron
+from spikformer.model import neuron  # imported through spikformer.model, which silences its banner
 
 from spikformer.model import SPS, SSA, Block, MLP, Spikformer, stage_suffix
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import neuron
+from spikformer.model import neuron  # imported through spikformer.model, which silences its banner
 
 TOKEN_LAYOUT_PREFIXES = ("block.",)
 
