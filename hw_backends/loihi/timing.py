@@ -6,8 +6,9 @@ population's depth is the step at which its first logical input arrives; where p
 projections get synaptic delays so that every input of a population belongs to the same logical step.
 
 Pipeline fill: before its depth a population receives no input, but a constant bias would still charge it.
-Every population is therefore reset at its own depth (lava's LIFReset, reset_offset = depth, every sample
-period): whatever the bias did during the fill is wiped in the step the first real input arrives. A spike
+Every population is therefore reset at its own depth (lava's LIFReset every sample period, with
+reset_offset = depth + 1 because lava's time_step counts from 1: verified in tests/test_lava_crosscheck.py):
+whatever the bias did during the fill is wiped in the step the first real input arrives. A spike
 emitted during the fill reaches its consumers no later than their own depth, where they are reset too (the
 consumer's depth is at least the producer's depth + 1 + delay), so fill activity never reaches logical time.
 The same reset with period T + max depth + 1 resets every state between samples.
@@ -84,8 +85,8 @@ def schedule(g: ir.Graph) -> dict:
     T = int(g.metadata.get("T", 1))
     return {"depth": depth, "projections": timed, "max_depth": max_depth, "T": T,
             "sample_period": T + max_depth + 1,
-            "reset": "each population resets at step depth (mod sample_period): LIFReset(reset_interval="
-                     "sample_period, reset_offset=depth)"}
+            "reset": "each population resets at step depth (mod sample_period, steps from 0): LIFReset("
+                     "reset_interval=sample_period, reset_offset=depth + 1) (lava's time_step starts at 1)"}
 
 
 def timing_report(sched: dict) -> dict:

@@ -1,0 +1,360 @@
+"""A real lava-nc process graph for a quantised, timed network (the Loihi export).
+
+One `LIFReset` (fixed-point model `PyLifResetModelBitAcc`) per `LoihiLIF` population, one `Sparse` per
+`Projection` (or `DelaySparse` where the projection has a synaptic delay), a source `RingBuffer` for the
+graded 8-bit image payload and a sink (`NpySink`, below) per recorded population. Every weight matrix is
+materialised from the IR node (conv, sum pool, axis synapse, ...) by applying the node's own kernel to unit
+inputs, so the matrices are only built for small networks (`max_matrix_entries`).
+
+Timing, verified empirically on lava-nc 0.10.0 (tests/test_lava_crosscheck.py::test_lava_timing_facts runs a
+bare Lava network; the full cross-check gives thousands of spike mismatches with reset_offset = D instead of
+D + 1, or with every DelaySparse delay one larger):
+
+- `time_step` starts at 1. The source RingBuffer sends `data[..., time_step - 1]`; a sink stores what it
+  receives at `time_step` in column `time_step - 1` (no delay between a LIF and a sink).
+- A `Sparse` sends the previous step's result: a spike sent at step k is integrated by the post population at
+  step k + 1. A `DelaySparse` with delay d: at step k + 1 + d (lava/proc/sparse/models.py,
+  PyDelaySparseModelBitAcc: `a_buff` column d is shifted out after d more steps).
+- So a population of depth D (timing.schedule) sees logical step t of sample n at `time_step = n P + t + D + 1`
+  (P = sample period), with input logical step t at `time_step = n P + t + 1`.
+- `LIFReset` clears u and v when `time_step % reset_interval == reset_offset`, *before* integrating that
+  step's input (lava/proc/lif/models.py, PyLifResetModelBitAcc.run_spk). Hence `reset_offset = (D + 1) % P`:
+  the state is cleared in the step the population's first logical input arrives (timing.py counts steps
+  from 0, lava from 1).
+
+Recording: lava's own sink RingBuffer stores spikes in a Var, and `Var.get()` moves a Var to the host one
+element per channel message (lava/magma/runtime/runtime.py, Runtime.get_var): about 50 us per element, 7 s for
+the 21 populations of the tiny cross-check model. `NpySink` below is a one-port sink process of this module
+whose model keeps the received vectors and writes them to a .npy file at a given step, so recording costs one
+file per recorded population instead.
+
+Graded input: the fixed-point source RingBuffer (`PySendModelFixed`) sends int32 values, and `Sparse` with
+`num_message_bits > 0` computes `W @ s` on them (its `s_in` is declared bool but the channel carries the
+sender's int32 dtype), so the RingBuffer is a graded spike source as it is.
+
+Arithmetic (lava-nc 0.10.0 source, the semantics sim/fixed_point.py reproduces): Sparse a_out is int32 and
+lava's LIF a_in port, though typed int16, sums its inputs onto np.zeros(int16) + int32, i.e. in int32
+(magma/core/model/py/ports.py, PyInPortVectorDense.recv): no 16-bit wrap of the synaptic input in simulation.
+Weights: clip_weights/truncate_weights (utils/weightutils.py) with the sign mode of each projection's own
+matrix; the builder asserts they change nothing. weight_exp: `<<` / arithmetic `>>` of the integer sum.
+LIF: lif/models.py AbstractPyLifModelFixed.subthr_dynamics (u wraps at 24 bits, v saturates, bias_mant <<
+bias_exp added every step, spike on v > vth << 6, v = 0 on spike).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from convert import ir
+
+from .network_file import read_network
+from .timing import Projection
+
+DEFAULT_MAX_MATRIX_ENTRIES = 4_000_000  # dense (post x pre) entries materialised per projection
+
+
+class LavaGraphError(ValueError):
+    pass
+
+
+def load_export(export_dir) -> tuple[ir.Graph, dict]:
+    """(quantised graph, timing schedule) from an export directory (network.h5)."""
+    return read_network(Path(export_dir) / "network.h5")
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def synapse_matrix(g: ir.Graph, proj: Projection, shapes: dict | None = None,
+                   max_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> sp.csr_matrix:
+    """Integer weight mantissas of one projection as a CSR matrix (post_flat, pre_flat), without weight_exp.
+
+    Built by running the synapse node's float kernel (sim.kernels) on the unit vectors of the pre population,
+    reshaped through the layout nodes (Flatten = identity on row-major flat indices)."""
+    from sim import kernels  # the IR kernels (same code the simulators use)
+
+    shapes = shapes or g.shapes()
+    node = g.nodes[proj.synapse]
+    if not node.is_synapse:
+        raise LavaGraphError(f"{proj.synapse}: {node.kind} is not a synapse")
+    if getattr(node, "bias", None) is not None:
+        raise LavaGraphError(f"{proj.synapse}: synapse still has a bias (quantise the graph first)")
+    in_edge_srcs = {e.src for e in g.in_edges(proj.synapse)}
+    feed = proj.via[-1] if proj.via else proj.pre
+    if feed not in in_edge_srcs:
+        raise LavaGraphError(f"{proj.synapse}: projection input {feed} is not an input of the node")
+    in_shape = shapes[feed]
+    out_shape = shapes[proj.synapse]
+    n_pre, n_post = math.prod(shapes[proj.pre]), math.prod(out_shape)
+    if math.prod(in_shape) != n_pre:
+        raise LavaGraphError(f"{proj.synapse}: layout {proj.via} changes the size of {proj.pre}")
+    if n_pre * n_post > max_entries:
+        raise LavaGraphError(
+            f"{proj.synapse} ({node.kind}, from {node.source or '?'}): weight matrix {n_post} x {n_pre} = "
+            f"{n_pre * n_post:,} entries exceeds the limit of {max_entries:,} for materialised Lava matrices; "
+            f"the Lava cross-check is only for small networks")
+    mats = []
+    chunk = max(1, max_entries // max(n_post, 1) // 4)
+    saved = node.weight_exp
+    try:
+        node.weight_exp = 0  # the mantissas only; weight_exp goes to the Sparse process
+        for start in range(0, n_pre, chunk):
+            stop = min(n_pre, start + chunk)
+            eye = torch.zeros(stop - start, n_pre, dtype=torch.float64)
+            eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            y = kernels.step(node, {"in": eye.reshape(stop - start, *in_shape)}, {}, kernels.ParamCache(), 0)
+            mats.append(y.reshape(stop - start, n_post).numpy())
+    finally:
+        node.weight_exp = saved
+    dense = np.concatenate(mats, 0).T  # (post, pre)
+    if not np.all(dense == np.rint(dense)):
+        raise LavaGraphError(f"{proj.synapse}: weights are not integer mantissas (quantise the graph first)")
+    return sp.csr_matrix(dense.astype(np.int32))
+
+
+def check_matrix_sizes(g: ir.Graph, schedule: dict, max_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> int:
+    """Raises LavaGraphError naming the first projection whose dense matrix exceeds `max_entries` (before any
+    matrix is built); returns the largest size."""
+    shapes = g.shapes()
+    largest = 0
+    for proj in schedule["projections"]:
+        n = math.prod(shapes[proj.pre]) * math.prod(shapes[proj.synapse])
+        if n > max_entries:
+            node = g.nodes[proj.synapse]
+            raise LavaGraphError(
+                f"{proj.synapse} ({node.kind}, from {node.source or '?'}): weight matrix "
+                f"{math.prod(shapes[proj.synapse])} x {math.prod(shapes[proj.pre])} = {n:,} entries exceeds the "
+                f"limit of {max_entries:,} for materialised Lava matrices; the Lava cross-check is only for "
+                f"small networks")
+        largest = max(largest, n)
+    return largest
+
+
+def lava_weight_rules_csr(w: sp.csr_matrix, num_weight_bits: int = 8) -> sp.csr_matrix:
+    """What lava's bit-accurate Sparse does to the matrix on its first step (clip_weights, truncate_weights
+    with the sign mode determined from the matrix itself; lava/proc/sparse/models.py)."""
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+    mode = determine_sign_mode(w)
+    out = clip_weights(w, mode, num_bits=8)
+    return truncate_weights(out, mode, num_weight_bits)
+
+
+# ------------------------------------------------------------------------------------------------ sink
+def _npy_sink_classes():
+    """NpySink process and its fixed-point model (created on first use, so importing this module does not
+    import lava)."""
+    global NpySink, PyNpySinkModel
+    if "NpySink" in globals():
+        return NpySink, PyNpySinkModel
+    from lava.magma.core.decorator import implements, requires, tag
+    from lava.magma.core.model.py.model import PyLoihiProcessModel
+    from lava.magma.core.model.py.ports import PyInPort
+    from lava.magma.core.model.py.type import LavaPyType
+    from lava.magma.core.process.ports.ports import InPort
+    from lava.magma.core.process.process import AbstractProcess
+    from lava.magma.core.resources import CPU
+    from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+    class NpySink(AbstractProcess):
+        """Receives a vector every step; column time_step - 1 of an int8 buffer (n, n_steps), written to
+        `path` (np.save, atomically) at time_step == flush_step."""
+
+        def __init__(self, *, shape: tuple, n_steps: int, flush_step: int, path: str, name=None) -> None:
+            super().__init__(shape=shape, n_steps=n_steps, flush_step=flush_step, path=path, name=name)
+            self.a_in = InPort(shape=shape)
+
+    @implements(proc=NpySink, protocol=LoihiProtocol)
+    @requires(CPU)
+    @tag("fixed_pt")
+    class PyNpySinkModel(PyLoihiProcessModel):
+        a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+
+        def __init__(self, proc_params):
+            super().__init__(proc_params)
+            self._buf = np.zeros(tuple(proc_params["shape"]) + (int(proc_params["n_steps"]),), dtype=np.int8)
+
+        def run_spk(self) -> None:
+            x = self.a_in.recv()
+            if self.time_step <= self._buf.shape[-1]:
+                self._buf[..., self.time_step - 1] = x
+            if self.time_step == int(self.proc_params["flush_step"]):
+                path = str(self.proc_params["path"])
+                with open(path + ".tmp", "wb") as f:
+                    np.save(f, self._buf)
+                import os
+                os.replace(path + ".tmp", path)
+
+    globals()["NpySink"], globals()["PyNpySinkModel"] = NpySink, PyNpySinkModel
+    return NpySink, PyNpySinkModel
+
+
+# ------------------------------------------------------------------------------------------------ graph
+@dataclass
+class LavaNetwork:
+    graph: ir.Graph
+    schedule: dict
+    source: object                   # lava.proc.io.source.RingBuffer
+    populations: dict                # population name -> LIFReset
+    connections: list                # (Projection, Sparse | DelaySparse)
+    sinks: dict                      # recorded population name -> NpySink
+    n_samples: int
+    n_steps: int                     # steps run: up to the last logical step of the last sample
+    shapes: dict = field(default_factory=dict)
+    sink_paths: dict = field(default_factory=dict)  # population -> .npy written at step n_steps
+
+    def model_map(self, pin_all: bool = False) -> dict:
+        """exception_proc_model_map for the run config: the sinks' model (keyed by instance, which spares the
+        compiler its directory search, and by class, which run_cfg.select consults); with `pin_all`, every
+        process pinned to the bit-accurate model that select_tag='fixed_pt' picks anyway."""
+        out = {}
+        if self.sinks:
+            _, model = _npy_sink_classes()
+            out[type(next(iter(self.sinks.values())))] = model
+            out.update({s: model for s in self.sinks.values()})
+        if pin_all:
+            from lava.proc.io.source import PySendModelFixed
+            from lava.proc.lif.models import PyLifResetModelBitAcc
+            from lava.proc.sparse.models import PyDelaySparseModelBitAcc, PySparseModelBitAcc
+            from lava.proc.sparse.process import DelaySparse
+            out[self.source] = PySendModelFixed
+            out.update({p: PyLifResetModelBitAcc for p in self.populations.values()})
+            out.update({c: PyDelaySparseModelBitAcc if isinstance(c, DelaySparse) else PySparseModelBitAcc
+                        for _, c in self.connections})
+        return out
+
+    @property
+    def period(self) -> int:
+        return int(self.schedule["sample_period"])
+
+    @property
+    def T(self) -> int:
+        return int(self.schedule["T"])
+
+    def depth(self, name: str) -> int:
+        return int(self.schedule["depth"][name])
+
+    def processes(self) -> list:
+        return [self.source, *self.populations.values(), *(c for _, c in self.connections), *self.sinks.values()]
+
+    @property
+    def readout(self) -> str:
+        outs = self.graph.outputs()
+        if len(outs) != 1:
+            raise LavaGraphError(f"expected one Output node, found {outs}")
+        src = self.graph.in_edges(outs[0])[0].src
+        if not (isinstance(self.graph.nodes[src], ir.LoihiLIF) and self.graph.nodes[src].readout):
+            raise LavaGraphError(f"output {outs[0]} does not read a readout population ({src})")
+        return src
+
+    def lava_step(self, sample: int, t: int, name: str) -> int:
+        """The lava time_step (1-based) at which population `name` computes logical step t of `sample`."""
+        return sample * self.period + t + self.depth(name) + 1
+
+    def summary(self) -> dict:
+        delayed = sum(1 for p, _ in self.connections if p.delay)
+        return {"processes": len(self.processes()), "populations": len(self.populations),
+                "sparse": len(self.connections) - delayed, "delay_sparse": delayed, "sinks": len(self.sinks),
+                "sources": 1, "n_steps": self.n_steps, "sample_period": self.period, "T": self.T,
+                "max_depth": int(self.schedule["max_depth"]),
+                "synapses": int(sum(c.weights.init.nnz for _, c in self.connections))}
+
+
+def input_schedule(payload: np.ndarray, T: int, period: int) -> np.ndarray:
+    """Source RingBuffer data (n_in, B * period): sample n's payload in columns n P .. n P + T - 1."""
+    B = payload.shape[0]
+    flat = payload.reshape(B, -1).astype(np.int32)
+    data = np.zeros((flat.shape[1], B * period), dtype=np.int32)
+    for n in range(B):
+        data[:, n * period:n * period + T] = flat[n][:, None]
+    return data
+
+
+def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, record=(), sink_dir=None,
+                       max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> LavaNetwork:
+    """The Lava processes for `payload` ([B, *input shape], integer graded values 0..255), samples back to
+    back (one sample period each); `record`: population names whose spikes go to an NpySink that writes
+    `sink_dir/<index>.npy` at the last step."""
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIFReset
+    from lava.proc.sparse.process import DelaySparse, Sparse
+
+    if graph.metadata.get("numeric") != "loihi_fixed":
+        raise LavaGraphError("the graph is not quantised for Loihi (metadata numeric != 'loihi_fixed')")
+    shapes = graph.shapes()
+    inputs = graph.inputs()
+    if len(inputs) != 1:
+        raise LavaGraphError(f"expected one Input node, found {inputs}")
+    T, P = int(schedule["T"]), int(schedule["sample_period"])
+    payload = np.asarray(payload)
+    if payload.shape[1:] != tuple(shapes[inputs[0]]):
+        raise LavaGraphError(f"payload shape {payload.shape[1:]} is not the input shape {shapes[inputs[0]]}")
+    if not np.all(payload == np.rint(payload)) or payload.min() < 0 or payload.max() > 255:
+        raise LavaGraphError("payload must be integers 0..255 (graded 8-bit spikes)")
+    B = payload.shape[0]
+    # the last step of the run: the last logical step of the last sample in the deepest population
+    n_steps = (B - 1) * P + T + int(schedule["max_depth"])
+    source = Source(data=input_schedule(payload, T, P))
+
+    pops = {}
+    for name in graph.topo_order():
+        node = graph.nodes[name]
+        if not isinstance(node, ir.LoihiLIF):
+            continue
+        shape = shapes[name]
+        n = math.prod(shape)
+        if node.bias_mant is None:
+            bias = np.zeros(n, dtype=np.int32)
+        else:
+            b = np.asarray(node.bias_mant)
+            if b.size == shape[0]:
+                bias = np.repeat(b, n // shape[0])
+            elif b.size == n:
+                bias = b.reshape(-1)
+            else:
+                raise LavaGraphError(f"{name}: bias_mant of size {b.size} fits neither channels nor neurons")
+            bias = bias.astype(np.int32)
+        d = int(schedule["depth"][name])
+        pops[name] = LIFReset(shape=(n,), du=int(node.du), dv=int(node.dv), vth=int(node.vth),
+                              bias_mant=bias, bias_exp=int(node.bias_exp), reset_interval=P,
+                              reset_offset=(d + 1) % P, name=name)
+
+    conns = []
+    for proj in schedule["projections"]:
+        node = graph.nodes[proj.synapse]
+        w = synapse_matrix(graph, proj, shapes, max_matrix_entries)
+        lw = lava_weight_rules_csr(w)
+        if (lw != w).nnz:
+            raise LavaGraphError(f"{proj.synapse}: lava's clip/truncate weight rules would change "
+                                 f"{(lw != w).nnz} weights of the projection {proj.pre} -> {proj.post}")
+        graded = isinstance(graph.nodes[proj.pre], ir.Input)
+        kw = dict(weights=w, weight_exp=int(node.weight_exp), num_weight_bits=8,
+                  num_message_bits=8 if graded else 0, name=f"{proj.synapse}:{proj.pre}->{proj.post}")
+        if proj.delay > 0:
+            delays = w.copy()
+            delays.data = np.full_like(delays.data, int(proj.delay), dtype=int)
+            delays = delays.astype(int)
+            conn = DelaySparse(delays=delays, max_delay=int(proj.delay), **kw)
+        elif proj.delay == 0:
+            conn = Sparse(**kw)
+        else:
+            raise LavaGraphError(f"{proj.synapse}: negative delay {proj.delay}")
+        pre = source if graded else pops[proj.pre]
+        pre.s_out.connect(conn.s_in)
+        conn.a_out.connect(pops[proj.post].a_in)
+        conns.append((proj, conn))
+
+    sinks, paths = {}, {}
+    if record and sink_dir is None:
+        raise LavaGraphError("recording needs a sink_dir")
+    for i, name in enumerate(record):
+        if name not in pops:
+            raise LavaGraphError(f"cannot record {name!r}: not a population")
+        Sink, _ = _npy_sink_classes()
+        paths[name] = str(Path(sink_dir) / f"{i:04d}.npy")
+        sinks[name] = Sink(shape=(math.prod(shapes[name]),), n_steps=n_steps, flush_step=n_steps,
+                           path=paths[name], name=f"sink:{name}")
+        pops[name].s_out.connect(sinks[name].a_in)
+    return LavaNetwork(graph, schedule, source, pops, conns, sinks, B, n_steps, shapes, paths)
