@@ -226,6 +226,7 @@ class LoihiLIF(Node):
     bias_mant: np.ndarray | None = None  # per neuron (channel-broadcast), or None for 0
     bias_exp: int = 0
     readout: bool = False
+    input_delay: int = 0  # hardware timing: its inputs are delayed this many steps beyond the hop (relays)
     stateful: ClassVar[bool] = True
     spiking: ClassVar[bool] = True
 

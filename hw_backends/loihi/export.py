@@ -12,7 +12,7 @@ from convert import ir
 from .network_file import write_network
 from .quantize import quantize
 from .resources import map_resources
-from .timing import schedule, timing_report
+from .timing import insert_delay_relays, schedule, timing_report
 
 
 def _versions() -> dict:
@@ -32,6 +32,7 @@ def _sha256(path: Path) -> str:
 def build(graph: ir.Graph, vth_mant: int = 1024) -> dict:
     """Quantised graph, its report, the schedule and the resource map (no files)."""
     q, qrep = quantize(graph, vth_mant=vth_mant)
+    qrep["delay_relays"] = insert_delay_relays(q)
     sched = schedule(q)
     res = map_resources(q, sched["projections"])
     return {"graph": q, "quantization": qrep, "schedule": sched, "resources": res}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from convert import ir
 
 from . import limits as L
@@ -60,9 +62,7 @@ def projections(g: ir.Graph) -> list[Projection]:
     return out
 
 
-def schedule(g: ir.Graph) -> dict:
-    """Depth of every population and the delay of every projection."""
-    projs = projections(g)
+def _depths(g: ir.Graph, projs: list[Projection]) -> dict[str, int]:
     into: dict[str, list[Projection]] = {}
     for p in projs:
         into.setdefault(p.post, []).append(p)
@@ -74,7 +74,67 @@ def schedule(g: ir.Graph) -> dict:
         elif isinstance(node, POPULATION_TYPES):
             if name not in into:
                 raise ir.IRValidationError(f"{name}: population without input")
-            depth[name] = max(depth[p.pre] + 1 for p in into[name])
+            depth[name] = max(depth[p.pre] + 1 for p in into[name]) + getattr(node, "input_delay", 0)
+    return depth
+
+
+def insert_delay_relays(g: ir.Graph) -> dict:
+    """Where a projection needs more delay than a synapse can hold (6 bits), its spikes travel through a chain
+    of relay populations shared by every consumer of the same stream: relay k copies the stream with
+    depth(pre) + 64 k (one hop plus the full 63-step delay each). A relay is a memoryless threshold neuron
+    (weights 2, dv = du = 4095, vth = 1: fires iff its one input spiked), so it is an exact copy."""
+    projs = projections(g)
+    depth = _depths(g, projs)
+    chains: dict[str, list[str]] = {}
+    hop = L.MAX_DELAY + 1
+    shapes = g.shapes()
+    for p in projs:
+        d = depth[p.post] - depth[p.pre] - 1
+        if d <= L.MAX_DELAY:
+            continue
+        pre = g.nodes[p.pre]
+        if not (isinstance(pre, ir.LoihiLIF) and not pre.readout):
+            raise L.LoihiLimitError(f"{p.synapse} ({p.pre} -> {p.post})", "synaptic delay (6 bit), and the "
+                                    "source is not a spiking population that a relay can copy", d, L.MAX_DELAY)
+        if len({e.dst for e in g.out_edges(p.synapse)}) > 1:
+            raise L.LoihiLimitError(f"{p.synapse} ({p.pre} -> {p.post})", "synaptic delay (6 bit) on a synapse "
+                                    "shared by several populations", d, L.MAX_DELAY)
+        k = -(-(d - L.MAX_DELAY) // hop)
+        chain = chains.setdefault(p.pre, [])
+        while len(chain) < k:
+            src = chain[-1] if chain else p.pre
+            shape = shapes[p.pre]
+            name = f"{p.pre}.relay{len(chain) + 1}"
+            c = shape[0]
+            w = np.full((c, 1) + (1,) * (len(shape) - 1), 2.0)
+            syn = (ir.Conv2d(f"{name}.synapses", pre.source, weight=w, groups=c) if len(shape) == 3 else
+                   ir.Conv1d(f"{name}.synapses", pre.source, weight=w, groups=c))
+            g.add(syn, src)
+            g.add(ir.LoihiLIF(name, pre.source, du=4095, dv=4095, vth=1, input_delay=L.MAX_DELAY), syn.name)
+            chain.append(name)
+        relay = chain[k - 1]
+        src = relay
+        if p.via:  # a Flatten may be shared with consumers that need no relay: the relayed stream gets its own
+            if len(p.via) != 1:
+                raise ir.IRValidationError(f"{p.synapse}: more than one layout node between {p.pre} and it")
+            src = f"{relay}.tokens"
+            if src not in g.nodes:
+                g.add(ir.Flatten(src, pre.source), relay)
+        last = p.via[-1] if p.via else p.pre
+        for e in [e for e in g.in_edges(p.synapse) if e.src == last]:
+            g.edges.remove(e)
+            g.connect(src, p.synapse, e.port)
+    relays = [r for chain in chains.values() for r in chain]
+    if relays:
+        g.metadata["delay_relays"] = {pre: chain for pre, chain in chains.items()}
+    return {"relay_populations": len(relays), "relay_neurons": sum(int(np.prod(shapes[p])) * len(c)
+                                                                   for p, c in chains.items())}
+
+
+def schedule(g: ir.Graph) -> dict:
+    """Depth of every population and the delay of every projection."""
+    projs = projections(g)
+    depth = _depths(g, projs)
     timed = []
     for p in projs:
         d = depth[p.post] - depth[p.pre] - 1
