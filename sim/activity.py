@@ -28,9 +28,10 @@ Counting rules (per sample, over all recorded steps):
 - The *combined* input (the sum of all streams, what the PyTorch layer sees) is counted too: its non-zero
   positions x effective fan-out is exactly NeuroBench's rule (`combined_ops`), and its kind (spikes / integer /
   analog) decides the Spikingformer convention.
-- Neurons (LIF, Threshold, Integrator): one *update* per neuron per step; an update is *active* if the neuron's
-  total input at that step (synaptic current including bias) is non-zero or it spikes, otherwise *inactive*.
-  Spikes = number of 1s emitted. Firing rate = spikes / updates.
+- Neurons (LIF, Threshold, Integrator; Loihi LIF, graded and product neurons): one *update* per neuron per step;
+  an update is *active* if the neuron's total input at that step (synaptic current including bias, on any port)
+  is non-zero or it spikes, otherwise *inactive*. Spikes = non-zero outputs (1s of spiking neurons, graded
+  spikes of graded/product neurons). Firing rate = spikes / updates.
 """
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ from convert import ir
 
 from . import kernels
 
-NEURON_TYPES = (ir.LIF, ir.Threshold, ir.Integrator)
+NEURON_TYPES = tuple(getattr(ir, n) for n in ("LIF", "Threshold", "Integrator", "LoihiLIF", "GradedNeuron",
+                                               "ProductNeuron") if hasattr(ir, n))
+GRADED_TYPES = tuple(getattr(ir, n) for n in ("GradedNeuron", "ProductNeuron") if hasattr(ir, n))
 KIND_ORDER = ("none", "spikes", "integer", "analog")  # "none": no non-zero value seen yet
 
 # categories: what a layer is in the original model; used to group energy "by layer kind"
@@ -340,7 +343,7 @@ def _origin(graph: ir.Graph, name: str) -> str:
 class Records:
     """A record dict completed on demand: stateless nodes missing from it are recomputed from their inputs."""
 
-    STATELESS = (ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.AxisSynapse, ir.Flatten, ir.Threshold)
+    STATELESS = (ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.AxisSynapse, ir.Flatten, ir.Threshold) + GRADED_TYPES
 
     def __init__(self, graph: ir.Graph, records: dict[str, torch.Tensor]):
         self.graph = graph
@@ -416,7 +419,7 @@ def categorize(graph: ir.Graph) -> dict[str, str]:
                 cat[name] = "other"
         elif isinstance(node, NEURON_TYPES):
             ups = {cat.get(e.src, "other") for e in graph.in_edges(name)}
-            if isinstance(node, ir.LIF) and "ssa_decomposition" in ups:
+            if node.stateful and "ssa_decomposition" in ups:  # attn_lif (float LIF or Loihi LIF)
                 cat[name] = "ssa_lif"
             elif len(ups) == 1:
                 cat[name] = ups.pop()
@@ -458,7 +461,7 @@ class ActivityCounter:
                     streams=[StreamCount(e.src, _origin(g, e.src), positions=math.prod(in_shape)) for e in edges])
             elif isinstance(node, NEURON_TYPES):
                 neu[name] = NeuronCount(name, node.source, node.kind, self.category.get(name, "other"),
-                                        tuple(self.shapes[name]), node.spiking)
+                                        tuple(self.shapes[name]), node.spiking or isinstance(node, GRADED_TYPES))
         return Activity(syn, neu, 0, 0, self.ssa_prefixes,
                         tuple(n for n in self.order if n in syn or n in neu))
 
@@ -523,10 +526,12 @@ class ActivityCounter:
                 sc.combined_ops = int(torch.round((ccounts * eff).sum()).item()) * mult
             elif isinstance(node, NEURON_TYPES):
                 nc = act.neurons[name]
-                current = rec.port_sum(name)
-                S, B = current.shape[:2]
-                active = current != 0
-                if node.spiking:
+                active = None
+                for port in node.ports:
+                    a = rec.port_sum(name, port) != 0
+                    active = a if active is None else active | a
+                S, B = active.shape[:2]
+                if node.spiking or isinstance(node, GRADED_TYPES):
                     s = rec.get(name) != 0
                     nc.spikes = int(torch.count_nonzero(s).item())
                     active |= s

@@ -3,12 +3,12 @@ it under an energy model and the literature's conventions, and write energy.json
 PNG charts and one self-contained report.html.
 
 The pieces are pluggable:
-- a *mode* produces per-node records for a batch: `MODES[name](graph, device)` returns a function
-  `images -> (records, logits)`; "float" runs `sim.engine.Engine` (float64). A fixed-point engine registers
-  itself with `register_mode`.
+- a *mode* prepares the graph it runs and produces per-node records for a batch (`register_mode`): "float" runs
+  `sim.engine.Engine` in float64 on the lowered graph; "fixed" (target loihi) quantises it with
+  `hw_backends.loihi.export.build` and runs the engine's integer kernels.
 - the *activity function* `(graph, records) -> Activity` (default `sim.activity.ActivityCounter`).
 - a *target* prepares the lowered graph for a back end (`register_target`); "nir" and "loihi" use the lowered
-  graph as is in float mode.
+  graph as is (Loihi quantisation belongs to the "fixed" mode).
 Same inputs and seed give byte-identical files (no timestamps; PNGs without software metadata).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ FILES = ("energy.json", "energy.csv", "energy.md", "firing_rates.png", "energy_b
 ModeFn = Callable[[torch.Tensor], tuple[dict, torch.Tensor]]
 
 
-def float_mode(graph: ir.Graph, device: str = "cpu") -> ModeFn:
+def _engine_runner(graph: ir.Graph, device: str) -> ModeFn:
     from .engine import Engine
 
     eng = Engine(graph, dtype=torch.float64, device=device)
@@ -53,25 +53,38 @@ def float_mode(graph: ir.Graph, device: str = "cpu") -> ModeFn:
 
     def run(images: torch.Tensor):
         res = eng.run(images, record=names)
-        out = res.outputs[graph.outputs()[0]]
-        return res.records, out
+        return res.records, res.outputs[graph.outputs()[0]]
 
     return run
 
 
-MODES: dict[str, tuple[Callable[[ir.Graph, str], ModeFn], str]] = {
-    "float": (float_mode, "float64 simulation of the lowered graph (reference semantics, sim.engine)"),
+def _loihi_fixed_graph(graph: ir.Graph) -> ir.Graph:
+    from hw_backends.loihi.export import build  # quantisation to Loihi fixed point
+
+    return build(graph)["graph"]
+
+
+# name -> (graph preparation, runner factory, targets it supports, description)
+MODES: dict[str, tuple] = {
+    "float": (lambda g: g, _engine_runner, ("nir", "loihi"),
+              "float64 simulation of the lowered graph (reference semantics, sim.engine)"),
+    "fixed": (_loihi_fixed_graph, _engine_runner, ("loihi",),
+              "Loihi fixed point: the lowered graph quantised (hw_backends.loihi.export.build) and run with integer "
+              "kernels (sim.engine); logical time, per-hop delays not simulated"),
 }
 TARGETS: dict[str, tuple[Callable[[ir.Graph], ir.Graph], str]] = {
     "nir": (lambda g: g, "the lowered graph (spike-only synapses, as exported to NIR)"),
-    "loihi": (lambda g: g, "the lowered graph; Loihi timing (delays) and fixed point are not applied in float "
-                           "mode, so the counts equal the nir target's"),
+    "loihi": (lambda g: g, "the lowered graph for Loihi (in float mode the counts equal the nir target's; "
+                           "use --mode fixed for the quantised network)"),
 }
 DEFAULT_ENERGY_MODEL = {"nir": "cmos45", "loihi": "loihi"}
 
 
-def register_mode(name: str, factory: Callable[[ir.Graph, str], ModeFn], description: str) -> None:
-    MODES[name] = (factory, description)
+def register_mode(name: str, prepare: Callable[[ir.Graph], ir.Graph], runner: Callable[[ir.Graph, str], ModeFn],
+                  targets: tuple, description: str) -> None:
+    """A simulation mode: `prepare(lowered graph) -> graph to run`, `runner(graph, device)(images) ->
+    (records {node: [S, B, ...]}, output)`; the records are counted by the activity function."""
+    MODES[name] = (prepare, runner, tuple(targets), description)
 
 
 def register_target(name: str, prepare: Callable[[ir.Graph], ir.Graph], description: str) -> None:
@@ -82,8 +95,9 @@ def register_target(name: str, prepare: Callable[[ir.Graph], ir.Graph], descript
 
 COUNTING_RULES = [
     "Activity is counted on the lowered graph (BatchNorm folded, max-pool as OR = sum-pool + threshold 0.5, "
-    "residual sums as separate spike streams, SSA as binary AND/bit neurons), over all T steps of every sample; "
-    "all numbers are per inference (per sample).",
+    "residual sums as separate spike streams, SSA as AND + bit-cascade threshold neurons (binary form) or AND + "
+    "graded count + product neurons (graded form)), over all T steps of every sample; all numbers are per "
+    "inference (per sample).",
     "Input event: a non-zero value of one input stream at one input position and step. A layer that reads a "
     "residual sum reads each spike stream separately: a value k of the sum is k events.",
     "Fan-out of an input position: the number of output neurons it connects to, exact at borders and with stride "
@@ -93,23 +107,26 @@ COUNTING_RULES = [
     "Synaptic events = sum over input events of the structural fan-out; effective ops = the same with the "
     "effective fan-out (NeuroBench's definition). Energy uses effective ops. Biases are not synaptic operations.",
     "AC or MAC per stream: values only in {-1, 0, 1} (spikes) -> one AC per effective op; any other stream (the "
-    "analog image into the first conv) -> one MAC per effective op. The first conv runs at every step (T times), "
-    "as the graph does.",
+    "analog image into the first conv, the integer-encoded image in fixed mode, graded spikes of the graded SSA) "
+    "-> one MAC per effective op. The first conv runs at every step (T times), as the graph does.",
     "NeuroBench rule (`combined_ops`): non-zero positions of the summed input x effective fan-out; it differs from "
     "ours where a residual sum holds values > 1 (NeuroBench: one MAC per non-zero position; ours: one AC per spike) "
     "and at the head (NeuroBench sees one averaged vector per sample; the graph feeds every spike of every step).",
-    "Neuron update: one per neuron per step (LIF, threshold, integrator); active if its total input in that step "
-    "(synaptic current including bias) is non-zero or it spikes, else inactive.",
-    "Spikes: 1s emitted by spiking neurons; firing rate = spikes / (neurons x steps).",
-    "SSA decomposition: the AND / bit / product threshold neurons and broadcast/sum synapses that replace the Q K^T "
-    "V product; their synaptic ops, updates and spikes are reported separately. q/k/v_lif and attn_lif are part of "
-    "the original model and are not in that share.",
+    "Neuron update: one per neuron per step (LIF, threshold, integrator, Loihi LIF, graded, product); active if "
+    "its total input in that step (synaptic current including bias, any port) is non-zero or it spikes, else "
+    "inactive.",
+    "Spikes: non-zero outputs (1s of spiking neurons, payload-carrying graded spikes); firing rate = spikes / "
+    "(neurons x steps).",
+    "SSA decomposition: the AND / bit / graded / product neurons and broadcast/sum synapses that replace the "
+    "Q K^T V product; their synaptic ops, updates and spikes are reported separately. q/k/v_lif and attn_lif are "
+    "part of the original model and are not in that share.",
 ]
 
 NOT_MODELLED = [
     "memory access and data movement (weights, membrane state), static/leakage power, host I/O and input encoding",
     "routing beyond the energy model's spike cost; chip partitioning and core capacity",
-    "Loihi fixed-point arithmetic and per-hop delays (float mode counts the float-semantics activity)",
+    "per-hop synaptic delays and pipeline fill on hardware (both modes count activity in logical time; the fixed "
+    "mode uses Loihi's integer arithmetic, the float mode the reference semantics)",
 ]
 
 
@@ -142,7 +159,7 @@ def run_activity(graph: ir.Graph, images: torch.Tensor, mode: str = "float", dev
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; available: {', '.join(sorted(MODES))}")
-    run = MODES[mode][0](graph, device)
+    run = MODES[mode][1](graph, device)
     if activity_fn is not None:  # (graph, records) -> Activity
         def count(recs):
             return activity_fn(graph, recs)
@@ -165,13 +182,17 @@ def run_activity(graph: ir.Graph, images: torch.Tensor, mode: str = "float", dev
 
 
 def build_report(model, config, *, images: torch.Tensor, labels: torch.Tensor | None, energy_model: EnergyModel,
-                 checkpoint: dict, data: dict, ssa_order: str = "auto", mode: str = "float", target: str = "nir",
-                 seed: int = 0, device: str = "cpu", batch_size: int = 16, progress: bool = False,
-                 activity_fn=None) -> ReportResult:
+                 checkpoint: dict, data: dict, ssa_order: str = "auto", ssa_form: str = "binary",
+                 mode: str = "float", target: str = "nir", seed: int = 0, device: str = "cpu", batch_size: int = 16,
+                 progress: bool = False, activity_fn=None) -> ReportResult:
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; available: {', '.join(sorted(TARGETS))}")
-    graph = lower(spikformer_to_ir(model), ssa_order=ssa_order)
-    graph = TARGETS[target][0](graph)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; available: {', '.join(sorted(MODES))}")
+    if target not in MODES[mode][2]:
+        raise ValueError(f"--mode {mode} is for target(s) {', '.join(MODES[mode][2])}, not {target}")
+    graph = lower(spikformer_to_ir(model), ssa_order=ssa_order, ssa_form=ssa_form)
+    graph = MODES[mode][0](TARGETS[target][0](graph))
     act, acc = run_activity(graph, images, mode, device, batch_size, progress, activity_fn, labels)
     ev = event_energy(act, energy_model)
     conv = conventions(act, config, energy_model)
@@ -224,7 +245,8 @@ def build_report(model, config, *, images: torch.Tensor, labels: torch.Tensor | 
             "heads": meta.get("heads"), "head_dim": meta.get("head_dim"), "tokens": meta.get("tokens"),
             "cost_per_step": meta.get("cost_per_step"),
             "neurons": sum(u.neurons for u in neu), "synapse_nodes": len(syn), "neuron_nodes": len(neu),
-            "effective_ac": sum(s.ac_ops for s in syn) / n, "neuron_updates": sum(u.updates for u in neu) / n,
+            "effective_ac": sum(s.ac_ops for s in syn) / n, "effective_mac": sum(s.mac_ops for s in syn) / n,
+            "neuron_updates": sum(u.updates for u in neu) / n,
             "active_updates": sum(u.active_updates for u in neu) / n, "spikes": sum(u.spikes for u in neu) / n,
             "energy_pj": sum(x["total_pj"] for x in en),
         })
@@ -246,9 +268,9 @@ def build_report(model, config, *, images: torch.Tensor, labels: torch.Tensor | 
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION,
         "model": {**checkpoint, "config": config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
                   "dense_flops_one_pass": flops["total"]},
-        "run": {"mode": mode, "mode_description": MODES[mode][1], "target": target,
+        "run": {"mode": mode, "mode_description": MODES[mode][3], "target": target,
                 "target_description": TARGETS[target][1], "seed": seed, "samples": act.samples,
-                "steps": act.steps, "batch_size": batch_size, "device": str(device), "ssa_order": ssa_order,
+                "steps": act.steps, "batch_size": batch_size, "device": str(device), "ssa_order": ssa_order, "ssa_form": ssa_form,
                 "ssa_order_used": sorted({m.get("order") for m in ssa_meta.values()}),
                 "accuracy_on_samples": (acc["correct"] / acc["samples"]) if labels is not None and acc["samples"]
                 else None,
@@ -350,7 +372,8 @@ def _doc(report: dict) -> list[tuple]:
         ["seed / samples / steps", f"{run['seed']} / {run['samples']} / {run['steps']}"],
         ["data", f"{run['data'].get('spec')} ({run['data'].get('selection', '')}; images sha256 "
                  f"{run['data'].get('images_sha256', '')[:16]}...)"],
-        ["SSA order", f"requested {run['ssa_order']}, used {', '.join(run['ssa_order_used'])}"],
+        ["SSA lowering", f"{run['ssa_form']} form, order requested {run['ssa_order']}, used "
+                         f"{', '.join(run['ssa_order_used'])}"],
         ["accuracy of the simulated graph on these samples", "" if acc is None else f"{100 * acc:.2f} %"],
         ["device", run["device"]],
     ]))
@@ -408,14 +431,16 @@ def _doc(report: dict) -> list[tuple]:
                   _uj(r["spikingformer_pj"]), _uj(r["ann_pj"])] for r in report["conventions"]]))
 
     doc.append(("h2", "SSA decomposition (reported separately)"))
-    doc.append(("table", ["product", "order", "bits", "neurons", "eff. ACs", "updates", "active updates", "spikes",
-                          "energy (uJ)"],
-                [[s["product"], s["order"], s["bits"], _num(s["neurons"]), _num(s["effective_ac"]),
+    doc.append(("table", ["product", "form", "order", "bits", "neurons", "eff. ACs", "eff. MACs", "updates",
+                          "active updates", "spikes", "energy (uJ)"],
+                [[s["product"], report["run"]["ssa_form"], s["order"], _num(s["bits"]), _num(s["neurons"]),
+                  _num(s["effective_ac"]), _num(s["effective_mac"]),
                   _num(s["neuron_updates"]), _num(s["active_updates"]), _num(s["spikes"]), _uj(s["energy_pj"])]
                  for s in report["ssa_decomposition"]]))
-    doc.append(("p", "Neurons and synapse groups that replace Q K^T V by AND / bit-cascade threshold neurons "
-                     "(REFERENCE section 6); the conventions instead charge the product with the Spikingformer "
-                     "SSA formula."))
+    doc.append(("p", "Neurons and synapse groups that replace Q K^T V (AND neurons, then a bit cascade of "
+                     "threshold neurons in the binary form or graded count and product neurons in the graded form); "
+                     "the conventions instead charge the product with the Spikingformer SSA formula. Shares: "
+                     f"{_uj(t['event_ssa_decomposition_pj'])} uJ of {_uj(t['event_pj'])} uJ event-based."))
 
     doc.append(("h2", "Dense FLOPs per preset (original architecture, one pass, MACs)"))
     rows = []

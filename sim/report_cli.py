@@ -1,8 +1,8 @@
 """spk-report: energy report of a Spikformer checkpoint.
 
     spk-report model.pt [--preset NAME] [--data digits|cifar10:DIR|npz:FILE] [--samples N]
-               [--energy-model cmos45|loihi|FILE.json] [--ssa-order auto|kv_first|qk_first] [--mode float]
-               [--target nir|loihi] [--seed S] [--device cpu|cuda] [--batch-size B] [--no-progress] -o DIR
+               [--energy-model cmos45|loihi|FILE.json] [--ssa-order auto|kv_first|qk_first]
+               [--ssa-form binary|graded] [--mode float|fixed] [--target nir|loihi] [--seed S] [--device cpu|cuda] [--batch-size B] [--no-progress] -o DIR
 
 Writes energy.json, energy.csv, energy.md, firing_rates.png, energy_by_kind.png, snn_vs_ann.png and report.html
 into DIR (each file atomically; nothing is written if the run fails). The samples are the first N of a seeded
@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"loihi for --target loihi)")
     p.add_argument("--ssa-order", default="auto", choices=("auto", "kv_first", "qk_first"),
                    help="product order of the SSA decomposition (default auto: the cheaper one)")
-    p.add_argument("--mode", default="float", choices=sorted(MODES), help="simulation mode (default float)")
+    p.add_argument("--ssa-form", default="binary", choices=("binary", "graded"),
+                   help="SSA lowering: binary spikes and threshold neurons (default), or Loihi 2 graded spikes and "
+                        "product neurons")
+    p.add_argument("--mode", default="float", choices=sorted(MODES),
+                   help="float: reference semantics, float64 (default); fixed: Loihi fixed point (--target loihi)")
     p.add_argument("--target", default="nir", choices=sorted(TARGETS), help="back end (default nir)")
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and the sample choice (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
@@ -66,6 +70,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--samples must be >= 1, got {args.samples}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from .report import MODES
+    if args.target not in MODES[args.mode][2]:
+        raise UserError(f"--mode {args.mode} runs on --target {' or '.join(MODES[args.mode][2])}, not "
+                        f"{args.target}")
     energy_model = load_energy_model(args.energy_model or DEFAULT_ENERGY_MODEL.get(args.target, "cmos45"))
     device = args.device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -94,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
                   "trained_test_accuracy": meta.get("test_accuracy"),
                   "trained_on": (meta.get("dataset") or {}).get("spec")}
     res = build_report(model, config, images=images, labels=labels, energy_model=energy_model,
-                       checkpoint=checkpoint, data=data, ssa_order=args.ssa_order, mode=args.mode,
+                       checkpoint=checkpoint, data=data, ssa_order=args.ssa_order, ssa_form=args.ssa_form,
+                       mode=args.mode,
                        target=args.target, seed=args.seed, device=device, batch_size=args.batch_size,
                        progress=not args.no_progress)
     paths = write_files(out, res.files)

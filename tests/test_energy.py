@@ -357,6 +357,19 @@ def test_report_cli_loihi_model_and_user_errors(random_checkpoint, tmp_path, cli
     assert rep["run"]["ssa_order_used"] == ["qk_first"]
     assert rep["totals"]["event_breakdown_pj"]["neuron_pj"] > 0
 
+    # Loihi fixed point with the graded SSA: integer kernels, Loihi LIFs, graded spikes charged as MACs
+    rc, out, err = cli(main, [random_checkpoint, "--samples", "2", "--target", "loihi", "--mode", "fixed",
+                              "--ssa-form", "graded", "--energy-model", "cmos45", "--device", "cpu", "--no-progress",
+                              "-o", tmp_path / "f"])
+    assert rc == 0, err
+    rep = json.loads((tmp_path / "f" / "energy.json").read_text())
+    assert rep["run"]["mode"] == "fixed" and rep["run"]["ssa_form"] == "graded"
+    types = {n["node_type"] for n in rep["nodes"]["activity"]["neurons"]}
+    assert "LoihiLIF" in types and "ProductNeuron" in types
+    assert rep["totals"]["event_ops"]["effective_mac"] > 0 and rep["ssa_decomposition"][0]["energy_pj"] >= 0
+    rc, _, err = cli(main, [random_checkpoint, "--mode", "fixed", "--target", "nir", "-o", tmp_path / "x"])
+    assert_one_line_error(rc, err, "fixed")
+
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x"}')
     rc, _, err = cli(main, [random_checkpoint, "--energy-model", bad, "-o", tmp_path / "x"])
