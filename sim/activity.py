@@ -552,3 +552,20 @@ def needed_records(graph: ir.Graph) -> list[str]:
     """Nodes an engine must record for counting: the inputs and every stateful node (LIF, Integrator, Delay);
     all stateless nodes can be recomputed, but recording them too saves that work."""
     return [n for n, node in graph.nodes.items() if not isinstance(node, ir.Output)]
+
+
+def activity_from_simulator(graph: ir.Graph, images: torch.Tensor, device="cpu") -> Activity:
+    """Counts from the float simulator's records (Engine(graph).run(images, record='all'))."""
+    from .engine import Engine
+
+    res = Engine(graph, device=device).run(images, record="all")
+    return ActivityCounter(graph, device)(res.records)
+
+
+def activity_from_reference(model, graph: ir.Graph, images: torch.Tensor) -> Activity:
+    """Counts from the PyTorch reference's recorded spikes (sim.reference.record_reference) for the same images;
+    the synapse layers and stateless SSA neurons are recomputed from those spikes."""
+    from .reference import record_reference
+
+    _, spikes = record_reference(model, images)
+    return ActivityCounter(graph)(reference_records(graph, images, spikes, model.T))
