@@ -270,7 +270,8 @@ def build_report(model, config, *, images: torch.Tensor, labels: torch.Tensor | 
                   "dense_flops_one_pass": flops["total"]},
         "run": {"mode": mode, "mode_description": MODES[mode][3], "target": target,
                 "target_description": TARGETS[target][1], "seed": seed, "samples": act.samples,
-                "steps": act.steps, "batch_size": batch_size, "device": str(device), "ssa_order": ssa_order, "ssa_form": ssa_form,
+                "steps": act.steps, "batch_size": batch_size, "device": str(device), "ssa_form": ssa_form,
+                "ssa_order": ssa_order,
                 "ssa_order_used": sorted({m.get("order") for m in ssa_meta.values()}),
                 "accuracy_on_samples": (acc["correct"] / acc["samples"]) if labels is not None and acc["samples"]
                 else None,

@@ -2,7 +2,8 @@
 
     spk-report model.pt [--preset NAME] [--data digits|cifar10:DIR|npz:FILE] [--samples N]
                [--energy-model cmos45|loihi|FILE.json] [--ssa-order auto|kv_first|qk_first]
-               [--ssa-form binary|graded] [--mode float|fixed] [--target nir|loihi] [--seed S] [--device cpu|cuda] [--batch-size B] [--no-progress] -o DIR
+               [--ssa-form binary|graded] [--mode float|fixed] [--target nir|loihi] [--seed S]
+               [--device cpu|cuda] [--batch-size B] [--no-progress] -o DIR
 
 Writes energy.json, energy.csv, energy.md, firing_rates.png, energy_by_kind.png, snn_vs_ann.png and report.html
 into DIR (each file atomically; nothing is written if the run fails). The samples are the first N of a seeded
