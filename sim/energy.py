@@ -120,17 +120,16 @@ def preset_flops_table() -> dict:
 
 PUBLISHED_EXPLANATION = (
     "The published Spikformer ImageNet 'OPs' (6.82G / 11.09G / 22.09G) are not dense FLOPs of one pass. Our dense "
-    "count of the same architecture (224x224, max-pool after every SPS stage, N=196 tokens, MACs of convs, "
-    "linears and the two SSA matmuls) is lower (the 'dense (1 pass)' column, `total` in JSON). For all three "
-    "models the published energy satisfies E = 0.9 pJ x OPs + 1.596 mJ to the printed precision. That is what one gets if the OPs are the operations "
-    "charged at E_AC, i.e. firing-rate-weighted synaptic operations summed over T = 4 steps (SOPs, which can exceed "
-    "one dense pass), and 1.596 mJ = 4.6 pJ x 0.347 GMAC is the MAC term. 0.347 G equals a 3->64-channel 3x3 conv "
-    "at 224x224 over 4 steps (the first conv of "
-    "Spikformer-8-512), while the first convs of 8-384 / 8-768 have 48 / 96 output channels: the published MAC "
-    "term appears to be the same for all three models (an observation from the arithmetic, not a documented "
-    "choice). Dividing the OPs by T x dense FLOPs of the AC-charged layers gives the implied mean input rate "
-    "(`implied_mean_input_rate`, about 0.29-0.35): residual sums of spikes carry values above 1, which a "
-    "firing-rate-weighted count charges as several spikes.")
+    'count of the same architecture (224x224, max-pool after every SPS stage, N=196 tokens, MACs of convs, linears '
+    "and the two SSA matmuls) is lower (the 'dense (1 pass)' column, `total` in JSON). For all three models the "
+    'published energy satisfies E = 0.9 pJ x OPs + 1.596 mJ to the printed precision. That is what one gets if the '
+    'OPs are the operations charged at E_AC, i.e. firing-rate-weighted synaptic operations summed over T = 4 steps '
+    '(SOPs, which can exceed one dense pass), and 1.596 mJ = 4.6 pJ x 0.347 GMAC is the MAC term. 0.347 G equals a '
+    '3->64-channel 3x3 conv at 224x224 over 4 steps (the first conv of Spikformer-8-512), while the first convs of '
+    '8-384 / 8-768 have 48 / 96 output channels: the published MAC term appears to be the same for all three models'
+    ' (an observation from the arithmetic, not a documented choice). Dividing the OPs by T x dense FLOPs of the AC-'
+    'charged layers gives the implied mean input rate (`implied_mean_input_rate`, about 0.29-0.35): residual sums '
+    'of spikes carry values above 1, which a firing-rate-weighted count charges as several spikes.')
 
 
 # ------------------------------------------------------------------------------------------------ event-based
