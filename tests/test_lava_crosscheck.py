@@ -2,10 +2,11 @@
 
 A tiny Spikformer (8x8 input, D = 16, 2 heads, 1 block, T = 2) with random weights whose BatchNorms are set so
 that every layer fires on the chosen digits (a cross-check of silent layers proves nothing), exported with
-write_artifacts, loaded back from the directory as a Lava process graph (LIFReset, Sparse, DelaySparse,
-RingBuffer), run on lava-nc's bit-accurate CPU models and compared with sim.engine's fixed-point mode:
-zero differences allowed in the readout and in the spikes of every population, for both SSA product orders.
-About 20 s of Lava per order on 2 cores.
+write_artifacts, loaded back from the directory as a Lava process graph (LIFReset, GradedVec, ProdNeuron,
+Sparse, DelaySparse, RingBuffer), run on lava-nc's bit-accurate CPU models and compared with sim.engine's
+fixed-point mode: zero differences allowed in the readout (v at every logical step) and in the spikes of every
+population, and in the integer payloads of the graded populations, for both SSA forms (binary, graded) and
+both product orders. About 15-20 s of Lava per case on 2 cores; one more Lava run for spk-parity --engine lava.
 """
 from __future__ import annotations
 
@@ -56,32 +57,47 @@ def firing_model(order: str, x: torch.Tensor, seed: int = 0):
     return m
 
 
-@pytest.fixture(scope="module", params=["kv_first", "qk_first"])
+CASES = [("binary", "kv_first"), ("binary", "qk_first"), ("graded", "kv_first"), ("graded", "qk_first")]
+
+
+def _populations(g):
+    from hw_backends.loihi.timing import POPULATION_TYPES
+    return [n for n, node in g.nodes.items()
+            if isinstance(node, POPULATION_TYPES) and not (isinstance(node, ir.LoihiLIF) and node.readout)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{f}-{o}" for f, o in CASES])
 def checked(request, tmp_path_factory):
     from hw_backends.loihi.lava_run import crosscheck
-    order = request.param
+    form, order = request.param
     x = digits()
-    built = build(lower(spikformer_to_ir(firing_model(order, x)), ssa_order=order))
-    out = tmp_path_factory.mktemp(f"lava_{order}")
-    write_artifacts(out, built, {"name": f"tiny-{order}"}, {"ssa_order": order})
+    built = build(lower(spikformer_to_ir(firing_model(order, x)), ssa_order=order, ssa_form=form))
+    out = tmp_path_factory.mktemp(f"lava_{form}_{order}")
+    write_artifacts(out, built, {"name": f"tiny-{form}-{order}"}, {"ssa_order": order, "ssa_form": form})
     rep = crosscheck(out, x.numpy(), record="all", sim_graph=built["graph"], timeout_s=300, progress=False)
     summary = {k: v for k, v in rep.items() if k not in ("lava_result", "sim_result")}
-    print(f"\n[lava crosscheck {order}] " + json.dumps(
+    print(f"\n[lava crosscheck {form} {order}] " + json.dumps(
         {"sim_s": summary["sim_s"], "lava": summary["lava"], "network": summary["network"],
          "readout_mismatches": summary["readout_mismatches"],
-         "total_spike_mismatches": summary["total_spike_mismatches"]}, default=float))
-    return {"order": order, "built": built, "dir": out, "report": rep}
+         "readout_step_mismatches": summary["readout_step_mismatches"],
+         "total_spike_mismatches": summary["total_spike_mismatches"],
+         "graded_payload_max": summary["graded_payload_max"]}, default=float))
+    return {"form": form, "order": order, "built": built, "dir": out, "report": rep}
 
 
 def test_every_population_fires(checked):
     rates = checked["report"]["firing_rates"]
     g = checked["built"]["graph"]
-    pops = [n for n, node in g.nodes.items() if isinstance(node, ir.LoihiLIF) and not node.readout]
+    pops = _populations(g)
     assert sorted(rates) == sorted(pops)  # everything recorded
     silent = [n for n in pops if rates[n] == 0]
     assert not silent, f"silent populations prove nothing: {silent}"
     ssa = [n for n in pops if ".product." in n]
-    assert len(ssa) >= 7 and all(0 < rates[n] < 1 for n in ssa), {n: rates[n] for n in ssa}
+    assert len(ssa) >= (7 if checked["form"] == "binary" else 3)
+    # binary spikes must both fire and stay silent somewhere; a graded count may be nonzero everywhere (all
+    # counts >= 1 in qk_first here): its values are checked in test_graded_payloads_exact
+    spiking = [n for n in ssa if isinstance(g.nodes[n], ir.LoihiLIF)]
+    assert all(0 < rates[n] < 1 for n in spiking), {n: rates[n] for n in ssa}
 
 
 def test_readout_bit_exact(checked):
@@ -91,6 +107,10 @@ def test_readout_bit_exact(checked):
     assert lava_res.readout_v.shape == (N_IMAGES, 10)
     assert np.any(lava_res.readout_v != 0)
     assert rep["readout_mismatches"] == 0, (lava_res.readout_v, sim.outputs["output"].numpy())
+    # v at every logical step (readout_steps=True), the simulator's record of the readout
+    assert lava_res.readout_v_steps.shape == (2, N_IMAGES, 10)
+    assert rep["readout_step_mismatches"] == 0
+    np.testing.assert_array_equal(lava_res.readout_v_steps[-1], lava_res.readout_v)
     scale = checked["built"]["graph"].metadata["readout_scale"]
     np.testing.assert_array_equal(lava_res.logits, sim.outputs["output"].numpy() / scale)
 
@@ -99,8 +119,11 @@ def test_spikes_bit_exact_every_population(checked):
     rep, order = checked["report"], checked["order"]
     p = f"block.0.attn.product.{order}"
     nbits = 3 if order == "kv_first" else 4  # counts up to N = 4 tokens / d = 8 dimensions
-    must = ["patch_embed.proj_lif", "patch_embed.maxpool3", f"{p}.and", *(f"{p}.bit{k}" for k in range(nbits)),
-            *(f"{p}.bit{k}.and" for k in range(nbits)), "block.0.attn.attn_lif", "block.0.mlp.fc1_lif"]
+    if checked["form"] == "binary":
+        ssa = [f"{p}.and", *(f"{p}.bit{k}" for k in range(nbits)), *(f"{p}.bit{k}.and" for k in range(nbits))]
+    else:
+        ssa = [f"{p}.and", f"{p}.count", f"{p}.product"]
+    must = ["patch_embed.proj_lif", "patch_embed.maxpool3", *ssa, "block.0.attn.attn_lif", "block.0.mlp.fc1_lif"]
     missing = [n for n in must if n not in rep["spike_mismatches"]]
     assert not missing
     bad = {n: c for n, c in rep["spike_mismatches"].items() if c}
@@ -110,9 +133,29 @@ def test_spikes_bit_exact_every_population(checked):
     assert rep["spikes_compared"] > 5000
 
 
+def test_graded_payloads_exact(checked):
+    """The graded populations are compared by value, not by nonzero-ness: counts above 1 reach the product
+    neurons and the attention LIF through Sparse(num_message_bits=24)."""
+    if checked["form"] != "graded":
+        pytest.skip("binary SSA form has no graded populations")
+    rep, g = checked["report"], checked["built"]["graph"]
+    graded = [n for n in _populations(g) if isinstance(g.nodes[n], (ir.GradedNeuron, ir.ProductNeuron))]
+    assert len(graded) == 2 and sorted(rep["graded_payload_max"]) == sorted(graded)
+    lava_res, sim = rep["lava_result"], rep["sim_result"]
+    for n in graded:
+        lv, sv = lava_res.spikes[n], sim.records[n].numpy()
+        assert lv.dtype == np.int32
+        np.testing.assert_array_equal(lv, sv, err_msg=n)
+        assert len(np.unique(lv)) >= 3 and lv.max() > 1, (n, np.unique(lv))  # more than 0/1
+    net = rep["network"]
+    assert net["population_kinds"] == {"LIFReset": len(_populations(g)) + 1 - 2, "GradedVec": 1, "ProdNeuron": 1}
+    # graded senders: the image, the count (-> product in1) and the product (-> attention LIF)
+    assert net["graded_connections"] == 3
+
+
 def test_process_graph_shape(checked):
     net, sched = checked["report"]["network"], checked["built"]["schedule"]
-    pops = [n for n, node in checked["built"]["graph"].nodes.items() if isinstance(node, ir.LoihiLIF)]
+    pops = _populations(checked["built"]["graph"]) + ["head"]
     delayed = sum(1 for pr in sched["projections"] if pr.delay)
     assert net["populations"] == len(pops)
     assert net["delay_sparse"] == delayed > 0
@@ -194,6 +237,9 @@ from scipy.sparse import csr_matrix
 from lava.proc.io.source import RingBuffer as Src
 from lava.proc.sparse.process import Sparse, DelaySparse
 from lava.proc.lif.process import LIFReset
+from lava.proc.graded.process import GradedVec
+from lava.proc.prodneuron.process import ProdNeuron
+from lava.proc.io.sink import RingBuffer as Sink
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 data = np.zeros((2, 8), dtype=np.int32); data[:, 0] = [200, 7]        # graded payload at time_step 1 only
@@ -205,14 +251,29 @@ a = LIFReset(shape=(2,), du=4095, dv=0, vth=100000, bias_mant=np.array([1, 1]), 
              reset_interval=6, reset_offset=2)
 b = LIFReset(shape=(2,), du=4095, dv=0, vth=100000, reset_interval=100, reset_offset=50)
 src.s_out.connect(sp.s_in); sp.a_out.connect(a.a_in); src.s_out.connect(dl.s_in); dl.a_out.connect(b.a_in)
-va, vb = [], []
+# graded: src -> Sparse(2, -2) -> GradedVec g -> Sparse(num_message_bits=24) -> ProdNeuron.a_in1 (exp 1);
+# src -> DelaySparse(delay 1) -> ProdNeuron.a_in2; g -> Sparse(num_message_bits=0) -> GradedVec h
+g = GradedVec(shape=(2,), vth=0)
+gw = Sparse(weights=csr_matrix(np.array([[2, 0], [0, -2]], dtype=np.int32)), num_message_bits=8)
+pn = ProdNeuron(shape=(2,), vth=0, exp=1)
+g1 = Sparse(weights=w, num_message_bits=24)
+g2 = DelaySparse(weights=w, delays=csr_matrix(np.array([[1, 0], [0, 1]])), num_message_bits=8)
+h = GradedVec(shape=(2,), vth=0)
+hb = Sparse(weights=w, num_message_bits=0)
+sinks = {k: Sink(shape=(2,), buffer=8) for k in ("g", "p", "h")}
+src.s_out.connect(gw.s_in); gw.a_out.connect(g.a_in); g.s_out.connect(g1.s_in); g1.a_out.connect(pn.a_in1)
+src.s_out.connect(g2.s_in); g2.a_out.connect(pn.a_in2); g.s_out.connect(hb.s_in); hb.a_out.connect(h.a_in)
+g.s_out.connect(sinks["g"].a_in); pn.s_out.connect(sinks["p"].a_in); h.s_out.connect(sinks["h"].a_in)
+va, vb, vg = [], [], []
 try:
     for k in range(8):
         src.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         va.append(a.v.get().astype(int).tolist()); vb.append(b.v.get().astype(int).tolist())
+        vg.append(g.v.get().astype(int).tolist())
+    out = {k: s.data.get().astype(int).T.tolist() for k, s in sinks.items()}
 finally:
     src.stop()
-print("RESULT" + json.dumps({"a": va, "b": vb}))
+print("RESULT" + json.dumps({"a": va, "b": vb, "g_v": vg, **out}))
 """
 
 
@@ -221,7 +282,11 @@ def test_lava_timing_facts():
     time_step starts at 1 (the source sends column 0 at step 1); a Sparse delivers at the next step; a
     DelaySparse with delay d at step 1 + 1 + d; LIFReset clears u and v at time_step % interval == offset
     before integrating that step's input; graded payloads pass through Sparse(num_message_bits=8) with an
-    arithmetic right shift for weight_exp < 0."""
+    arithmetic right shift for weight_exp < 0.
+    Graded neurons: GradedVec and ProdNeuron emit in the step their input arrives (no latency beyond the
+    synapse hop, like a LIF); GradedVec's v does not accumulate; payloads above 1 and negative payloads pass
+    through Sparse(num_message_bits=24) intact (its s_in, declared bool, carries the sender's int32), while
+    num_message_bits=0 casts them to 1; ProdNeuron computes (in1 * in2) >> exp, arithmetically."""
     import subprocess
     import sys
 
@@ -243,6 +308,15 @@ def test_lava_timing_facts():
     assert a[7].tolist() == [1, 1]                       # step 8 = 2 + 6: reset again
     # b: delay 2 -> the payload of step 1 arrives at step 1 + 1 + 2 = 4
     assert b[:3].tolist() == [[0, 0]] * 3 and b[3].tolist() == [200 * 64, 7 * 64]
+    gs, ps, hs = np.array(res["g"]), np.array(res["p"]), np.array(res["h"])  # [step - 1, neuron]
+    # g: the payload of step 1 arrives at step 2 and is sent in step 2 (same step as its input)
+    assert gs[1].tolist() == [400, -14] and not np.any(np.delete(gs, 1, 0))
+    assert not np.any(res["g_v"])  # cleared every step: nothing accumulates
+    # product at step 3: in1 = g's step-2 payload (one hop), in2 = src step 1 + 1 + delay 1
+    assert ps[2].tolist() == [(400 * 200) >> 1, (-14 * 7) >> 1] == [40000, -49]
+    assert not np.any(np.delete(ps, 2, 0))
+    # num_message_bits = 0: the payloads count as binary spikes
+    assert hs[2].tolist() == [1, 1] and not np.any(np.delete(hs, 2, 0))
 
 
 def test_run_lava_refuses_big_networks_before_starting_lava():
@@ -252,3 +326,29 @@ def test_run_lava_refuses_big_networks_before_starting_lava():
     built = build(lower(spikformer_to_ir(m), ssa_order="kv_first"))
     with pytest.raises(LavaGraphError, match=r"patch_embed\.proj_conv\S* \(Conv2d.*exceeds the limit"):
         run_lava(built, digits(1).expand(-1, 1, -1, -1).numpy(), timeout_s=5)
+
+
+# ---------------------------------------------------------------------------------------------- spk-parity
+def test_parity_cli_lava_engine_equals_sim_engine(tmp_path):
+    """`spk-parity --target loihi --engine lava` (make_sim_runner: one isolated Lava run) against the same
+    command with the built-in simulator: both compare with the same float reference, so every layer's mismatch
+    count and the overall numbers must be identical."""
+    from sim.parity_cli import main
+    from spikformer.checkpoint import save_checkpoint
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", randomized_model(
+        "digits-2-64", img_size=8, embed_dim=16, num_heads=2, depth=1, T=2, attn_drive=1.0))
+    reports = {}
+    for engine in ("sim", "lava"):
+        out = tmp_path / f"parity_{engine}"
+        rc = main([str(ckpt), "--target", "loihi", "--engine", engine, "--samples", "2", "--data", "digits",
+                   "--device", "cpu", "--min-agreement", "0", "--no-progress", "-o", str(out)])
+        assert rc == 0, engine
+        reports[engine] = json.loads((out / "parity.json").read_text())
+    sim, lv = reports["sim"], reports["lava"]
+    assert lv["run"]["engine"] == "lava" and sim["run"]["engine"] == "sim"
+    assert lv["overall"] == sim["overall"]
+    assert lv["layer_order"] == sim["layer_order"] and len(lv["layer_order"]) >= 10
+    assert {d["layer"]: d["mismatches"] for d in lv["layers"]} == {d["layer"]: d["mismatches"] for d in sim["layers"]}
+    assert lv["layers"] == sim["layers"]
+    assert lv["overall"]["samples"] == 2
+    assert any(d["rate_simulator"] > 0 for d in lv["layers"])  # a silent network would prove little

@@ -1,10 +1,12 @@
 """A real lava-nc process graph for a quantised, timed network (the Loihi export).
 
-One `LIFReset` (fixed-point model `PyLifResetModelBitAcc`) per `LoihiLIF` population, one `Sparse` per
-`Projection` (or `DelaySparse` where the projection has a synaptic delay), a source `RingBuffer` for the
-graded 8-bit image payload and a sink (`NpySink`, below) per recorded population. Every weight matrix is
-materialised from the IR node (conv, sum pool, axis synapse, ...) by applying the node's own kernel to unit
-inputs, so the matrices are only built for small networks (`max_matrix_entries`).
+One `LIFReset` (fixed-point model `PyLifResetModelBitAcc`) per `LoihiLIF` population, one `GradedVec`
+(`PyGradedVecModelFixed`) per `GradedNeuron`, one `ProdNeuron` (`PyProdNeuronModelFixed`) per `ProductNeuron`
+(graded SSA form), one `Sparse` per `Projection` (or `DelaySparse` where the projection has a synaptic delay)
+connected to the post population's port (`a_in`; `a_in1` / `a_in2` for ProdNeuron, from Projection.port), a
+source `RingBuffer` for the graded 8-bit image payload and a sink (`NpySink`, below) per recorded population.
+Every weight matrix is materialised from the IR node (conv, sum pool, axis synapse, ...) by applying the node's
+own kernel to unit inputs, so the matrices are only built for small networks (`max_matrix_entries`).
 
 Timing, verified empirically on lava-nc 0.10.0 (tests/test_lava_crosscheck.py::test_lava_timing_facts runs a
 bare Lava network; the full cross-check gives thousands of spike mismatches with reset_offset = D instead of
@@ -28,6 +30,23 @@ the 21 populations of the tiny cross-check model. `NpySink` below is a one-port 
 whose model keeps the received vectors and writes them to a .npy file at a given step, so recording costs one
 file per recorded population instead.
 
+Graded neurons (verified on lava-nc 0.10.0 by tests/test_lava_crosscheck.py::test_lava_timing_facts):
+- `GradedVec` (lava/proc/graded/models.py, AbstractGradedVecModel.run_spk): `v += a_in; s = v * (|v| > vth);
+  v[:] = 0`, and `s` is sent in the same step. `ProdNeuron` (lava/proc/prodneuron/models.py):
+  `v = (a_in1 * a_in2) >> exp; s = v * (|v| > vth)`, same step, and its `v` Var is never written. So both are
+  memoryless neurons with the same one-hop timing as a LIF: input of step k - 1 (sent on by the Sparse) in,
+  payload out at step k. The schedule's depth convention (a population emits in the step its input arrives)
+  holds for them unchanged, they need no reset between samples (nothing is kept from one step to the next;
+  GradedVec's v is cleared at the end of every step) and whatever they pass on during the pipeline fill
+  reaches their consumers before the consumers' own reset step, like the fill spikes of a LIF.
+- Their ports are int32 with precision 24 (signed 24-bit payloads), so the Sparse/DelaySparse out of a graded
+  population is built with `num_message_bits = 24` (GRADED_MESSAGE_BITS); the builder checks that the payload
+  bound (sim.fixed_point.value_bounds) fits in 24 signed bits. With `num_message_bits = 0` a Sparse casts its
+  input to bool (a payload of 5 counts as 1: measured), so graded senders need `num_message_bits > 0`.
+- The Sparse bit-accurate model's `s_in` is declared `bool, precision=1`, but PyInPortVectorDense.recv sums the
+  received arrays onto `np.zeros(shape, bool)`, which gives the sender's dtype (int32): payloads above 1 and
+  negative payloads arrive intact and `W @ s` is exact (measured with payloads up to 101600 and -3584).
+
 Graded input: the fixed-point source RingBuffer (`PySendModelFixed`) sends int32 values, and `Sparse` with
 `num_message_bits > 0` computes `W @ s` on them (its `s_in` is declared bool but the channel carries the
 sender's int32 dtype), so the RingBuffer is a graded spike source as it is.
@@ -48,14 +67,31 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from convert import ir
 
-from .network_file import read_network
-from .timing import Projection
+from .timing import POPULATION_TYPES, Projection
+
+# torch, sim and network_file (which imports spikformer, hence torch) are imported where they are used: the
+# isolated Lava worker (lava_run) gets the matrices ready-made and then needs neither (about 2 s of imports per
+# run on the 2-core development machine)
 
 DEFAULT_MAX_MATRIX_ENTRIES = 4_000_000  # dense (post x pre) entries materialised per projection
+INPUT_MESSAGE_BITS = 8      # the image: graded 8-bit payload (limits.GRADED_PAYLOAD_BITS)
+GRADED_MESSAGE_BITS = 24    # GradedVec / ProdNeuron s_out: int32 with precision 24 (signed 24-bit payloads)
+GRADED_TYPES = (ir.GradedNeuron, ir.ProductNeuron)
+
+
+def is_graded(node) -> bool:
+    """Does the population send graded payloads (rather than binary spikes)?"""
+    return isinstance(node, GRADED_TYPES)
+
+
+def message_bits(node) -> int:
+    """num_message_bits of a Sparse whose pre is `node`: 0 for binary spikes, > 0 for graded payloads."""
+    if isinstance(node, ir.Input):
+        return INPUT_MESSAGE_BITS
+    return GRADED_MESSAGE_BITS if is_graded(node) else 0
 
 
 class LavaGraphError(ValueError):
@@ -64,7 +100,14 @@ class LavaGraphError(ValueError):
 
 def load_export(export_dir) -> tuple[ir.Graph, dict]:
     """(quantised graph, timing schedule) from an export directory (network.h5)."""
-    return read_network(Path(export_dir) / "network.h5")
+    from .network_file import read_network as _read
+    return _read(Path(export_dir) / "network.h5")
+
+
+def read_network(path) -> tuple[ir.Graph, dict]:
+    """network_file.read_network (kept here as API)."""
+    from .network_file import read_network as _read
+    return _read(path)
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -74,6 +117,8 @@ def synapse_matrix(g: ir.Graph, proj: Projection, shapes: dict | None = None,
 
     Built by running the synapse node's float kernel (sim.kernels) on the unit vectors of the pre population,
     reshaped through the layout nodes (Flatten = identity on row-major flat indices)."""
+    import torch
+
     from sim import kernels  # the IR kernels (same code the simulators use)
 
     shapes = shapes or g.shapes()
@@ -159,11 +204,14 @@ def _npy_sink_classes():
     from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
     class NpySink(AbstractProcess):
-        """Receives a vector every step; column time_step - 1 of an int8 buffer (n, n_steps), written to
-        `path` (np.save, atomically) at time_step == flush_step."""
+        """Receives a vector every step; column time_step - 1 of a buffer (n, n_steps) of `dtype` (int8 for
+        binary spikes, int32 for graded payloads), written to `path` (np.save, atomically) at
+        time_step == flush_step."""
 
-        def __init__(self, *, shape: tuple, n_steps: int, flush_step: int, path: str, name=None) -> None:
-            super().__init__(shape=shape, n_steps=n_steps, flush_step=flush_step, path=path, name=name)
+        def __init__(self, *, shape: tuple, n_steps: int, flush_step: int, path: str, dtype: str = "int8",
+                     name=None) -> None:
+            super().__init__(shape=shape, n_steps=n_steps, flush_step=flush_step, path=path, dtype=dtype,
+                             name=name)
             self.a_in = InPort(shape=shape)
 
     @implements(proc=NpySink, protocol=LoihiProtocol)
@@ -174,7 +222,8 @@ def _npy_sink_classes():
 
         def __init__(self, proc_params):
             super().__init__(proc_params)
-            self._buf = np.zeros(tuple(proc_params["shape"]) + (int(proc_params["n_steps"]),), dtype=np.int8)
+            self._buf = np.zeros(tuple(proc_params["shape"]) + (int(proc_params["n_steps"]),),
+                                 dtype=np.dtype(proc_params.get("dtype", "int8")))
 
         def run_spk(self) -> None:
             x = self.a_in.recv()
@@ -197,7 +246,7 @@ class LavaNetwork:
     graph: ir.Graph
     schedule: dict
     source: object                   # lava.proc.io.source.RingBuffer
-    populations: dict                # population name -> LIFReset
+    populations: dict                # population name -> LIFReset | GradedVec | ProdNeuron
     connections: list                # (Projection, Sparse | DelaySparse)
     sinks: dict                      # recorded population name -> NpySink
     n_samples: int
@@ -215,12 +264,17 @@ class LavaNetwork:
             out[type(next(iter(self.sinks.values())))] = model
             out.update({s: model for s in self.sinks.values()})
         if pin_all:
+            from lava.proc.graded.models import PyGradedVecModelFixed
+            from lava.proc.graded.process import GradedVec
             from lava.proc.io.source import PySendModelFixed
             from lava.proc.lif.models import PyLifResetModelBitAcc
+            from lava.proc.prodneuron.models import PyProdNeuronModelFixed
+            from lava.proc.prodneuron.process import ProdNeuron
             from lava.proc.sparse.models import PyDelaySparseModelBitAcc, PySparseModelBitAcc
             from lava.proc.sparse.process import DelaySparse
             out[self.source] = PySendModelFixed
-            out.update({p: PyLifResetModelBitAcc for p in self.populations.values()})
+            models = {GradedVec: PyGradedVecModelFixed, ProdNeuron: PyProdNeuronModelFixed}
+            out.update({p: models.get(type(p), PyLifResetModelBitAcc) for p in self.populations.values()})
             out.update({c: PyDelaySparseModelBitAcc if isinstance(c, DelaySparse) else PySparseModelBitAcc
                         for _, c in self.connections})
         return out
@@ -241,13 +295,7 @@ class LavaNetwork:
 
     @property
     def readout(self) -> str:
-        outs = self.graph.outputs()
-        if len(outs) != 1:
-            raise LavaGraphError(f"expected one Output node, found {outs}")
-        src = self.graph.in_edges(outs[0])[0].src
-        if not (isinstance(self.graph.nodes[src], ir.LoihiLIF) and self.graph.nodes[src].readout):
-            raise LavaGraphError(f"output {outs[0]} does not read a readout population ({src})")
-        return src
+        return readout_population(self.graph)
 
     def lava_step(self, sample: int, t: int, name: str) -> int:
         """The lava time_step (1-based) at which population `name` computes logical step t of `sample`."""
@@ -255,11 +303,26 @@ class LavaNetwork:
 
     def summary(self) -> dict:
         delayed = sum(1 for p, _ in self.connections if p.delay)
-        return {"processes": len(self.processes()), "populations": len(self.populations),
+        kinds = {}
+        for p in self.populations.values():
+            kinds[type(p).__name__] = kinds.get(type(p).__name__, 0) + 1
+        return {"processes": len(self.processes()), "populations": len(self.populations), "population_kinds": kinds,
+                "graded_connections": sum(1 for p, _ in self.connections if message_bits(self.graph.nodes[p.pre])),
                 "sparse": len(self.connections) - delayed, "delay_sparse": delayed, "sinks": len(self.sinks),
                 "sources": 1, "n_steps": self.n_steps, "sample_period": self.period, "T": self.T,
                 "max_depth": int(self.schedule["max_depth"]),
                 "synapses": int(sum(c.weights.init.nnz for _, c in self.connections))}
+
+
+def readout_population(graph: ir.Graph) -> str:
+    """The readout population (a non-spiking LoihiLIF read by the one Output node)."""
+    outs = graph.outputs()
+    if len(outs) != 1:
+        raise LavaGraphError(f"expected one Output node, found {outs}")
+    src = graph.in_edges(outs[0])[0].src
+    if not (isinstance(graph.nodes[src], ir.LoihiLIF) and graph.nodes[src].readout):
+        raise LavaGraphError(f"output {outs[0]} does not read a readout population ({src})")
+    return src
 
 
 def input_schedule(payload: np.ndarray, T: int, period: int) -> np.ndarray:
@@ -272,13 +335,93 @@ def input_schedule(payload: np.ndarray, T: int, period: int) -> np.ndarray:
     return data
 
 
+def _population_process(name: str, node, shape: tuple, depth: int, period: int):
+    """The Lava process of one population: LIFReset (reset at its own depth every sample period), GradedVec or
+    ProdNeuron (memoryless: no reset needed)."""
+    n = math.prod(shape)
+    if isinstance(node, ir.LoihiLIF):
+        from lava.proc.lif.process import LIFReset
+        if node.bias_mant is None:
+            bias = np.zeros(n, dtype=np.int32)
+        else:
+            b = np.asarray(node.bias_mant)
+            if b.size == shape[0]:
+                bias = np.repeat(b, n // shape[0])
+            elif b.size == n:
+                bias = b.reshape(-1)
+            else:
+                raise LavaGraphError(f"{name}: bias_mant of size {b.size} fits neither channels nor neurons")
+            bias = bias.astype(np.int32)
+        return LIFReset(shape=(n,), du=int(node.du), dv=int(node.dv), vth=int(node.vth), bias_mant=bias,
+                        bias_exp=int(node.bias_exp), reset_interval=period, reset_offset=(depth + 1) % period,
+                        name=name)
+    if isinstance(node, GRADED_TYPES):
+        vth, exp = float(node.vth), int(getattr(node, "exp", 0))
+        if vth != int(vth) or vth < 0:
+            raise LavaGraphError(f"{name}: {node.kind} threshold {node.vth} is not a non-negative integer")
+        if exp < 0:
+            raise LavaGraphError(f"{name}: {node.kind} exponent {exp} < 0 (ProdNeuron shifts right by exp)")
+        if isinstance(node, ir.GradedNeuron):
+            from lava.proc.graded.process import GradedVec
+            proc = GradedVec(shape=(n,), vth=int(vth), exp=0)
+        else:
+            from lava.proc.prodneuron.process import ProdNeuron
+            proc = ProdNeuron(shape=(n,), vth=int(vth), exp=exp)
+        proc.name = name  # neither constructor takes a name
+        return proc
+    raise LavaGraphError(f"{name}: no Lava process for {node.kind}")
+
+
+def _in_port(proc, node, port: str):
+    """The InPort of a population process for a projection's `port` ('in'; 'in1' / 'in2' of a product)."""
+    if isinstance(node, ir.ProductNeuron):
+        if port not in ("in1", "in2"):
+            raise LavaGraphError(f"{node.name}: ProductNeuron has ports in1 and in2, not {port!r}")
+        return proc.a_in1 if port == "in1" else proc.a_in2
+    if port != "in":
+        raise LavaGraphError(f"{node.name}: {node.kind} has one input port, not {port!r}")
+    return proc.a_in
+
+
+def check_graded_payloads(graph: ir.Graph) -> dict:
+    """Upper bounds of the graded payloads (sim.fixed_point.value_bounds); raises LavaGraphError where one does
+    not fit the 24-bit signed payload of GradedVec / ProdNeuron (or the image the 8-bit input)."""
+    from sim.fixed_point import value_bounds
+    bounds = value_bounds(graph, int(graph.metadata.get("input_payload_scale", 255)))
+    out = {}
+    for name, node in graph.nodes.items():
+        if is_graded(node):
+            out[name] = bounds[name]
+            if bounds[name] > 2 ** (GRADED_MESSAGE_BITS - 1) - 1:
+                raise LavaGraphError(f"{name}: graded payload bound {bounds[name]:g} does not fit "
+                                     f"{GRADED_MESSAGE_BITS}-bit signed messages")
+    return out
+
+
+def prepare_matrices(graph: ir.Graph, schedule: dict,
+                     max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> list[sp.csr_matrix]:
+    """The weight mantissas of every projection (schedule order), checked against lava's weight rules, after
+    checking the graded payload bounds. Needs torch (the IR kernels); build_lava_network takes the result."""
+    check_graded_payloads(graph)
+    shapes = graph.shapes()
+    out = []
+    for proj in schedule["projections"]:
+        w = synapse_matrix(graph, proj, shapes, max_matrix_entries)
+        lw = lava_weight_rules_csr(w)
+        if (lw != w).nnz:
+            raise LavaGraphError(f"{proj.synapse}: lava's clip/truncate weight rules would change "
+                                 f"{(lw != w).nnz} weights of the projection {proj.pre} -> {proj.post}")
+        out.append(w)
+    return out
+
+
 def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, record=(), sink_dir=None,
-                       max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> LavaNetwork:
+                       max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, matrices=None) -> LavaNetwork:
     """The Lava processes for `payload` ([B, *input shape], integer graded values 0..255), samples back to
-    back (one sample period each); `record`: population names whose spikes go to an NpySink that writes
-    `sink_dir/<index>.npy` at the last step."""
+    back (one sample period each); `record`: population names whose output (spikes, or payloads of graded
+    populations) goes to an NpySink that writes `sink_dir/<index>.npy` at the last step. `matrices`:
+    prepare_matrices()'s result for this graph and schedule (computed here when None)."""
     from lava.proc.io.source import RingBuffer as Source
-    from lava.proc.lif.process import LIFReset
     from lava.proc.sparse.process import DelaySparse, Sparse
 
     if graph.metadata.get("numeric") != "loihi_fixed":
@@ -293,6 +436,10 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
         raise LavaGraphError(f"payload shape {payload.shape[1:]} is not the input shape {shapes[inputs[0]]}")
     if not np.all(payload == np.rint(payload)) or payload.min() < 0 or payload.max() > 255:
         raise LavaGraphError("payload must be integers 0..255 (graded 8-bit spikes)")
+    if matrices is None:
+        matrices = prepare_matrices(graph, schedule, max_matrix_entries)
+    if len(matrices) != len(schedule["projections"]):
+        raise LavaGraphError(f"{len(matrices)} matrices for {len(schedule['projections'])} projections")
     B = payload.shape[0]
     # the last step of the run: the last logical step of the last sample in the deepest population
     n_steps = (B - 1) * P + T + int(schedule["max_depth"])
@@ -301,37 +448,15 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
     pops = {}
     for name in graph.topo_order():
         node = graph.nodes[name]
-        if not isinstance(node, ir.LoihiLIF):
-            continue
-        shape = shapes[name]
-        n = math.prod(shape)
-        if node.bias_mant is None:
-            bias = np.zeros(n, dtype=np.int32)
-        else:
-            b = np.asarray(node.bias_mant)
-            if b.size == shape[0]:
-                bias = np.repeat(b, n // shape[0])
-            elif b.size == n:
-                bias = b.reshape(-1)
-            else:
-                raise LavaGraphError(f"{name}: bias_mant of size {b.size} fits neither channels nor neurons")
-            bias = bias.astype(np.int32)
-        d = int(schedule["depth"][name])
-        pops[name] = LIFReset(shape=(n,), du=int(node.du), dv=int(node.dv), vth=int(node.vth),
-                              bias_mant=bias, bias_exp=int(node.bias_exp), reset_interval=P,
-                              reset_offset=(d + 1) % P, name=name)
+        if isinstance(node, POPULATION_TYPES):
+            pops[name] = _population_process(name, node, tuple(shapes[name]), int(schedule["depth"][name]), P)
 
     conns = []
-    for proj in schedule["projections"]:
+    for proj, w in zip(schedule["projections"], matrices):
         node = graph.nodes[proj.synapse]
-        w = synapse_matrix(graph, proj, shapes, max_matrix_entries)
-        lw = lava_weight_rules_csr(w)
-        if (lw != w).nnz:
-            raise LavaGraphError(f"{proj.synapse}: lava's clip/truncate weight rules would change "
-                                 f"{(lw != w).nnz} weights of the projection {proj.pre} -> {proj.post}")
-        graded = isinstance(graph.nodes[proj.pre], ir.Input)
+        pre_node = graph.nodes[proj.pre]
         kw = dict(weights=w, weight_exp=int(node.weight_exp), num_weight_bits=8,
-                  num_message_bits=8 if graded else 0, name=f"{proj.synapse}:{proj.pre}->{proj.post}")
+                  num_message_bits=message_bits(pre_node), name=f"{proj.synapse}:{proj.pre}->{proj.post}")
         if proj.delay > 0:
             delays = w.copy()
             delays.data = np.full_like(delays.data, int(proj.delay), dtype=int)
@@ -341,9 +466,9 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
             conn = Sparse(**kw)
         else:
             raise LavaGraphError(f"{proj.synapse}: negative delay {proj.delay}")
-        pre = source if graded else pops[proj.pre]
+        pre = source if isinstance(pre_node, ir.Input) else pops[proj.pre]
         pre.s_out.connect(conn.s_in)
-        conn.a_out.connect(pops[proj.post].a_in)
+        conn.a_out.connect(_in_port(pops[proj.post], graph.nodes[proj.post], getattr(proj, "port", "in")))
         conns.append((proj, conn))
 
     sinks, paths = {}, {}
@@ -355,6 +480,7 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
         Sink, _ = _npy_sink_classes()
         paths[name] = str(Path(sink_dir) / f"{i:04d}.npy")
         sinks[name] = Sink(shape=(math.prod(shapes[name]),), n_steps=n_steps, flush_step=n_steps,
-                           path=paths[name], name=f"sink:{name}")
+                           path=paths[name], dtype="int32" if is_graded(graph.nodes[name]) else "int8",
+                           name=f"sink:{name}")
         pops[name].s_out.connect(sinks[name].a_in)
     return LavaNetwork(graph, schedule, source, pops, conns, sinks, B, n_steps, shapes, paths)
