@@ -1,0 +1,225 @@
+"""One-file checkpoints and safe loading of our own and official Spikformer weights.
+
+Format (a torch zip file, written atomically, no timestamps, the same bytes for the same weights and metadata):
+    {"format": "spikformer-checkpoint", "format_version": 1,
+     "config": SpikformerConfig.to_dict(), "state_dict": {name: tensor (CPU)}, "metadata": {...}}
+
+Loading always uses torch.load(weights_only=True): a file that would need full unpickling (and so could run code)
+is refused. A bare state dict (official checkpoints), or one wrapped as {"model": ...} / {"state_dict": ...},
+loads only when a preset names its architecture. Mismatching parameters are listed by name.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import platform
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .atomic import write_bytes
+from .cli_support import UserError
+from .model import Spikformer
+from .presets import SpikformerConfig, UnknownPresetError, get_preset
+
+FORMAT = "spikformer-checkpoint"
+FORMAT_VERSION = 1
+MAX_LISTED = 12  # names listed per kind of mismatch before "... and N more"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be loaded; the message is one line."""
+
+
+def library_versions() -> dict:
+    import numpy
+    import spikingjelly
+
+    try:
+        from importlib.metadata import version
+        sj = version("spikingjelly")
+    except Exception:  # noqa: BLE001
+        sj = getattr(spikingjelly, "__version__", "unknown")
+    return {"torch": str(torch.__version__), "spikingjelly": str(sj), "numpy": str(numpy.__version__),
+            "python": platform.python_version()}
+
+
+def plain(obj):
+    """Metadata reduced to what torch.load(weights_only=True) accepts and every reader understands: str, int,
+    float, bool, None, lists and str-keyed dicts of them, and tensors. Anything else becomes its str()."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    item = getattr(obj, "item", None)  # numpy scalars
+    if callable(item) and getattr(obj, "shape", None) == ():
+        return plain(item())
+    return str(obj)
+
+
+def checkpoint_bytes(model: torch.nn.Module, config: SpikformerConfig, metadata: dict | None = None) -> bytes:
+    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    obj = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_dict(), "state_dict": state,
+           "metadata": plain(dict(metadata or {}))}
+    buf = io.BytesIO()  # saving to a buffer keeps the archive name fixed, independent of the output path
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(path, model: torch.nn.Module, metadata: dict | None = None,
+                    config: SpikformerConfig | None = None) -> Path:
+    """Write model (+ its config and `metadata`) to `path` atomically. Metadata values must be plain
+    (str/int/float/bool/None, lists and dicts of them) so the file loads with weights_only=True."""
+    config = config or getattr(model, "config", None)
+    if not isinstance(config, SpikformerConfig):
+        raise ValueError("save_checkpoint needs the model's SpikformerConfig")
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output {path} is a directory; give a file name such as {path / 'model.pt'}")
+    write_bytes(path, checkpoint_bytes(model, config, metadata))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+
+def _short(msg: str) -> str:
+    """The informative tail of torch's multi-line weights_only message, on one line."""
+    msg = " ".join(str(msg).split())
+    for marker in ("WeightsUnpickler error:", "Unsupported"):
+        i = msg.find(marker)
+        if i >= 0:
+            return msg[i:][:200]
+    return msg[:200]
+
+
+def _torch_load(path: Path, map_location):
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    is_zip = head.startswith(b"PK\x03\x04") or (len(head) > 0 and zipfile.is_zipfile(path))
+    is_legacy = head[:1] == b"\x80"  # pickle protocol 2+ (torch's pre-1.6 format starts with a pickled magic number)
+    if not (is_zip or is_legacy):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it is {'empty' if not head else 'another kind of file'})")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported" in text or "WeightsUnpickler" in text:
+            raise CheckpointError(
+                f"refused to load {path}: it needs full unpickling, which could execute code "
+                f"({_short(text)}); only tensors and plain containers are accepted") from None
+        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint ({_short(text)})") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile, AttributeError,
+            TypeError, IndexError) as e:
+        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint ({type(e).__name__}: "
+                              f"{_short(e) or 'truncated or corrupt'})") from None
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _list(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f" ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
+    """Raise CheckpointError naming every missing, unexpected and mis-shaped parameter/buffer."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} (expected {list(expected[k].shape)}, got {list(state[k].shape)})"
+                 for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_list(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_list(unexpected)}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped: {_list(misshaped)}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model ({'; '.join(problems)})")
+
+
+def _strip_prefix(state: dict) -> dict:
+    for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP, torch.compile
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(path, preset: str | None = None, device: str | torch.device = "cpu"
+                    ) -> tuple[Spikformer, SpikformerConfig, dict]:
+    """-> (model in eval mode, config, metadata). Our format carries its config; a bare/wrapped state dict needs
+    `preset`. If both are present they must agree."""
+    path = Path(path)
+    obj = _torch_load(path, map_location=device)
+    preset_cfg = None
+    if preset is not None:
+        try:
+            preset_cfg = get_preset(preset)
+        except UnknownPresetError as e:
+            raise CheckpointError(str(e)) from None
+
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f"{path} has checkpoint format version {version!r}; this tool reads version "
+                                  f"{FORMAT_VERSION}")
+        try:
+            config = SpikformerConfig.from_dict(dict(obj["config"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path} has an invalid model config: {e}") from None
+        if preset_cfg is not None and preset_cfg != config:
+            diff = sorted(k for k, v in config.to_dict().items() if preset_cfg.to_dict()[k] != v)
+            raise CheckpointError(f"{path} was saved for a different architecture than preset {preset!r} "
+                                  f"(differs in {', '.join(diff)}); drop --preset to use the saved config")
+        state = obj.get("state_dict")
+        metadata = obj.get("metadata") or {}
+        if not _is_state_dict(state):
+            raise CheckpointError(f"{path} has no valid state_dict entry")
+        metadata = dict(metadata, source="spikformer-checkpoint")
+    else:
+        state = None
+        if _is_state_dict(obj):
+            state, kind = obj, "bare state dict"
+        elif isinstance(obj, dict):
+            for key in ("model", "state_dict", "model_state_dict"):
+                if _is_state_dict(obj.get(key)):
+                    state, kind = obj[key], f"state dict under {key!r}"
+                    break
+        if state is None:
+            raise CheckpointError(f"{path} is neither a spikformer checkpoint nor a state dict of tensors")
+        if preset_cfg is None:
+            raise CheckpointError(f"{path} holds a {kind} without its architecture; pass --preset NAME "
+                                  f"(e.g. --preset cifar10-4-384 for the official CIFAR-10 model)")
+        config = preset_cfg
+        metadata = {"source": kind, "preset": preset}
+        state = _strip_prefix(state)
+
+    try:  # expected shapes without allocating anything: a damaged config cannot make us build a huge model
+        with torch.device("meta"):
+            skeleton = Spikformer(config)
+    except (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{path}: its model config cannot build a Spikformer ({_short(e)})") from None
+    check_state_dict(skeleton, state, source=str(path))
+    model = Spikformer(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # dtype problems and the like
+        raise CheckpointError(f"{path}: cannot load weights ({_short(e)})") from None
+    model.to(device).eval()
+    return model, config, metadata

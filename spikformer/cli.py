@@ -1,0 +1,150 @@
+"""Console scripts of the spikformer package.
+
+spk-train: train a Spikformer preset on a data set and write one checkpoint file.
+
+    spk-train --preset digits-2-64 --data digits --out runs/demo/model.pt [--epochs N] [--lr LR]
+              [--batch-size B] [--seed S] [--device cuda|cpu] [--no-progress] [--debug]
+
+spk-eval: load a checkpoint (ours, or an official state dict with --preset) and print its test accuracy.
+
+    spk-eval --checkpoint model.pt [--data SPEC] [--preset NAME] [--seed S] [--device cuda|cpu] [--debug]
+
+Errors (unknown preset, bad data spec, unusable output path) are one line on stderr with a nonzero exit code;
+the checkpoint is written atomically, so a failed run leaves no output file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .cli_support import UserError, add_common_args, default_device, run_cli
+from .presets import DEFAULT_PRESET, PRESETS, UnknownPresetError, get_preset
+
+PROG = "spk-train"
+EVAL_PROG = "spk-eval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import SPEC_HELP
+    from .train import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
+
+    p = argparse.ArgumentParser(prog=PROG, description="Train a Spikformer and save it as one checkpoint file.")
+    p.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"model configuration (default {DEFAULT_PRESET}); one of: {', '.join(sorted(PRESETS))}")
+    p.add_argument("--data", default="digits", help=f"data spec (default digits): {SPEC_HELP}")
+    p.add_argument("--out", required=True, help="checkpoint file to write (e.g. runs/demo/model.pt)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"AdamW peak learning rate (default {DEFAULT_LR})")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"batch size (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--seed", type=int, default=0, help="seed for the data split, init and shuffling (default 0)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars; one line per epoch instead")
+    add_common_args(p)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Check everything cheap before the (long) training so a mistake fails fast.
+    try:
+        config = get_preset(args.preset)
+    except UnknownPresetError as e:
+        raise UserError(str(e)) from None
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'model.pt'}")
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+    from .checkpoint import library_versions, save_checkpoint
+    from .data import load_dataset_with_info
+    from .train import resolve_device, train
+
+    device = resolve_device(args.device or default_device())
+    data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
+                                  num_classes=config.num_classes)
+    info = data[1]
+    print(f"{PROG}: preset {args.preset}, data {args.data} ({info['n_train']} train / {info['n_test']} test), "
+          f"{args.epochs} epochs on {device}", flush=True)
+    res = train(config, args.data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                device=str(device), progress=not args.no_progress, data=data)
+    metadata = {
+        "preset": args.preset,
+        "dataset": {k: info[k] for k in ("spec", "name", "split", "split_seed", "n_train", "n_test",
+                                         "num_classes", "img_size", "in_channels", "sha256")},
+        "split_seed": info["split_seed"],
+        "train_seed": args.seed,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "test_accuracy": res.test_accuracy,
+        "history": [{k: (round(v, 6) if isinstance(v, float) and k != "seconds" else v)
+                     for k, v in h.items() if k != "seconds"} for h in res.history],
+        "num_parameters": res.num_parameters,
+        "device": device.type,
+        "versions": library_versions(),
+        "created_by": "spikformer-deploy spk-train",
+    }
+    save_checkpoint(out, res.model, metadata, config=config)
+    n_test = info["n_test"]
+    print(f"test accuracy: {100 * res.test_accuracy:.2f} % ({round(res.test_accuracy * n_test)}/{n_test})")
+    print(f"parameters: {res.num_parameters:,}")
+    print(f"training time: {res.seconds:.1f} s")
+    print(f"checkpoint: {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(PROG, build_parser(), _run, argv)
+
+
+def build_eval_parser() -> argparse.ArgumentParser:
+    from .data import SPEC_HELP
+
+    p = argparse.ArgumentParser(prog=EVAL_PROG, description="Evaluate a Spikformer checkpoint's test accuracy.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (spk-train output or an official state dict)")
+    p.add_argument("--preset", default=None,
+                   help="architecture of a bare/official state dict (our checkpoints carry their own); one of: "
+                        f"{', '.join(sorted(PRESETS))}")
+    p.add_argument("--data", default=None,
+                   help=f"data spec (default: the one stored in the checkpoint, else digits): {SPEC_HELP}")
+    p.add_argument("--seed", type=int, default=None,
+                   help="split seed (default: the one stored in the checkpoint, else 0)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available, else cpu)")
+    add_common_args(p)
+    return p
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .data import load_dataset_with_info
+    from .model import count_parameters
+    from .train import configure_threads, evaluate, resolve_device
+
+    device = resolve_device(args.device or default_device())
+    if device.type == "cpu":
+        configure_threads()
+    model, config, meta = load_checkpoint(args.checkpoint, preset=args.preset, device=device)
+    stored = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    spec = args.data or stored.get("spec") or "digits"
+    seed = args.seed if args.seed is not None else (meta.get("split_seed") if isinstance(meta.get("split_seed"), int)
+                                                    else 0)
+    (_, _, x_te, y_te), info = load_dataset_with_info(spec, config.img_size, config.in_channels, seed=seed,
+                                                      num_classes=config.num_classes)
+    acc = evaluate(model, x_te, y_te)
+    n = info["n_test"]
+    print(f"test accuracy: {100 * acc:.2f} % ({round(acc * n)}/{n}) on {spec} (split seed {seed})")
+    print(f"parameters: {count_parameters(model):,}")
+    return 0
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(EVAL_PROG, build_eval_parser(), _run_eval, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

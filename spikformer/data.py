@@ -1,0 +1,287 @@
+"""Image classification data for training and evaluating Spikformer models.
+
+`load_dataset(spec, img_size, in_channels)` returns `(x_train, y_train, x_test, y_test)`: float32 tensors
+[N, C, H, W] with values in [0, 1], already converted to the model's channel count and image size, and int64
+labels. Data specs:
+
+- `digits`: scikit-learn's bundled 8x8 digits (1797 images, values 0..16), stratified 80/20 split with the
+  given seed; nothing is downloaded.
+- `cifar10:DIR`: the standard python-format `cifar-10-batches-py` folder (data_batch_1..5, test_batch), using
+  its own train/test split. The batches are pickles; they are read with a restricted unpickler that only
+  rebuilds numpy arrays and plain builtins, and refuses anything else.
+- `npz:FILE`: a numpy .npz with arrays `x` ([N,H,W], [N,C,H,W] or [N,H,W,C]) and integer labels `y` [N]; loaded
+  with allow_pickle=False and split 80/20 (stratified when every class has at least two samples) with the seed.
+
+Every problem with a spec or its files raises `UserError` with one sentence.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cli_support import UserError
+
+SPEC_HELP = "digits, cifar10:DIR (cifar-10-batches-py folder) or npz:FILE (arrays x and y)"
+TEST_FRACTION = 0.2
+CIFAR10_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+CIFAR10_TEST_BATCH = "test_batch"
+
+
+class DataError(UserError):
+    """A data spec that cannot be used (unknown kind, missing file, wrong arrays)."""
+
+
+class Split(NamedTuple):
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------------- spec parsing
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """'digits' -> ('digits', None); 'cifar10:DIR' -> ('cifar10', 'DIR'); 'npz:FILE' -> ('npz', 'FILE')."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"empty data spec; use one of: {SPEC_HELP}")
+    kind, sep, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "digits":
+        if sep and arg:
+            raise DataError(f"data spec 'digits' takes no argument, got {spec!r}")
+        return "digits", None
+    if kind in ("cifar10", "npz"):
+        if not arg:
+            raise DataError(f"data spec {spec!r} needs a path after '{kind}:'; use one of: {SPEC_HELP}")
+        return kind, arg
+    raise DataError(f"unknown data spec {spec!r}; use one of: {SPEC_HELP}")
+
+
+# ------------------------------------------------------------------------------------------------------ sources
+
+def _stratified_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    counts = np.bincount(y) if len(y) else np.zeros(0, dtype=np.int64)
+    stratify = y if len(counts[counts > 0]) > 1 and counts[counts > 0].min() >= 2 else None
+    try:
+        tr, te = train_test_split(idx, test_size=TEST_FRACTION, random_state=seed, shuffle=True, stratify=stratify)
+    except ValueError as e:  # too few samples for the split
+        raise DataError(f"cannot split {len(y)} samples 80/20: {e}") from None
+    return np.sort(tr), np.sort(te)
+
+
+def _load_digits(seed: int):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.float32) / 16.0  # [N, 8, 8], values 0..16
+    y = d.target.astype(np.int64)
+    tr, te = _stratified_split(y, seed)
+    return x[tr, None], y[tr], x[te, None], y[te], {"name": "digits", "split": "stratified 80/20",
+                                                     "split_seed": seed}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays, dtypes and builtin containers; any other global (code) is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "bytes"),
+        ("builtins", "str"), ("builtins", "int"), ("builtins", "float"), ("builtins", "set"),
+        ("__builtin__", "list"), ("__builtin__", "dict"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"CIFAR-10 batch file {path} is missing (expected the cifar-10-batches-py folder with "
+                        f"{', '.join(CIFAR10_TRAIN_BATCHES)} and {CIFAR10_TEST_BATCH})")
+    try:
+        with open(path, "rb") as f:
+            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"refused to read {path}: it is not a plain CIFAR-10 batch ({e})") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as e:
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"CIFAR-10 batch {path} does not hold a dict")
+    data = d.get(b"data", d.get("data"))
+    labels = d.get(b"labels", d.get("labels"))
+    if data is None or labels is None:
+        raise DataError(f"CIFAR-10 batch {path} has no 'data' or 'labels' entry")
+    data = np.asarray(data)
+    labels = np.asarray(labels)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
+        raise DataError(f"CIFAR-10 batch {path} has data of shape {data.shape} and {labels.size} labels; "
+                        f"expected [N, 3072] and N labels")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"CIFAR-10 batch {path} has non-integer labels")
+    x = data.reshape(-1, 3, 32, 32)
+    return x, labels.astype(np.int64)
+
+
+def _load_cifar10(root: str):
+    root_p = Path(root)
+    if not root_p.is_dir():
+        raise DataError(f"CIFAR-10 folder {root} does not exist or is not a directory")
+    parts = [_read_cifar_batch(root_p / name) for name in CIFAR10_TRAIN_BATCHES]
+    x_tr = np.concatenate([p[0] for p in parts])
+    y_tr = np.concatenate([p[1] for p in parts])
+    x_te, y_te = _read_cifar_batch(root_p / CIFAR10_TEST_BATCH)
+    scale = 255.0 if x_tr.dtype == np.uint8 else None
+    x_tr, x_te = _to_unit_range(x_tr, scale), _to_unit_range(x_te, scale)
+    return x_tr, y_tr, x_te, y_te, {"name": "cifar10", "split": "standard (data_batch_1..5 / test_batch)",
+                                    "split_seed": None}
+
+
+def _to_unit_range(x: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """uint8 -> /255; other integer types and floats outside [0, 1] -> min-max scaled over the whole array."""
+    if scale is not None:
+        return x.astype(np.float32) / np.float32(scale)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    x = x.astype(np.float32)
+    if x.size == 0:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return x
+    if hi == lo:
+        return np.zeros_like(x)
+    return (x - lo) / np.float32(hi - lo)
+
+
+def _as_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        c_first, c_last = x.shape[1] in (1, 3), x.shape[3] in (1, 3)
+        if c_first and not c_last:
+            return x
+        if c_last and not c_first:
+            return x.transpose(0, 3, 1, 2)
+        if c_first and c_last:  # e.g. [N, 3, H, 3]: take the conventional NCHW reading
+            return x
+        raise DataError(f"{where}: cannot tell the channel axis of x with shape {list(x.shape)}; "
+                        f"expected [N,H,W], [N,C,H,W] or [N,H,W,C] with C 1 or 3")
+    raise DataError(f"{where}: x has shape {list(x.shape)}; expected [N,H,W], [N,C,H,W] or [N,H,W,C]")
+
+
+def _load_npz(file: str, seed: int):
+    path = Path(file)
+    if not path.is_file():
+        raise DataError(f"npz file {file} does not exist")
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try to unpickle it
+        raise DataError(f"cannot read npz file {file}: it is not an .npz archive (np.savez output with arrays x and y)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            if not {"x", "y"} <= names:
+                raise DataError(f"npz file {file} must hold arrays 'x' and 'y'; it has {sorted(names) or 'none'}")
+            x, y = z["x"], z["y"]
+    except DataError:
+        raise
+    except ValueError as e:  # object arrays need pickle, which is refused
+        raise DataError(f"npz file {file} cannot be read without pickle (object arrays are refused): {e}") from None
+    except Exception as e:  # noqa: BLE001 - zipfile/format errors of all kinds
+        raise DataError(f"cannot read npz file {file}: {type(e).__name__}: {e}") from None
+    if x.dtype == object or y.dtype == object:
+        raise DataError(f"npz file {file} holds object arrays; expected numbers")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise DataError(f"npz file {file}: x has dtype {x.dtype}; expected numbers")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"npz file {file}: y must be a 1-D integer array, got dtype {y.dtype} shape {list(y.shape)}")
+    if len(y) != len(x):
+        raise DataError(f"npz file {file}: x has {len(x)} samples but y has {len(y)} labels")
+    if len(y) < 2:
+        raise DataError(f"npz file {file} has {len(y)} samples; need at least 2 for a train/test split")
+    if y.min() < 0:
+        raise DataError(f"npz file {file}: labels must be >= 0, found {int(y.min())}")
+    if not np.isfinite(x.astype(np.float64)).all():
+        raise DataError(f"npz file {file}: x holds NaN or infinite values")
+    x = _as_nchw(x, f"npz file {file}")
+    x = _to_unit_range(x if x.dtype != np.bool_ else x.astype(np.uint8) * 255)
+    y = y.astype(np.int64)
+    tr, te = _stratified_split(y, seed)
+    return x[tr], y[tr], x[te], y[te], {"name": f"npz:{path.name}", "split": "80/20", "split_seed": seed}
+
+
+# -------------------------------------------------------------------------------------------------- conversion
+
+def convert_images(x: torch.Tensor, img_size: int, in_channels: int) -> torch.Tensor:
+    """[N, C, H, W] in [0, 1] -> [N, in_channels, img_size, img_size] in [0, 1]. Grayscale <-> RGB by repeating
+    or averaging channels; resizing is bilinear (antialiased when shrinking)."""
+    c = x.shape[1]
+    if c != in_channels:
+        if in_channels == 1:
+            x = x.mean(1, keepdim=True)
+        elif c == 1:
+            x = x.repeat(1, in_channels, 1, 1)
+        else:
+            raise DataError(f"cannot convert {c}-channel images to the model's {in_channels} channels")
+    h, w = x.shape[-2:]
+    if (h, w) != (img_size, img_size):
+        shrink = h > img_size or w > img_size
+        out = []
+        for i in range(0, len(x), 4096):  # bounded memory for large sets
+            out.append(F.interpolate(x[i:i + 4096], size=(img_size, img_size), mode="bilinear",
+                                     align_corners=False, antialias=shrink))
+        x = torch.cat(out) if out else x.new_zeros((0, x.shape[1], img_size, img_size))
+    return x.clamp_(0.0, 1.0).contiguous()
+
+
+def _digest(*arrays: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(tuple(a.shape)).encode())
+        h.update(a.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_dataset_with_info(spec: str, img_size: int, in_channels: int, seed: int = 0,
+                           num_classes: int | None = None) -> tuple[Split, dict]:
+    """Like load_dataset, plus metadata for checkpoints: spec, name, split, split_seed, sizes, classes, image
+    size/channels after conversion and a sha256 of the converted tensors."""
+    kind, arg = parse_spec(spec)
+    if kind == "digits":
+        x_tr, y_tr, x_te, y_te, info = _load_digits(seed)
+    elif kind == "cifar10":
+        x_tr, y_tr, x_te, y_te, info = _load_cifar10(arg)
+    else:
+        x_tr, y_tr, x_te, y_te, info = _load_npz(arg, seed)
+    n_cls = int(max(y_tr.max(initial=-1), y_te.max(initial=-1))) + 1
+    if num_classes is not None and n_cls > num_classes:
+        raise DataError(f"data spec {spec!r} has labels up to {n_cls - 1} but the model has {num_classes} classes")
+    xt = convert_images(torch.from_numpy(np.ascontiguousarray(x_tr)), img_size, in_channels)
+    xe = convert_images(torch.from_numpy(np.ascontiguousarray(x_te)), img_size, in_channels)
+    split = Split(xt, torch.from_numpy(np.ascontiguousarray(y_tr)), xe, torch.from_numpy(np.ascontiguousarray(y_te)))
+    info = dict(info, spec=spec, n_train=len(y_tr), n_test=len(y_te), num_classes=n_cls,
+                img_size=img_size, in_channels=in_channels, sha256=_digest(*split))
+    return split, info
+
+
+def load_dataset(spec: str, img_size: int, in_channels: int, seed: int = 0,
+                 num_classes: int | None = None) -> Split:
+    """(x_train, y_train, x_test, y_test): float32 [N, in_channels, img_size, img_size] in [0, 1], int64 labels."""
+    return load_dataset_with_info(spec, img_size, in_channels, seed, num_classes)[0]
+
+
+def dataset_info(spec: str, img_size: int, in_channels: int, seed: int = 0) -> dict:
+    """Metadata of a data spec (name, split, split seed, sizes, digest) as stored in checkpoints."""
+    return load_dataset_with_info(spec, img_size, in_channels, seed)[1]

@@ -1,0 +1,83 @@
+"""Shared fixtures. Tests run on CPU, with small models, and finish in a few minutes on 2 cores."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from spikformer.model import Spikformer  # noqa: E402
+from spikformer.presets import get_preset  # noqa: E402
+
+
+@pytest.fixture
+def digits_config():
+    return get_preset("digits-2-64")
+
+
+@pytest.fixture
+def digits_model(digits_config):
+    """A random-init digits model with non-trivial BatchNorm statistics, in eval mode."""
+    torch.manual_seed(0)
+    model = Spikformer(digits_config)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.8, 1.5)
+                m.bias.uniform_(0.0, 0.6)  # positive bias: neurons actually fire
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory):
+    """The default job, shortened: `spk-train` (in-process) for 2 epochs on digits. Returns (checkpoint path,
+    exit code, stdout). Shared by the CLI smoke test and the tests that need a model that actually works."""
+    import contextlib
+    import io
+
+    from spikformer.cli import main
+
+    out = tmp_path_factory.mktemp("trained") / "model.pt"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--preset", "digits-2-64", "--data", "digits", "--out", str(out), "--epochs", "2",
+                   "--device", "cpu", "--no-progress", "--seed", "0"])
+    return out, rc, buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_digits):
+    from spikformer.checkpoint import load_checkpoint
+
+    path, rc, _ = trained_digits
+    assert rc == 0
+    model, config, meta = load_checkpoint(path)
+    return model
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run a console-script main(argv) in-process: returns (exit code, stdout, stderr)."""
+    def run(main, argv):
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return run
+
+
+def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
+    """A user error: nonzero exit, exactly one line on stderr, no traceback, and the line names the problem."""
+    assert rc != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
