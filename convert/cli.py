@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.list_targets:
         for name, desc in hw_backends.list_backends():
             print(f"{name:8s} {desc}")
-        for name, reason in sorted(hw_backends.base._UNAVAILABLE.items()):
+        for name, reason in sorted(hw_backends.unavailable().items()):
             print(f"{name:8s} (unavailable: {reason})")
         return 0
     if not args.checkpoint:
@@ -92,6 +92,10 @@ def _run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     if not ckpt.exists():
         raise UserError(f"checkpoint {ckpt} does not exist")
+    if str(args.device).startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: CUDA is not available here; use --device cpu")
 
     from convert.frontend import spikformer_to_ir
     from convert.pipeline import file_sha256

@@ -202,17 +202,15 @@ def axis_synapse_parts(node: ir.AxisSynapse, cache: WeightCache | None = None) -
     t_in, t_out = ins[-1], outs[-1]
     if t_in != t_out and t_in != "one" and t_in in outs[:-1]:
         mid = ins[:-1] + (t_in, "one")
+        if mid == outs:
+            return [_part(name, ins, outs, s, node.weight, "gather", cache, node)]
         first = _part(f"{name}.gather", ins, mid, s, 1.0, "gather", cache, node)
-        return [first] + _rest(node, mid, outs, cache)
+        return [first, _part(name, mid, outs, s, node.weight, "main", cache, node)]
     if t_in != t_out and t_in != "one" and t_out != "one" and t_in not in outs and t_out not in ins:
         mid = ins[:-1] + ("one",)
         first = _part(f"{name}.sum", ins, mid, s, 1.0, "sum", cache, node)
-        return [first] + _rest(node, mid, outs, cache)
+        return [first, _part(name, mid, outs, s, node.weight, "main", cache, node)]
     return [_part(name, ins, outs, s, node.weight, "main", cache, node)]
-
-
-def _rest(node, mid, outs, cache):
-    return [_part(node.name, mid, outs, node.sizes, node.weight, "main", cache, node)]
 
 
 def _part(name, ins, outs, sizes, w, role, cache, node) -> ConvPart:
@@ -489,7 +487,6 @@ def _from_nir(ng: nir.NIRGraph, structured: str) -> ir.Graph:
 
     groups: dict[str, list[str]] = {}  # IR AxisSynapse name -> its NIR parts (structured='axis')
     part_of: dict[str, str] = {}
-    specs: dict[str, dict] = {}
     for name, node in ng.nodes.items():
         src = _src(node, name)
         if isinstance(node, nir.NIRGraph):
@@ -511,12 +508,18 @@ def _from_nir(ng: nir.NIRGraph, structured: str) -> ir.Graph:
             spec = _m(node, "axis_synapse")
             if structured == "axis" and spec is not None:
                 ir_name = _m(node, "ir_name", name)
-                groups.setdefault(ir_name, []).append(name)
                 part_of[name] = ir_name
-                try:
-                    specs[ir_name] = json.loads(spec)
-                except json.JSONDecodeError as e:
-                    raise NIRReadError(f"NIR node {name!r}: axis_synapse metadata is not JSON: {e}") from None
+                if ir_name not in groups:  # the first part seen stands for the synapse (keeps the node order)
+                    try:
+                        spec = json.loads(spec)
+                        g.add(ir.AxisSynapse(ir_name, src, in_axes=tuple(spec["in_axes"]),
+                                             out_axes=tuple(spec["out_axes"]),
+                                             sizes={k: int(v) for k, v in spec["sizes"].items()},
+                                             weight=float(spec["weight"])))
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+                        raise NIRReadError(f"NIR node {name!r}: invalid axis_synapse metadata ({_short(e)})") \
+                            from None
+                groups.setdefault(ir_name, []).append(name)
                 continue
             g.add(ir.Conv1d(name, src, weight=_f64(node.weight), bias=_bias(node),
                             stride=int(np.asarray(node.stride).reshape(-1)[0]),
@@ -559,12 +562,8 @@ def _from_nir(ng: nir.NIRGraph, structured: str) -> ir.Graph:
     # rebuild AxisSynapses, checking the stored weights
     cache = WeightCache()
     for ir_name, part_names in groups.items():
-        spec = specs[ir_name]
         try:
-            node = ir.AxisSynapse(ir_name, _src(ng.nodes[part_names[0]], ir_name), in_axes=tuple(spec["in_axes"]),
-                                  out_axes=tuple(spec["out_axes"]), sizes={k: int(v) for k, v in spec["sizes"].items()},
-                                  weight=float(spec["weight"]))
-            parts = axis_synapse_parts(node, cache)
+            parts = axis_synapse_parts(g.nodes[ir_name], cache)
         except (KeyError, TypeError, NIRExportError) as e:
             raise NIRReadError(f"NIR node {ir_name!r}: invalid axis_synapse metadata ({_short(e)})") from None
         if sorted(p.name for p in parts) != sorted(part_names):
@@ -578,7 +577,6 @@ def _from_nir(ng: nir.NIRGraph, structured: str) -> ir.Graph:
             if not ok:
                 raise NIRReadError(f"NIR node {p.name!r}: stored Conv1d weights differ from the AxisSynapse they "
                                    f"claim to be; read with structured='conv' to simulate them as stored")
-        g.add(node)
 
     for ir_name in groups:  # parts in data-flow order
         groups[ir_name] = [p.name for p in axis_synapse_parts(g.nodes[ir_name], cache)]
@@ -611,9 +609,41 @@ def _from_nir(ng: nir.NIRGraph, structured: str) -> ir.Graph:
 
 
 # ------------------------------------------------------------------------------------ files
+class _NodesOneByOne(dict):
+    """The graph's nodes for nir.write, each serialised (`to_dict`, which copies its arrays) only when the writer
+    reaches it and dropped once written."""
+
+    def __init__(self, nodes: dict):
+        super().__init__()
+        self._nodes = nodes
+
+    def items(self):
+        return ((name, node.to_dict()) for name, node in self._nodes.items())
+
+    def __len__(self):
+        return len(self._nodes)
+
+
+class StreamingGraph:
+    """What nir.write needs from a graph (`to_dict()`), with the nodes serialised one at a time.
+
+    NIRGraph.to_dict() copies every array of the graph twice at once (dataclasses.asdict of the whole graph,
+    then each node's to_dict), which materialises every constant neuron parameter: about 2 x 8 GiB for
+    imagenet-8-768. Given this object, nir.write writes the same groups and datasets (same names, dtypes and
+    compression) while holding one node's arrays at a time."""
+
+    def __init__(self, ng: nir.NIRGraph):
+        self.ng = ng
+
+    def to_dict(self) -> dict:
+        return {"metadata": dict(self.ng.metadata), "nodes": _NodesOneByOne(self.ng.nodes),
+                "edges": [tuple(e) for e in self.ng.edges], "type": "NIRGraph"}
+
+
 def write_nir(path, graph: ir.Graph, model_info: dict | None = None, compression: str = "gzip") -> dict:
-    """Writes `graph` as a NIR file atomically (a temporary sibling renamed into place; nothing is left at
-    `path` on failure). Returns a summary (path, bytes, node counts by NIR type, reused weight arrays)."""
+    """Writes `graph` as a NIR file atomically (nir.write into a temporary sibling, fsync, rename; nothing is
+    left at `path` on failure and an existing file stays as it was). Returns a summary (path, bytes, node counts
+    by NIR type, reused weight arrays)."""
     path = Path(path)
     cache = WeightCache()
     ng = to_nir(graph, model_info, cache)
@@ -621,7 +651,7 @@ def write_nir(path, graph: ir.Graph, model_info: dict | None = None, compression
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
-        nir.write(tmp, ng, compression=compression)
+        nir.write(tmp, StreamingGraph(ng), compression=compression)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

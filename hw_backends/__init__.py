@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import importlib
 
+from . import base
 from .base import Backend, UnknownTargetError, get_backend, list_backends, register  # noqa: F401
-from . import nir  # noqa: F401,E402  (registers "nir")
+from . import nir  # noqa: F401  (registers "nir")
+
+__all__ = ["Backend", "UnknownTargetError", "get_backend", "list_backends", "register", "unavailable"]
+
+
+def unavailable() -> dict[str, str]:
+    """Target packages that are present but failed to import: name -> reason."""
+    return dict(base._UNAVAILABLE)
+
 
 for _name in ("loihi",):
     try:

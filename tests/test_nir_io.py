@@ -204,9 +204,13 @@ def _synthetic_synapses():
         (("h", "e", "j", "i"), ("h", "e", "i"), 0.125 * 8),
         (("h", "c", "j"), ("h", "c", "i"), 0.5),            # sum one token axis, broadcast another
         (("c", "h", "j"), ("h", "c", "j"), 1.0),            # a permutation of channel axes
+        (("h", "c", "j"), ("h", "c", "j", "one"), 2.0),     # token -> channel only (one gather conv)
     ]
-    return [ir.AxisSynapse(f"syn{k}", "", in_axes=a, out_axes=b, sizes=sizes, weight=w)
-            for k, (a, b, w) in enumerate(cases)]
+    out = [ir.AxisSynapse(f"syn{k}", "", in_axes=a, out_axes=b, sizes=sizes, weight=w)
+           for k, (a, b, w) in enumerate(cases)]
+    no_one = {k: v for k, v in sizes.items() if k != "one"}  # 'one' may be left out of sizes
+    out.append(ir.AxisSynapse("syn_no_one", "", in_axes=("h", "c", "j"), out_axes=("h", "e", "i"), sizes=no_one))
+    return out
 
 
 def _lowered_synapses(model):
@@ -340,3 +344,30 @@ def test_cifar10_file_matches_pytorch_model(tmp_path):
     assert mismatches(recs, res.records) == {n: 0 for n in recs}
     assert len(recs) == 5 + 2 + 4 * 7  # 4 SPS LIFs + rpe, 2 max-pools, 7 LIFs per block
     assert recs["block.0.attn.attn_lif"].sum() > 0
+
+
+def _h5_items(path) -> dict:
+    out = {}
+    with h5py.File(path) as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj.dtype.str, obj.compression, obj[()])
+            else:
+                out[name] = "group"
+        f.visititems(visit)
+    return out
+
+
+def test_streaming_write_equals_plain_nir_write(exported, tmp_path):
+    """write_nir hands nir.write the nodes one at a time; the file holds exactly what nir.write(NIRGraph) writes."""
+    g, path = exported["qk_first"]
+    plain = tmp_path / "plain.nir"
+    nir.write(plain, nir_io.to_nir(g, model_info={"preset": "digits-2-64"}), compression="gzip")
+    a, b = _h5_items(path), _h5_items(plain)
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k] == "group":
+            assert b[k] == "group"
+            continue
+        assert a[k][:2] == b[k][:2], k
+        assert np.array_equal(a[k][2], b[k][2]), k
