@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Convert a trained Spikformer checkpoint to a hardware graph.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt) written by spk-train, or a state dict")
     p.add_argument("--target", default="nir", help=f"output target (default nir); one of: {targets}")
-    p.add_argument("-o", "--output", help="output path (a file for nir)")
+    kinds = ", ".join(f"a {hw_backends.get_backend(n).output_kind} for {n}" for n, _ in hw_backends.list_backends())
+    p.add_argument("-o", "--output", help=f"output path ({kinds})")
     p.add_argument("--preset", default=None,
                    help="architecture of a bare state dict (e.g. cifar10-4-384); checkpoints from spk-train carry "
                         "their own")
