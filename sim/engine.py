@@ -3,13 +3,24 @@ float64 by default so lowering passes can be checked for exactness); the Loihi f
 and runs the same graph walk with integer kernels."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from convert import ir
+from spikformer.cli_support import UserError
 
 from . import fixed_point, fused, kernels
+
+
+class InputError(UserError, ValueError):
+    """Images the network cannot take (wrong shape, NaN/Inf); names the expected shape."""
+
+
+class InputRangeWarning(UserWarning):
+    """Input values outside [0, 1] were clipped by the 8-bit graded input encoding (fixed-point mode)."""
 
 
 @dataclass
@@ -17,6 +28,28 @@ class SimResult:
     outputs: dict[str, torch.Tensor]  # output node -> value at the last step [B, ...]
     records: dict[str, torch.Tensor] = field(default_factory=dict)  # node -> [T, B, ...]
     T: int = 0
+
+
+def check_images(graph: ir.Graph, images, fixed: bool = False, warn: bool = True) -> None:
+    """Raises InputError unless `images` is a [B, *input shape] tensor of finite values; with `fixed` (Loihi
+    fixed point) and `warn`, warns (InputRangeWarning) when values outside [0, 1] will be clipped by the 8-bit
+    graded input encoding (float mode takes any value, as the PyTorch reference does)."""
+    shape = tuple(int(s) for s in graph.nodes[graph.inputs()[0]].shape)
+    want = f"[B, {', '.join(str(s) for s in shape)}]"
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"input images must be a tensor {want}, got {type(images).__name__}")
+    if images.dim() != len(shape) + 1 or tuple(images.shape[1:]) != shape:
+        raise InputError(f"input images have shape {list(images.shape)}; this network expects {want} "
+                         f"(batch, channels, height, width)")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise InputError(f"input images hold {int((~torch.isfinite(images)).sum())} NaN/infinite values")
+    if fixed and warn and images.numel():
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 1.0:
+            n = int(((images < 0) | (images > 1)).sum())
+            warnings.warn(InputRangeWarning(
+                f"{n} of {images.numel()} input values lie outside [0, 1] (min {lo:g}, max {hi:g}); the 8-bit "
+                f"graded input encoding clips them to [0, 1]"), stacklevel=3)
 
 
 def _select(graph: ir.Graph, record) -> set[str]:
@@ -48,11 +81,20 @@ class Engine:
         self.input_scale = int(graph.metadata.get("input_payload_scale", 255))
         self.last_state: dict = {}
         self.f32 = fixed_point.float32_exact_synapses(graph, self.input_scale) if self.fixed else set()
+        # On chip every stream into a synapse group is its own projection, shifted by weight_exp on its own;
+        # with a right shift (floor) that differs from shifting the sum, so such synapses run stream by stream.
+        self.per_stream = {n for n, node in graph.nodes.items()
+                           if self.fixed and node.is_synapse and len(self.in_edges.get(n, {}).get("in", [])) > 1
+                           and np.min(node.weight_exp) < 0}
+
+    def check_input(self, images) -> None:
+        check_images(self.graph, images, self.fixed)
 
     def run(self, images: torch.Tensor, T: int | None = None, record=None, extra_steps: int = 0) -> SimResult:
         """images [B, C, H, W] (direct encoding: the same analog input at every step)."""
         T = int(T or self.graph.metadata.get("T", 1))
         rec = _select(self.graph, record)
+        self.check_input(images)
         x_in = images.to(self.device, self.dtype)
         if self.fixed:
             x_in = fixed_point.encode_input(x_in, self.input_scale)
@@ -73,7 +115,11 @@ class Engine:
                             for s in srcs[1:]:
                                 acc = acc + vals[s]
                             inp[port] = acc
-                        if isinstance(node, fused.FusedSSA):
+                        if name in self.per_stream:
+                            vals[name] = sum(fixed_point.step(node, {"in": vals[s]}, state[name], self.pc, t,
+                                                              self.input_scale, name in self.f32)
+                                             for s in self.in_edges[name]["in"])
+                        elif isinstance(node, fused.FusedSSA):
                             vals[name] = fused.run_fused(node, inp["q"], inp["k"], inp["v"], self.fixed)
                         elif self.fixed:
                             vals[name] = fixed_point.step(node, inp, state[name], self.pc, t, self.input_scale,

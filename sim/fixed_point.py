@@ -6,6 +6,7 @@ Integer values are carried in float64 tensors (exact below 2**53; much faster th
 CPU); every operation below keeps them integers."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from convert import ir
@@ -16,10 +17,17 @@ STATE_MAX = 2 ** 23
 
 
 def shift(node, a: torch.Tensor) -> torch.Tensor:
+    """a << weight_exp, or arithmetic a >> -weight_exp (floor). weight_exp is one integer or one per output
+    channel (axis 1 of a)."""
     e = node.weight_exp
-    if e >= 0:
-        return a * (2.0 ** e)
-    return torch.floor(a / (2.0 ** -e))  # arithmetic right shift of an integer
+    if np.ndim(e) == 0:
+        e = int(e)
+        if e >= 0:
+            return a * (2.0 ** e)
+        return torch.floor(a / (2.0 ** -e))
+    e = torch.as_tensor(np.asarray(e, dtype=np.float64), dtype=a.dtype, device=a.device)
+    e = e.view((1, -1) + (1,) * (a.dim() - 2))
+    return torch.where(e >= 0, a * torch.exp2(e.clamp(min=0)), torch.floor(a / torch.exp2((-e).clamp(min=0))))
 
 
 def _decay(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -81,7 +89,6 @@ def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f3
 def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
     """An upper bound of |output| of every node of a fixed-point graph (spikes 1, graded payloads and synaptic
     sums from the weights), used to prove that float32 sums are exact."""
-    import numpy as np
 
     bound: dict[str, float] = {}
     for name in g.topo_order():
@@ -103,7 +110,7 @@ def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
                 row = abs(float(w)) * node.fan_in
             else:  # SumPool2d
                 row = abs(float(w)) * node.kernel[0] * node.kernel[1]
-            bound[name] = row * ins
+            bound[name] = row * ins * 2.0 ** max(float(np.max(node.weight_exp)), 0.0)
         else:
             bound[name] = ins
     return bound

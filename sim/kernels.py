@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -74,7 +75,11 @@ def batch_norm(node: ir.BatchNorm, x, pc: ParamCache):
 
 
 def _exp(node, y):
-    return y if node.weight_exp == 0 else y * (2.0 ** node.weight_exp)
+    e = node.weight_exp
+    if np.ndim(e) == 0:
+        return y if e == 0 else y * (2.0 ** e)
+    scale = torch.as_tensor(np.exp2(np.asarray(e, dtype=np.float64)), dtype=y.dtype, device=y.device)
+    return y * scale.view((1, -1) + (1,) * (y.dim() - 2))
 
 
 def step(node: ir.Node, inp: dict, state: dict, pc: ParamCache, t: int):

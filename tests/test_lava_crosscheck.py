@@ -156,11 +156,19 @@ def test_graded_payloads_exact(checked):
 def test_process_graph_shape(checked):
     net, sched = checked["report"]["network"], checked["built"]["schedule"]
     pops = _populations(checked["built"]["graph"]) + ["head"]
-    delayed = sum(1 for pr in sched["projections"] if pr.delay)
+    g = checked["built"]["graph"]
+
+    def groups(pr):  # one Sparse process per distinct weight exponent (per-channel exponents)
+        e = g.nodes[pr.synapse].weight_exp
+        return len(np.unique(e)) if np.ndim(e) else 1
+
+    delayed = sum(groups(pr) for pr in sched["projections"] if pr.delay)
+    n_conns = sum(groups(pr) for pr in sched["projections"])
+    assert n_conns > len(sched["projections"])  # the per-channel exponents are exercised
     assert net["populations"] == len(pops)
     assert net["delay_sparse"] == delayed > 0
-    assert net["sparse"] + net["delay_sparse"] == len(sched["projections"])
-    assert net["processes"] == 1 + len(pops) + len(sched["projections"]) + net["sinks"]
+    assert net["sparse"] + net["delay_sparse"] == n_conns
+    assert net["processes"] == 1 + len(pops) + n_conns + net["sinks"]
     # the run ends at the last logical step of the last sample in the deepest population
     assert net["n_steps"] == (N_IMAGES - 1) * sched["sample_period"] + sched["T"] + sched["max_depth"]
 

@@ -99,9 +99,11 @@ class LavaGraphError(ValueError):
 
 
 def load_export(export_dir) -> tuple[ir.Graph, dict]:
-    """(quantised graph, timing schedule) from an export directory (network.h5)."""
-    from .network_file import read_network as _read
-    return _read(Path(export_dir) / "network.h5")
+    """(quantised graph, timing schedule) from an export directory (network.h5), checked against its
+    manifest.json (network_file.read_export: every listed file present with its sha256); NetworkFileError
+    otherwise."""
+    from .network_file import read_export
+    return read_export(export_dir)
 
 
 def read_network(path) -> tuple[ir.Graph, dict]:
@@ -415,6 +417,23 @@ def prepare_matrices(graph: ir.Graph, schedule: dict,
     return out
 
 
+def exponent_groups(node, w, post_shape) -> list[tuple[int, "sp.csr_matrix"]]:
+    """A synapse with one weight exponent per output channel becomes one Sparse process per distinct exponent
+    (lava's Sparse has one weight_exp), each holding the rows of its channels."""
+    e = node.weight_exp
+    if np.ndim(e) == 0:
+        return [(int(e), w)]
+    e = np.asarray(e, dtype=np.int64)
+    per_row = np.repeat(e, math.prod(post_shape[1:]))
+    groups = []
+    for val in np.unique(e):
+        keep = sp.diags((per_row == val).astype(np.int64))
+        part = (keep @ w).tocsr()
+        part.eliminate_zeros()
+        groups.append((int(val), part))
+    return groups
+
+
 def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, record=(), sink_dir=None,
                        max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, matrices=None) -> LavaNetwork:
     """The Lava processes for `payload` ([B, *input shape], integer graded values 0..255), samples back to
@@ -452,24 +471,26 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
             pops[name] = _population_process(name, node, tuple(shapes[name]), int(schedule["depth"][name]), P)
 
     conns = []
-    for proj, w in zip(schedule["projections"], matrices):
+    for proj, w_all in zip(schedule["projections"], matrices):
         node = graph.nodes[proj.synapse]
         pre_node = graph.nodes[proj.pre]
-        kw = dict(weights=w, weight_exp=int(node.weight_exp), num_weight_bits=8,
-                  num_message_bits=message_bits(pre_node), name=f"{proj.synapse}:{proj.pre}->{proj.post}")
-        if proj.delay > 0:
-            delays = w.copy()
-            delays.data = np.full_like(delays.data, int(proj.delay), dtype=int)
-            delays = delays.astype(int)
-            conn = DelaySparse(delays=delays, max_delay=int(proj.delay), **kw)
-        elif proj.delay == 0:
-            conn = Sparse(**kw)
-        else:
-            raise LavaGraphError(f"{proj.synapse}: negative delay {proj.delay}")
-        pre = source if isinstance(pre_node, ir.Input) else pops[proj.pre]
-        pre.s_out.connect(conn.s_in)
-        conn.a_out.connect(_in_port(pops[proj.post], graph.nodes[proj.post], getattr(proj, "port", "in")))
-        conns.append((proj, conn))
+        for e, w in exponent_groups(node, w_all, shapes[proj.post]):
+            kw = dict(weights=w, weight_exp=e, num_weight_bits=8, num_message_bits=message_bits(pre_node),
+                      name=f"{proj.synapse}:{proj.pre}->{proj.post}" + (f":exp{e}" if np.ndim(node.weight_exp)
+                                                                         else ""))
+            if proj.delay > 0:
+                delays = w.copy()
+                delays.data = np.full_like(delays.data, int(proj.delay), dtype=int)
+                delays = delays.astype(int)
+                conn = DelaySparse(delays=delays, max_delay=int(proj.delay), **kw)
+            elif proj.delay == 0:
+                conn = Sparse(**kw)
+            else:
+                raise LavaGraphError(f"{proj.synapse}: negative delay {proj.delay}")
+            pre = source if isinstance(pre_node, ir.Input) else pops[proj.pre]
+            pre.s_out.connect(conn.s_in)
+            conn.a_out.connect(_in_port(pops[proj.post], graph.nodes[proj.post], getattr(proj, "port", "in")))
+            conns.append((proj, conn))
 
     sinks, paths = {}, {}
     if record and sink_dir is None:

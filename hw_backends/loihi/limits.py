@@ -14,6 +14,7 @@ DECAY_MAX = 4095                     # du, dv: unsigned 12 bit
 VTH_MAX = 2 ** 17 - 1                # vth: unsigned 17 bit, compared as vth << 6
 BIAS_MANT_MIN, BIAS_MANT_MAX = -4096, 4095  # bias_mant: signed 13 bit
 BIAS_EXP_MAX = 7                     # bias_exp: unsigned 3 bit
+STATE_BITS = 24
 STATE_MAX = 2 ** 23 - 1              # u wraps, v saturates at 24 bit
 ACTIVATION_MAX = 2 ** 15 - 1         # a_in is an int16 port on the LIF (16-bit synaptic input on chip)
 GRADED_PAYLOAD_BITS = 8              # graded input spikes: 8-bit payload used for the analog image

@@ -44,13 +44,19 @@ def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
     return (w.astype(np.int64) >> 1) << 1, "mixed"
 
 
+READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
+
+
 class Quantizer:
-    def __init__(self, g: ir.Graph, vth_mant: int = 1024, input_bits: int = L.GRADED_PAYLOAD_BITS):
+    def __init__(self, g: ir.Graph, vth_mant: int = 1024, input_bits: int = L.GRADED_PAYLOAD_BITS,
+                 per_channel_exp: bool = True):
+        self.per_channel_exp = per_channel_exp
         self.src = g
         self.g = g.copy()
         self.vth_mant = vth_mant
         self.input_scale = 2 ** input_bits - 1
-        self.report = {"vth_mant_target": vth_mant, "input": {}, "layers": {}, "synapses": {}, "warnings": []}
+        self.report = {"vth_mant_target": vth_mant, "input": {}, "layers": {}, "synapses": {},
+                       "warnings": [dict(w) for w in g.metadata.get("warnings", [])]}  # the frontend's first
         self.shapes = g.shapes()
 
     def warn(self, node, what, detail):
@@ -86,19 +92,44 @@ class Quantizer:
         else:
             w = syn.weight * scale
             mixed = bool(np.any(w < 0) and np.any(w > 0))
-            e = _fit_exp(float(np.max(np.abs(w))), L.WEIGHT_MIXED_MAX if mixed else 255)
+            mant_max = L.WEIGHT_MIXED_MAX if mixed else 255
+            e = _fit_exp(float(np.max(np.abs(w))), mant_max)
+            e_needed = e
+            e = min(e, L.WEIGHT_EXP_MAX)  # beyond the largest exponent the largest weights are clipped (below)
+            if self.per_channel_exp:
+                # one exponent per output channel (on chip: one synapse group per exponent): channels with small
+                # weights keep their resolution instead of sharing the exponent of the largest weight
+                ch_max = np.abs(w).reshape(w.shape[0], -1).max(1)
+                e_ch = np.array([min(_fit_exp(float(v), mant_max), e) if v > 0 else e for v in ch_max])
+                e = e_ch if len(set(e_ch.tolist())) > 1 else int(e_ch[0])
+            e_b = np.reshape(e, (-1,) + (1,) * (w.ndim - 1)) if np.ndim(e) else e
             if mixed:  # lava drops the lowest mantissa bit of mixed-sign weights: round to even values directly
-                m = (2 * np.rint(w / 2 ** (e + 1))).astype(np.int64)
+                m = (2 * np.rint(w / 2.0 ** (e_b + 1))).astype(np.int64)
             else:
-                m = np.rint(w / 2 ** e).astype(np.int64)
+                m = np.rint(w / 2.0 ** e_b).astype(np.int64)
             m_l, mode = lava_weight_rules(m)
             changed = int(np.sum(m_l != m))
-            err = np.abs(m_l * 2.0 ** e - w)
-            rec = {"kind": syn.kind, "scale": scale, "weight_exp": e, "sign_mode": mode,
+            err = np.abs(m_l * 2.0 ** e_b - w)
+            rec = {"kind": syn.kind, "scale": scale, "weight_exp": np.asarray(e).tolist(), "sign_mode": mode,
                    "max_abs_mantissa": int(np.max(np.abs(m_l))), "rounded_by_lava_rules": changed,
                    "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean())}
-            if changed:
+            e_top = int(np.max(e))
+            if e_needed > e_top:
+                top = mant_max * 2.0 ** e_top
+                clipped = int(np.sum(np.abs(w) > top))
+                over = float(np.max(np.abs(w)))
+                rec.update(weight_exp_needed=e_needed, clipped_weights=clipped,
+                           max_clip_model_units=(over - top) / scale)
+                self.warn(syn.name, "weights clipped",
+                          f"{clipped} of {w.size} weights exceed the 8-bit range at the largest weight exponent "
+                          f"{e_top} (exponent {e_needed} would be needed): |w| up to {over / scale:.6g} clipped to "
+                          f"{top / scale:.6g} in model units (after BatchNorm folding), i.e. by up to "
+                          f"{(over - top) / scale:.6g} ({100 * (over / top - 1):.1f} %)")
+            elif changed:
                 self.warn(syn.name, "weight", f"{changed} mantissas changed by lava's clip/truncate rules")
+            if np.any(w != 0) and not np.any(m_l):
+                self.warn(syn.name, "weights vanish", f"all {int(np.sum(w != 0))} nonzero weights round to 0 at "
+                          f"the smallest weight exponent {e}")
             syn.weight = m_l.astype(np.float64)
             syn.weight_exp = e
         rec["_scale"] = scale
@@ -121,7 +152,7 @@ class Quantizer:
             self.warn(node.name, "decay", f"tau={tau} gives dv={4096 / tau:.3f}, rounded to {dv}")
         bias = self._pop_bias(syns)
         T = int(self.g.metadata.get("T", 4))
-        exact = bias is None and all(isinstance(s, ir.AxisSynapse) for s in syns)
+        exact = bias is None and all(isinstance(s, ir.AxisSynapse) and s.weight != 0 for s in syns)
         if exact:
             unit = min(abs(s.weight) for s in syns)
             sigma = 2.0 ** math.ceil(math.log2(2 ** (T + 1) / unit))
@@ -190,16 +221,18 @@ class Quantizer:
     def readout(self, node: ir.Integrator) -> ir.LoihiLIF:
         syns = [self.g.nodes[e.src] for e in self.g.in_edges(node.name)]
         bias = self._pop_bias(syns)
-        w_max = max(float(np.max(np.abs(s.weight))) for s in syns)
-        sigma = 2.0 ** math.floor(math.log2(L.WEIGHT_MIXED_MAX / w_max))  # weights at full mantissa, e = 0
+        # v = lambda * logit must stay inside the 24-bit state for |logit| up to READOUT_LOGIT_RANGE; the
+        # weights then take whatever exponent (negative: a right shift of the sum) gives them full mantissas
+        lam = 2.0 ** (L.STATE_BITS - 2) / READOUT_LOGIT_RANGE
+        sigma = lam / 64
         for s in syns:
             self._set_weights(s, sigma)
-        lam = 64 * sigma  # v = 64 * sigma * logit
         b = bias * lam
         bias_exp = max(0, math.ceil(math.log2(max(np.max(np.abs(b)), 1e-30) / L.BIAS_MANT_MAX)))
         bias_mant = np.rint(b / 2 ** bias_exp)
         self.report["layers"][node.name] = {"kind": "Readout", "source": node.source, "du": 4095, "dv": 0,
                                             "vth": L.VTH_MAX, "logit_scale": lam, "bias_exp": bias_exp,
+                                            "logit_range": READOUT_LOGIT_RANGE,
                                             "rule": "logits = v / logit_scale at the last step; never fires"}
         self.g.metadata["readout_scale"] = lam
         return ir.LoihiLIF(node.name, node.source, du=4095, dv=0, vth=L.VTH_MAX, bias_mant=bias_mant,
@@ -232,8 +265,8 @@ class Quantizer:
         return g, self.report
 
 
-def quantize(g: ir.Graph, vth_mant: int = 1024) -> tuple[ir.Graph, dict]:
+def quantize(g: ir.Graph, vth_mant: int = 1024, per_channel_exp: bool = True) -> tuple[ir.Graph, dict]:
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
-    return Quantizer(g, vth_mant).run()
+    return Quantizer(g, vth_mant, per_channel_exp=per_channel_exp).run()
