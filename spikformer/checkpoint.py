@@ -121,7 +121,7 @@ def _torch_load(path: Path, map_location):
                 f"({_short(text)}); only tensors and plain containers are accepted") from None
         raise CheckpointError(f"{path} is not a valid PyTorch checkpoint ({_short(text)})") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile, AttributeError,
-            TypeError, IndexError) as e:
+            TypeError, IndexError, AssertionError) as e:  # AssertionError: torch's persistent_load on damaged ids
         raise CheckpointError(f"{path} is not a valid PyTorch checkpoint ({type(e).__name__}: "
                               f"{_short(e) or 'truncated or corrupt'})") from None
 
@@ -188,7 +188,8 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
             raise CheckpointError(f"{path} was saved for a different architecture than preset {preset!r} "
                                   f"(differs in {', '.join(diff)}); drop --preset to use the saved config")
         state = obj.get("state_dict")
-        metadata = obj.get("metadata") or {}
+        metadata = obj.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
         if not _is_state_dict(state):
             raise CheckpointError(f"{path} has no valid state_dict entry")
         metadata = dict(metadata, source="spikformer-checkpoint")
