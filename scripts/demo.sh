@@ -9,9 +9,18 @@ mkdir -p "$OUT"
 # 1. Train the default preset and save one checkpoint (prints test accuracy, parameter count, time).
 spk-train --preset digits-2-64 --data digits --out "$OUT/model.pt"
 
-# ---- later steps append here, one command each, reading $OUT/model.pt and writing under $OUT: ----
-# 2. convert   (spk-convert ...)
-# 3. parity    (simulator vs. PyTorch reference)
-# 4. report
+# 2. Convert: a standard NIR file, and the Loihi 2 export directory (network.h5, quantization.json, ...).
+spk-convert "$OUT/model.pt" --target nir -o "$OUT/model.nir"
+spk-convert "$OUT/model.pt" --target loihi -o "$OUT/loihi"
+
+# 3. Parity, layer by layer, on the whole digits test set: float semantics must match the PyTorch model spike
+#    for spike; the Loihi fixed-point simulation must agree in at least 99 % of the predictions.
+spk-parity "$OUT/model.pt" --target nir --mode float --ssa binary --data digits --min-agreement 1.0 \
+    --min-layer-agreement 1.0 -o "$OUT/parity_float"
+spk-parity "$OUT/model.pt" --target loihi --data digits --min-agreement 0.99 -o "$OUT/parity_loihi"
+
+# 4. Activity, synaptic operations and energy under the Loihi and 45 nm CMOS models.
+spk-report "$OUT/model.pt" --target loihi --data digits --samples 360 --energy-model loihi -o "$OUT/report_loihi"
+spk-report "$OUT/model.pt" --target nir --data digits --samples 360 --energy-model cmos45 -o "$OUT/report_cmos45"
 
 echo "demo: done; outputs in $OUT/"
