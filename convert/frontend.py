@@ -2,10 +2,14 @@
 the SSA product and the head stay high-level nodes); the passes lower them to spike-only synaptic operations."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import torch
 import torch.nn as nn
 from spikformer.model import neuron  # imported through spikformer.model, which silences its banner
 
+from spikformer.cli_support import UserError
 from spikformer.model import SPS, SSA, Block, MLP, Spikformer, stage_suffix
 
 from . import ir
@@ -13,6 +17,39 @@ from . import ir
 
 class UnsupportedModuleError(ValueError):
     """A module the converter does not know; names its path and type and lists what is supported."""
+
+
+class NonFiniteParameterError(UserError, ValueError):
+    """A parameter or buffer holds NaN or infinite values (names it)."""
+
+
+class ConversionWarning(UserWarning):
+    """A model the converter takes but whose numbers deserve a look (names the layer); also recorded in the
+    graph's metadata["warnings"] (and so in quantization.json / summary.md of a Loihi export)."""
+
+
+def check_numerics(model: nn.Module) -> list[dict]:
+    """Raises NonFiniteParameterError naming the first parameter/buffer with NaN or Inf values; returns (and
+    warns about) the layers whose weights are all zero: their output is constant, which converts exactly but
+    is most likely a broken checkpoint."""
+    for name, t in model.state_dict().items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise NonFiniteParameterError(f"parameter {name} has {bad} NaN/infinite value(s) of {t.numel()}; "
+                                          f"refusing to convert")
+    found = []
+    for path, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not bool(torch.any(m.weight != 0)):
+            found.append({"node": path, "what": "all-zero weights",
+                          "detail": f"{type(m).__name__} {path}.weight is all zero: the layer passes only its bias "
+                                    f"(a constant input to the next neuron)"})
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.weight is not None and \
+                not bool(torch.any(m.weight != 0)):
+            found.append({"node": path, "what": "all-zero weights",
+                          "detail": f"BatchNorm {path}.weight is all zero: its output is the constant bias"})
+    for w in found:
+        warnings.warn(ConversionWarning(f"{w['node']}: {w['detail']}"), stacklevel=3)
+    return found
 
 
 SUPPORTED_MODULES = ("Spikformer", "SPS", "Block", "SSA", "MLP", "Conv2d(bias=False)", "Linear",
@@ -78,8 +115,11 @@ class _Builder:
 
 def spikformer_to_ir(model: Spikformer) -> ir.Graph:
     check_supported(model)
+    numeric_warnings = check_numerics(model)
     cfg = model.config
     g = ir.Graph(metadata={"config": cfg.to_dict(), "T": cfg.T})
+    if numeric_warnings:
+        g.metadata["warnings"] = numeric_warnings
     b = _Builder(g)
     x = g.add(ir.Input("input", "input", shape=(cfg.in_channels, cfg.img_size, cfg.img_size)))
 

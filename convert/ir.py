@@ -386,7 +386,14 @@ class Graph:
                     raise IRValidationError(f"{name}: inputs summed into port {port!r} have different "
                                             f"shapes {srcs}")
                 in_shapes[port] = tuple(srcs[0])
-            out[name] = tuple(node.out_shape(in_shapes))
+            try:
+                out[name] = tuple(node.out_shape(in_shapes))
+            except IRValidationError:
+                raise
+            except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError, AttributeError,
+                    OverflowError) as e:  # parameters of the wrong kind (e.g. read from a damaged file)
+                raise IRValidationError(f"{name} ({node.kind}, from {node.source or '?'}): cannot compute its "
+                                        f"output shape ({type(e).__name__}: {e})") from None
         return out
 
     def validate(self) -> dict[str, tuple]:

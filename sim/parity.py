@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from convert import ir
 
-from .engine import Engine
+from .engine import Engine, check_images
 from .reference import record_reference
 
 
@@ -66,6 +66,7 @@ def run_parity(model: torch.nn.Module, graph: ir.Graph, images: torch.Tensor, la
                mode: str, batch_size: int = 32, device: str = "cpu", sim_device: str = "cpu",
                progress: bool = True, sim_runner=None) -> ParityResult:
     """`sim_runner(images, layer_names) -> (logits, records)` replaces the built-in engine (e.g. Lava)."""
+    check_images(graph, images, fixed=mode == "fixed", warn=sim_runner is not None)  # the engine warns itself
     ref_dtype = torch.float64 if mode == "float" else torch.float32
     model = model.to(device=device, dtype=ref_dtype).eval()
     names = layer_names(model, graph)
@@ -158,6 +159,6 @@ def firing_rate_plot(s: dict, path) -> None:
     ax.set_title(f"Firing rates: {s['run'].get('model')} ({s['overall']['samples']} samples)")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version text: same bytes for the same data
     plt.close(fig)
 

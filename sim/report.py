@@ -649,14 +649,38 @@ def render_all(report: dict) -> dict[str, bytes]:
 
 
 def write_files(out_dir, files: dict[str, bytes]) -> list[Path]:
-    """Each file written atomically (temporary sibling + rename) into `out_dir`; other files there are kept."""
-    from spikformer.atomic import write_bytes
+    """The report's files into `out_dir` (other files there are kept): every file is first written completely
+    to a temporary sibling, and only when all of them are written are they renamed into place, so a failure
+    while writing (disk full, interrupt) leaves an earlier report untouched and no temporary files behind."""
+    import contextlib
+    import os
+    import tempfile
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a directory")
-    paths = []
-    for name in FILES:
-        write_bytes(out / name, files[name])
-        paths.append(out / name)
-    return paths
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name in FILES:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=out)
+            staged.append((tmp, out / name))
+            with os.fdopen(fd, "wb") as f:
+                f.write(files[name])
+                f.flush()
+                os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        for tmp, path in staged:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the report gets the usual permissions
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if still empty
+        raise
+    return [path for _, path in staged]

@@ -101,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint = {"checkpoint": Path(args.checkpoint).name, "sha256": sha256_file(args.checkpoint),
                   "preset": args.preset or meta.get("preset"), "source": meta.get("source"),
                   "trained_test_accuracy": meta.get("test_accuracy"),
-                  "trained_on": (meta.get("dataset") or {}).get("spec")}
+                  "trained_on": (meta.get("dataset") or {}).get("spec") if isinstance(meta.get("dataset"), dict)
+                  else meta.get("dataset")}  # metadata of a checkpoint from elsewhere may hold anything
     res = build_report(model, config, images=images, labels=labels, energy_model=energy_model,
                        checkpoint=checkpoint, data=data, ssa_order=args.ssa_order, ssa_form=args.ssa_form,
                        mode=args.mode,

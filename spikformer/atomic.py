@@ -59,7 +59,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.rmdir(old)
             os.replace(path, old)
-        os.replace(stage, path)
+        try:
+            os.replace(stage, path)
+        except BaseException:  # put the old directory back before cleaning up
+            if old is not None and not path.exists():
+                os.replace(old, path)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -117,8 +117,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as e:
         raise DataError(f"refused to read {path}: it is not a plain CIFAR-10 batch ({e})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as e:
-        raise DataError(f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {e}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError, MemoryError,
+            RecursionError, OverflowError) as e:  # MemoryError: a damaged length field asking for gigabytes
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {' '.join(str(e).split())}") \
+            from None
     if not isinstance(d, dict):
         raise DataError(f"CIFAR-10 batch {path} does not hold a dict")
     data = d.get(b"data", d.get("data"))

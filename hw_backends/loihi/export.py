@@ -25,6 +25,13 @@ def _versions() -> dict:
     return out
 
 
+def _json_default(obj):
+    """What json cannot write as is (tensors, arrays, numpy scalars in a checkpoint's metadata): their values as
+    lists, anything else as text."""
+    tolist = getattr(obj, "tolist", None)
+    return tolist() if callable(tolist) else str(obj)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -42,7 +49,7 @@ def summary_md(info: dict, built: dict, options: dict) -> str:
     res, q, t = built["resources"], built["quantization"], timing_report(built["schedule"])
     tot = res["total"]
     lines = [f"# Loihi 2 export: {info.get('name', 'model')}", "",
-             f"- options: {json.dumps(options, sort_keys=True)}",
+             f"- options: {json.dumps(options, sort_keys=True, default=_json_default)}",
              f"- populations {tot['populations']}, neurons {tot['neurons']:,}, synapses {tot['synapses']:,}",
              f"- cores {tot['cores']:,}, chips {tot['chips']} (Loihi 2: {res['limits']['cores_per_chip']} cores "
              f"per chip)",
@@ -83,5 +90,5 @@ def write_artifacts(stage: Path, built: dict, info: dict, options: dict) -> dict
     manifest = {"format": "spikformer-loihi-export", "format_version": 1, "model": info, "options": options,
                 "versions": _versions(),
                 "files": {k: {"description": v, "sha256": _sha256(stage / k)} for k, v in files.items()}}
-    (stage / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default))
     return manifest

@@ -1,8 +1,15 @@
 """network.h5: the quantised, timed Loihi network. One group per node (in topological order) holding the
 node's kind, its source module, its scalar parameters (JSON) and its arrays; the edges and the timing schedule
-as JSON attributes. No timestamps are stored, so the same network gives the same bytes."""
+as JSON attributes. No timestamps are stored, so the same network gives the same bytes.
+
+The file starts with a 512-byte HDF5 user block (HDF5 and h5py skip it) holding `HEADER_MAGIC` and the sha256
+of the rest of the file. `read_network` checks it before HDF5 parses anything: a damaged file is refused with
+NetworkFileError instead of reaching the HDF5 library, which can loop forever on some corrupted structures
+(found by bench/fuzz_readers.py). The check detects damage, not forgery: a file crafted by someone else can carry
+a matching checksum, and HDF5 then parses it."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,16 +17,21 @@ import h5py
 import numpy as np
 
 from convert import ir
+from spikformer.cli_support import UserError
 
 from .timing import Projection
 
 FORMAT = "spikformer-loihi-network"
 FORMAT_VERSION = 1
+EXPORT_FORMAT = "spikformer-loihi-export"  # manifest.json of the export directory (export.write_artifacts)
+EXPORT_FORMAT_VERSION = 1
 _TUPLE_FIELDS = ("shape", "stride", "padding", "kernel", "in_axes", "out_axes")
+USERBLOCK = 512
+HEADER_MAGIC = b"spikformer-loihi-network sha256="
 
 
-class NetworkFileError(ValueError):
-    pass
+class NetworkFileError(UserError, ValueError):
+    """A network file or export directory that cannot be read (one line)."""
 
 
 def _params(node: ir.Node) -> tuple[dict, dict]:
@@ -36,8 +48,38 @@ def _params(node: ir.Node) -> tuple[dict, dict]:
     return scalars, arrays
 
 
+def _body_sha256(fh) -> str:
+    fh.seek(USERBLOCK)
+    h = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
 def write_network(path: Path, g: ir.Graph, sched: dict) -> None:
-    with h5py.File(path, "w", track_order=False, libver="earliest") as f:
+    _write_hdf5(path, g, sched)
+    with open(path, "r+b") as fh:  # the user block: magic and the sha256 of everything after it
+        header = HEADER_MAGIC + _body_sha256(fh).encode() + b"\n"
+        fh.seek(0)
+        fh.write(header.ljust(USERBLOCK, b"\0"))
+
+
+def check_integrity(path: Path) -> None:
+    """Raises NetworkFileError unless `path` starts with our header and the rest of the file has its sha256."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(USERBLOCK)
+            if not head.startswith(HEADER_MAGIC):
+                raise NetworkFileError(f"{path}: not a {FORMAT} file (no spikformer header)")
+            want = head[len(HEADER_MAGIC):len(HEADER_MAGIC) + 64]
+            if len(head) < USERBLOCK or _body_sha256(fh).encode() != want:
+                raise NetworkFileError(f"{path}: damaged network file (its sha256 does not match its header)")
+    except OSError as e:
+        raise NetworkFileError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _write_hdf5(path: Path, g: ir.Graph, sched: dict) -> None:
+    with h5py.File(path, "w", track_order=False, libver="earliest", userblock_size=USERBLOCK) as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["metadata_json"] = json.dumps(g.metadata, sort_keys=True, default=str)
@@ -64,10 +106,14 @@ def write_network(path: Path, g: ir.Graph, sched: dict) -> None:
 
 
 def read_network(path: Path) -> tuple[ir.Graph, dict]:
+    """(graph, schedule) of a network.h5; NetworkFileError (one line) for anything else."""
+    if not Path(path).is_file():
+        raise NetworkFileError(f"{path}: no such network file")
+    check_integrity(path)
     try:
         f = h5py.File(path, "r")
-    except (OSError, ValueError) as e:
-        raise NetworkFileError(f"{path}: not a readable HDF5 network file ({e})") from None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise NetworkFileError(f"{path}: not a readable HDF5 network file ({' '.join(str(e).split())})") from None
     try:
         with f:
             if f.attrs.get("format") != FORMAT:
@@ -95,10 +141,51 @@ def read_network(path: Path) -> tuple[ir.Graph, dict]:
             t["projections"] = [Projection(a, b, c, tuple(v), d, port) for a, b, c, v, d, port in t["projections"]]
     except NetworkFileError:
         raise
-    except (KeyError, TypeError, ValueError, OSError, json.JSONDecodeError) as e:
-        raise NetworkFileError(f"{path}: malformed network file ({type(e).__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError, OSError, json.JSONDecodeError, RuntimeError, AttributeError,
+            IndexError, RecursionError, OverflowError) as e:  # RuntimeError: h5py on damaged structures
+        raise NetworkFileError(f"{path}: malformed network file ({type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:300]})") from None
     try:
         g.validate()
     except ir.IRValidationError as e:
-        raise NetworkFileError(f"{path}: network does not validate: {e}") from None
+        raise NetworkFileError(f"{path}: network does not validate: {' '.join(str(e).split())[:300]}") from None
     return g, t
+
+
+def read_export(export_dir) -> tuple[ir.Graph, dict]:
+    """(graph, schedule) of an export directory, after checking it against its manifest.json: the manifest must
+    be this tool's format and every file it lists must be present with the recorded sha256, so a damaged or
+    edited artifact is refused (NetworkFileError) instead of being simulated."""
+    d = Path(export_dir)
+    if not d.is_dir():
+        raise NetworkFileError(f"{d}: not an export directory")
+    mpath = d / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NetworkFileError(f"{d}: no manifest.json; not a complete Loihi export") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise NetworkFileError(f"{mpath}: not a readable manifest ({type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:200]})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        raise NetworkFileError(f"{mpath}: not a {EXPORT_FORMAT} manifest")
+    if manifest.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise NetworkFileError(f"{mpath}: export format version {manifest.get('format_version')!r} is not "
+                               f"{EXPORT_FORMAT_VERSION}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "network.h5" not in files:
+        raise NetworkFileError(f"{mpath}: the manifest does not list network.h5")
+    for name, rec in sorted(files.items()):
+        if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str) or Path(name).name != name \
+                or name in ("", ".", ".."):
+            raise NetworkFileError(f"{mpath}: invalid entry for {name!r}")
+        p = d / name
+        if not p.is_file():
+            raise NetworkFileError(f"{d}: {name} listed in the manifest is missing")
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != rec["sha256"]:
+            raise NetworkFileError(f"{p}: sha256 differs from manifest.json (the file was damaged or edited)")
+    return read_network(d / "network.h5")

@@ -1,0 +1,223 @@
+"""Checkpoints from strangers never run code: a file crafted to execute code when unpickled is refused by every
+command that reads checkpoints (load_checkpoint, the conversion pipeline, spk-convert, spk-parity, spk-report)
+with one line on stderr and a nonzero exit, and the payload's marker file never appears. Data files likewise
+(npz object arrays need pickle and are refused; CIFAR batches use a restricted unpickler)."""
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spikformer.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
+from spikformer.cli_support import UserError
+
+from .conftest import assert_one_line_error
+from .helpers_models import randomized_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
+HAVE_CONVERT_CLI = importlib.util.find_spec("convert.cli") is not None
+
+
+class SystemExploit:
+    """Unpickling this runs a shell command that creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+class OpenExploit:
+    """Unpickling this calls open(marker, 'w'), which creates the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (builtins.open, (self.marker, "w"))
+
+
+def _valid_checkpoint_obj():
+    model = randomized_model("digits-2-64", seed=0, **TINY)
+    import io
+    return torch.load(io.BytesIO(checkpoint_bytes(model, model.config, {})), weights_only=True)
+
+
+def write_evil(kind: str, path: Path, marker: Path) -> Path:
+    """A checkpoint whose unpickling creates `marker`. Kinds: a complete, otherwise valid spikformer checkpoint
+    with the payload in its metadata (zip and legacy torch formats); a bare state dict next to the payload; a
+    plain pickle of the payload; the payload calling open() instead of os.system."""
+    if kind in ("zip", "legacy"):
+        obj = _valid_checkpoint_obj()
+        obj["metadata"] = {"note": SystemExploit(marker)}
+        torch.save(obj, path, _use_new_zipfile_serialization=(kind == "zip"))
+    elif kind == "state-dict":
+        obj = dict(_valid_checkpoint_obj()["state_dict"])
+        obj["zz_payload"] = SystemExploit(marker)
+        torch.save(obj, path)
+    elif kind == "plain-pickle":
+        path.write_bytes(pickle.dumps(SystemExploit(marker), protocol=2))
+    elif kind == "open":
+        obj = _valid_checkpoint_obj()
+        obj["metadata"] = {"note": OpenExploit(marker)}
+        torch.save(obj, path)
+    else:
+        raise ValueError(kind)
+    return path
+
+
+EVIL_KINDS = ["zip", "legacy", "state-dict", "plain-pickle", "open"]
+
+
+@pytest.fixture
+def evil(tmp_path):
+    def make(kind):
+        marker = tmp_path / f"pwned-{kind}"
+        return write_evil(kind, tmp_path / f"evil-{kind}.pt", marker), marker
+    return make
+
+
+def test_exploits_are_real(tmp_path):
+    """Control: full unpickling of each crafted file does run the payload (so the refusals below mean
+    something). Runs in one subprocess so that nothing of the payloads touches this process."""
+    files = []
+    for kind in EVIL_KINDS:
+        marker = tmp_path / f"pwned-{kind}"
+        files.append((kind, write_evil(kind, tmp_path / f"evil-{kind}.pt", marker), marker))
+    code = ("import pickle, sys, torch\n"
+            "for kind, p in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+            "    try:\n"
+            "        pickle.load(open(p, 'rb')) if kind == 'plain-pickle' else torch.load(p, weights_only=False)\n"
+            "    except Exception:\n"
+            "        pass\n")
+    args = [str(x) for kind, path, _ in files for x in (kind, path)]
+    subprocess.run([sys.executable, "-c", code, *args], cwd=str(ROOT), check=True, timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert [kind for kind, _, marker in files if not marker.exists()] == []
+
+
+@pytest.mark.parametrize("kind", EVIL_KINDS)
+def test_load_checkpoint_refuses(evil, kind):
+    path, marker = evil(kind)
+    for preset in (None, "digits-2-64"):
+        with pytest.raises(CheckpointError) as ei:
+            load_checkpoint(path, preset=preset)
+        msg = str(ei.value)
+        assert "\n" not in msg and "refused" in msg and "execute code" in msg, msg
+        assert isinstance(ei.value, UserError)
+    assert not marker.exists()
+
+
+def test_conversion_pipeline_refuses(evil):
+    from convert.pipeline import load_and_lower
+    path, marker = evil("zip")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_and_lower(path)
+    assert not marker.exists()
+
+
+def test_spk_parity_refuses(evil, tmp_path, cli):
+    from sim.parity_cli import main
+    for kind in ("zip", "plain-pickle"):
+        path, marker = evil(kind)
+        out = tmp_path / f"parity-{kind}"
+        rc, _, err = cli(main, [path, "--samples", "2", "--device", "cpu", "--no-progress", "-o", out])
+        assert rc == 2
+        assert_one_line_error(rc, err, "spk-parity: error:", "refused")
+        assert not marker.exists() and not out.exists()
+
+
+def test_spk_report_refuses(evil, tmp_path, cli):
+    from sim.report_cli import main
+    for kind in ("legacy", "open"):
+        path, marker = evil(kind)
+        out = tmp_path / f"report-{kind}"
+        rc, _, err = cli(main, [path, "--samples", "2", "--device", "cpu", "--no-progress", "-o", out])
+        assert rc == 2
+        assert_one_line_error(rc, err, "spk-report: error:", "refused")
+        assert not marker.exists() and not out.exists()
+
+
+@pytest.mark.skipif(not HAVE_CONVERT_CLI, reason="convert/cli.py (spk-convert) is not there yet")
+@pytest.mark.parametrize("target", ["nir", "loihi"])
+def test_spk_convert_refuses(evil, tmp_path, cli, target):
+    from convert.cli import main
+    path, marker = evil("zip")
+    out = tmp_path / f"out-{target}"
+    rc, _, err = cli(main, [path, "--target", target, "-o", out])
+    assert rc == 2
+    assert_one_line_error(rc, err, "refused")
+    assert not marker.exists() and not out.exists()
+
+
+def test_console_script_refuses_in_a_fresh_process(evil, tmp_path):
+    """The installed entry point (a separate interpreter): exit code 2, one line, no traceback, no marker."""
+    path, marker = evil("zip")
+    exe = ROOT / ".venv" / "bin" / "spk-report"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sim.report_cli"]
+    p = subprocess.run(cmd + [str(path), "--samples", "1", "--device", "cpu", "--no-progress", "-o",
+                              str(tmp_path / "o")], cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2
+    assert_one_line_error(p.returncode, p.stderr, "spk-report: error:", "refused")
+    assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------- data files
+def test_npz_with_pickled_object_array_is_refused(tmp_path):
+    from spikformer.data import DataError, load_dataset
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.npz"
+    x = np.empty(4, dtype=object)
+    x[:] = [SystemExploit(marker)] * 4
+    np.savez(path, x=x, y=np.arange(4))
+    with pytest.raises(DataError, match="pickle"):
+        load_dataset(f"npz:{path}", 8, 1)
+    assert not marker.exists()
+
+
+def test_cifar_batch_with_payload_is_refused(tmp_path):
+    from spikformer.data import DataError, load_dataset
+    marker = tmp_path / "pwned"
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    (root / "data_batch_1").write_bytes(pickle.dumps({b"data": OpenExploit(marker), b"labels": [0]}, protocol=2))
+    with pytest.raises(DataError, match="refused"):
+        load_dataset(f"cifar10:{root}", 8, 3)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------- odd metadata
+def test_loadable_checkpoint_with_odd_metadata_never_crashes_a_command(tmp_path, cli):
+    """weights_only checkpoints from elsewhere may carry any plain metadata (tensors, lists, numbers where we
+    write strings): every command completes (or fails with one line), never with an internal error."""
+    from sim.parity_cli import main as parity
+    from sim.report_cli import main as report
+    obj = _valid_checkpoint_obj()
+    obj["metadata"] = {"test_accuracy": torch.tensor([0.5, 0.25]), "dataset": [1, {"spec": torch.zeros(2)}],
+                       "preset": 7, "source": None, "epochs": "many"}
+    path = tmp_path / "odd.pt"
+    torch.save(obj, path)
+    load_checkpoint(path)
+    runs = [(report, [path, "--samples", "2", "--device", "cpu", "--no-progress", "-o", tmp_path / "r"]),
+            (parity, [path, "--samples", "2", "--device", "cpu", "--no-progress", "--min-agreement", "0",
+                      "-o", tmp_path / "p"])]
+    if HAVE_CONVERT_CLI:
+        from convert.cli import main as convert
+        runs += [(convert, [path, "--target", "nir", "-o", tmp_path / "m.nir"]),
+                 (convert, [path, "--target", "loihi", "-o", tmp_path / "loihi"])]
+    for main, argv in runs:
+        rc, _, err = cli(main, argv)
+        assert rc == 0, err
+    if HAVE_CONVERT_CLI:
+        from hw_backends.loihi.lava_graph import load_export
+        load_export(tmp_path / "loihi")
