@@ -395,6 +395,15 @@ def reference_records(graph: ir.Graph, images: torch.Tensor, ref_spikes: dict[st
 
 # ------------------------------------------------------------------------------------------------ counting
 
+def _is_readout(node: ir.Node) -> bool:
+    """The head's accumulator: an Integrator, or a Loihi LIF marked `readout` (its output is v, not spikes)."""
+    return isinstance(node, ir.Integrator) or bool(getattr(node, "readout", False))
+
+
+def _emits_events(node: ir.Node) -> bool:
+    return (node.spiking and not _is_readout(node)) or isinstance(node, GRADED_TYPES)
+
+
 def categorize(graph: ir.Graph) -> dict[str, str]:
     """Layer kind of every synapse and neuron node (see CATEGORY_LABELS)."""
     ssa = tuple(f"{k}." for k in graph.metadata.get("ssa", {}))
@@ -407,7 +416,7 @@ def categorize(graph: ir.Graph) -> dict[str, str]:
             origins = [_origin(graph, e.src) for e in graph.in_edges(name)]
             if any(isinstance(graph.nodes[o], ir.Input) for o in origins):
                 cat[name] = "first_conv"
-            elif any(isinstance(graph.nodes[e.dst], ir.Integrator) for e in graph.out_edges(name)):
+            elif any(_is_readout(graph.nodes[e.dst]) for e in graph.out_edges(name)):
                 cat[name] = "head"
             elif isinstance(node, ir.SumPool2d):
                 cat[name] = "maxpool"
@@ -461,7 +470,7 @@ class ActivityCounter:
                     streams=[StreamCount(e.src, _origin(g, e.src), positions=math.prod(in_shape)) for e in edges])
             elif isinstance(node, NEURON_TYPES):
                 neu[name] = NeuronCount(name, node.source, node.kind, self.category.get(name, "other"),
-                                        tuple(self.shapes[name]), node.spiking or isinstance(node, GRADED_TYPES))
+                                        tuple(self.shapes[name]), _emits_events(node))
         return Activity(syn, neu, 0, 0, self.ssa_prefixes,
                         tuple(n for n in self.order if n in syn or n in neu))
 
@@ -531,7 +540,7 @@ class ActivityCounter:
                     a = rec.port_sum(name, port) != 0
                     active = a if active is None else active | a
                 S, B = active.shape[:2]
-                if node.spiking or isinstance(node, GRADED_TYPES):
+                if _emits_events(node):
                     s = rec.get(name) != 0
                     nc.spikes = int(torch.count_nonzero(s).item())
                     active |= s

@@ -362,6 +362,8 @@ def test_report_cli_loihi_model_and_user_errors(random_checkpoint, tmp_path, cli
     assert rep["run"]["mode"] == "fixed" and rep["run"]["ssa_form"] == "graded"
     types = {n["node_type"] for n in rep["nodes"]["activity"]["neurons"]}
     assert "LoihiLIF" in types and "ProductNeuron" in types
+    head = next(r for r in rep["layers"] if r["layer"] == "head")  # the readout's v is not a spike train
+    assert head["firing_rate"] is None and head["category"] == "head"
     assert rep["totals"]["event_ops"]["effective_mac"] > 0 and rep["ssa_decomposition"][0]["energy_pj"] >= 0
     rc, _, err = cli(main, [random_checkpoint, "--mode", "fixed", "--target", "nir", "-o", tmp_path / "x"])
     assert_one_line_error(rc, err, "fixed")
