@@ -57,7 +57,7 @@ CATEGORY_LABELS = {
     "maxpool": "max-pool (OR neurons)",
     "linear": "linear layers + LIF (q/k/v/proj/fc1/fc2)",
     "ssa_lif": "attn_lif",
-    "ssa_decomposition": "SSA decomposition (AND/bit neurons)",
+    "ssa_decomposition": "SSA decomposition (AND/bit/product neurons)",
     "head": "head readout",
     "other": "other",
 }

@@ -621,7 +621,7 @@ def chart_snn_vs_ann(report: dict) -> bytes:
     extra = [b / scale for _, _, b in bars]
     ax.bar(x, base, color=["#bbbbbb", "#4477aa", "#66ccee", "#228833"])
     if any(extra):
-        ax.bar(x, extra, bottom=base, color="#ee6677", label="SSA decomposition (AND/bit neurons)")
+        ax.bar(x, extra, bottom=base, color="#ee6677", label="SSA decomposition (AND/bit/product neurons)")
     top = max(a + b for a, b in zip(base, extra))
     ann = base[0] or 1.0
     for xi, a, b in zip(x, base, extra):
