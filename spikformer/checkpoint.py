@@ -97,6 +97,20 @@ def _short(msg: str) -> str:
     return msg[:200]
 
 
+def _check_zip_crc(path: Path) -> None:
+    """torch.load does not verify the archive's CRC-32s, so a damaged tensor would load as different weights;
+    zipfile's testzip does (one extra read of the file)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError,
+            MemoryError, OverflowError) as e:
+        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (damaged zip archive: "
+                              f"{type(e).__name__}: {_short(e)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path} is damaged: archive member {bad} fails its CRC-32 check")
+
+
 def _torch_load(path: Path, map_location):
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -111,6 +125,8 @@ def _torch_load(path: Path, map_location):
     is_legacy = head[:1] == b"\x80"  # pickle protocol 2+ (torch's pre-1.6 format starts with a pickled magic number)
     if not (is_zip or is_legacy):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (it is {'empty' if not head else 'another kind of file'})")
+    if is_zip:
+        _check_zip_crc(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
