@@ -1,5 +1,6 @@
 """Checkpoints from strangers never run code: a file crafted to execute code when unpickled is refused by every
-command that reads checkpoints (load_checkpoint, the conversion pipeline, spk-convert, spk-parity, spk-report)
+command that reads checkpoints (load_checkpoint, the conversion pipeline, spk-convert, spk-parity, spk-report,
+spk-eval)
 with one line on stderr and a nonzero exit, and the payload's marker file never appears. Data files likewise
 (npz object arrays need pickle and are refused; CIFAR batches use a restricted unpickler)."""
 from __future__ import annotations
@@ -221,3 +222,12 @@ def test_loadable_checkpoint_with_odd_metadata_never_crashes_a_command(tmp_path,
     if HAVE_CONVERT_CLI:
         from hw_backends.loihi.lava_graph import load_export
         load_export(tmp_path / "loihi")
+
+
+def test_spk_eval_refuses(evil, cli):
+    from spikformer.cli import eval_main
+    path, marker = evil("zip")
+    rc, _, err = cli(eval_main, ["--checkpoint", path, "--device", "cpu"])
+    assert rc == 2
+    assert_one_line_error(rc, err, "spk-eval: error:", "refused")
+    assert not marker.exists()
