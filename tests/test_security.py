@@ -1,8 +1,7 @@
 """Checkpoints from strangers never run code: a file crafted to execute code when unpickled is refused by every
 command that reads checkpoints (load_checkpoint, the conversion pipeline, spk-convert, spk-parity, spk-report,
-spk-eval)
-with one line on stderr and a nonzero exit, and the payload's marker file never appears. Data files likewise
-(npz object arrays need pickle and are refused; CIFAR batches use a restricted unpickler)."""
+spk-eval) with one line on stderr and a nonzero exit, and the payload's marker file never appears. Data files
+likewise (npz object arrays need pickle and are refused; CIFAR batches use a restricted unpickler)."""
 from __future__ import annotations
 
 import builtins
