@@ -43,7 +43,7 @@ Everything else is unhandled:
     crash     the worker process died (a signal such as SIGSEGV, or an exit) while running the case.
 By default the cases run in a worker subprocess (with an address-space limit, --mem-gb) that the parent
 restarts after a crash or a hang, so one bad case cannot stop the run; --in-process runs them in this process
-with only the SIGALRM bound (what the tests do).
+with only the SIGALRM bound (tests/test_fuzz.py uses the worker too).
 """
 from __future__ import annotations
 
