@@ -140,11 +140,8 @@ class ReportResult:
 
 
 def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from convert.pipeline import file_sha256  # one implementation for every report and artifact
+    return file_sha256(path)
 
 
 def _tensor_sha256(t: torch.Tensor) -> str:
