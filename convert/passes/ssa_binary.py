@@ -70,8 +70,9 @@ def lower_one(g: ir.Graph, node: ir.SSAProduct, order: str, shapes: dict) -> Non
                                            "heads": h, "head_dim": D // h, "tokens": N}
 
 
-def cost(order: str, h: int, d: int, n: int) -> dict:
-    """Neurons and synapses per time step of one SSA lowering (counted on a scratch graph)."""
+def cost(order: str, h: int, d: int, n: int, lower=None) -> dict:
+    """Neurons and synapses per time step of one SSA lowering (`lower`, default this module's), counted on a
+    scratch graph."""
     g = ir.Graph()
     for name in ("q", "k", "v"):
         g.add(ir.Input(name, shape=(h * d, n)))
@@ -79,7 +80,7 @@ def cost(order: str, h: int, d: int, n: int) -> dict:
     for name in ("q", "k", "v"):
         g.connect(name, "ssa", name)
     g.add(ir.Output("out"), "ssa")
-    lower_one(g, g.nodes["ssa"], order, g.shapes())
+    (lower or lower_one)(g, g.nodes["ssa"], order, g.shapes())
     return count_resources(g)
 
 
@@ -94,19 +95,23 @@ def count_resources(g: ir.Graph) -> dict:
     return {"neurons": int(neurons), "synapses": int(synapses)}
 
 
-def choose_order(h: int, d: int, n: int) -> tuple[str, dict]:
-    costs = {o: cost(o, h, d, n) for o in ORDERS}
+def choose_order(h: int, d: int, n: int, lower=None) -> tuple[str, dict]:
+    costs = {o: cost(o, h, d, n, lower) for o in ORDERS}
     best = min(ORDERS, key=lambda o: (costs[o]["neurons"], costs[o]["synapses"]))
     return best, costs
 
 
-def run(g: ir.Graph, order: str = "auto") -> ir.Graph:
+def lower_all(g: ir.Graph, order: str, lower) -> ir.Graph:
+    """Lowers every SSAProduct with `lower` in the requested order (auto: the cheaper), recording both costs."""
     shapes = g.shapes()
     for node in g.of_type(ir.SSAProduct):
         D, N = shapes[g.in_edges(node.name, "q")[0].src]
-        best, costs = choose_order(node.num_heads, D // node.num_heads, N)
-        chosen = best if order == "auto" else order
-        lower_one(g, node, chosen, shapes)
+        best, costs = choose_order(node.num_heads, D // node.num_heads, N, lower)
+        lower(g, node, best if order == "auto" else order, shapes)
         g.metadata["ssa"][node.name].update({"requested_order": order, "cost_per_step": costs,
                                              "model_product_order": node.product_order})
     return g
+
+
+def run(g: ir.Graph, order: str = "auto") -> ir.Graph:
+    return lower_all(g, order, lower_one)

@@ -8,7 +8,8 @@ no bit cascade. Graded nodes are memoryless: nothing carries over between time s
 from __future__ import annotations
 
 from .. import ir
-from .ssa_binary import ORDERS, _plan
+from . import ssa_binary
+from .ssa_binary import _plan
 
 
 def lower_one(g: ir.Graph, node: ir.SSAProduct, order: str, shapes: dict) -> None:
@@ -39,26 +40,8 @@ def lower_one(g: ir.Graph, node: ir.SSAProduct, order: str, shapes: dict) -> Non
 
 
 def cost(order: str, h: int, d: int, n: int) -> dict:
-    from .ssa_binary import count_resources
-    g = ir.Graph()
-    for name in ("q", "k", "v"):
-        g.add(ir.Input(name, shape=(h * d, n)))
-    g.add(ir.SSAProduct("ssa", num_heads=h, product_order=order))
-    for name in ("q", "k", "v"):
-        g.connect(name, "ssa", name)
-    g.add(ir.Output("out"), "ssa")
-    lower_one(g, g.nodes["ssa"], order, g.shapes())
-    return count_resources(g)
+    return ssa_binary.cost(order, h, d, n, lower_one)
 
 
 def run(g: ir.Graph, order: str = "auto") -> ir.Graph:
-    shapes = g.shapes()
-    for node in g.of_type(ir.SSAProduct):
-        D, N = shapes[g.in_edges(node.name, "q")[0].src]
-        h, d = node.num_heads, D // node.num_heads
-        costs = {o: cost(o, h, d, N) for o in ORDERS}
-        best = min(ORDERS, key=lambda o: (costs[o]["neurons"], costs[o]["synapses"]))
-        lower_one(g, node, best if order == "auto" else order, shapes)
-        g.metadata["ssa"][node.name].update({"requested_order": order, "cost_per_step": costs,
-                                             "model_product_order": node.product_order})
-    return g
+    return ssa_binary.lower_all(g, order, lower_one)
