@@ -99,13 +99,14 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"--device {args.device}: CUDA is not available here; use --device cpu")
 
     from convert.frontend import spikformer_to_ir
-    from convert.pipeline import file_sha256
+    from convert.pipeline import file_sha256, tag_input_grid
     from spikformer.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
     model, cfg, meta = load_checkpoint(ckpt, preset=args.preset, device=args.device)
     t1 = time.perf_counter()
     frontend = spikformer_to_ir(model)
+    tag_input_grid(frontend, meta)
     t2 = time.perf_counter()
     options = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "output", "list_targets", "debug")}
     graph = backend.prepare(frontend, options)

@@ -30,11 +30,21 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
+def tag_input_grid(graph: ir.Graph, meta: dict) -> None:
+    """Copies the training data's exact value grid (checkpoint metadata dataset.value_grid, see
+    spikformer.data.value_grid) into the graph, where a fixed-point target uses it to encode inputs exactly."""
+    ds = meta.get("dataset") if isinstance(meta, dict) else None
+    grid = ds.get("value_grid") if isinstance(ds, dict) else None
+    if isinstance(grid, int) and not isinstance(grid, bool) and grid > 0:
+        graph.metadata["input_value_grid"] = grid
+
+
 def load_and_lower(path, preset: str | None = None, device: str = "cpu", ssa_form: str = "binary",
                    ssa_order: str = "auto") -> Converted:
     model, cfg, meta = load_checkpoint(path, preset=preset, device=device)
     graph = lower(spikformer_to_ir(model), ssa_order=ssa_order, ssa_form=ssa_form)
     graph.metadata["source_checkpoint"] = Path(path).name
+    tag_input_grid(graph, meta)
     info = {"name": Path(path).name, "checkpoint_sha256": file_sha256(path), "preset": preset,
             "config": cfg.to_dict(), "dataset": meta.get("dataset"), "test_accuracy": meta.get("test_accuracy")}
     return Converted(model, cfg, meta, graph, info)

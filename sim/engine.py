@@ -12,7 +12,7 @@ import torch
 from convert import ir
 from spikformer.cli_support import UserError
 
-from . import fixed_point, fused, kernels
+from . import fixed_point, fused, kernels, weight_parts
 
 
 class InputError(UserError, ValueError):
@@ -20,7 +20,7 @@ class InputError(UserError, ValueError):
 
 
 class InputRangeWarning(UserWarning):
-    """Input values outside [0, 1] were clipped by the 8-bit graded input encoding (fixed-point mode)."""
+    """Input values outside [0, 1] were clipped by the graded input encoding (fixed-point mode)."""
 
 
 @dataclass
@@ -32,8 +32,8 @@ class SimResult:
 
 def check_images(graph: ir.Graph, images, fixed: bool = False, warn: bool = True) -> None:
     """Raises InputError unless `images` is a [B, *input shape] tensor of finite values; with `fixed` (Loihi
-    fixed point) and `warn`, warns (InputRangeWarning) when values outside [0, 1] will be clipped by the 8-bit
-    graded input encoding (float mode takes any value, as the PyTorch reference does)."""
+    fixed point) and `warn`, warns (InputRangeWarning) when values outside [0, 1] will be clipped by the graded
+    input encoding (float mode takes any value, as the PyTorch reference does)."""
     shape = tuple(int(s) for s in graph.nodes[graph.inputs()[0]].shape)
     want = f"[B, {', '.join(str(s) for s in shape)}]"
     if not isinstance(images, torch.Tensor):
@@ -48,8 +48,8 @@ def check_images(graph: ir.Graph, images, fixed: bool = False, warn: bool = True
         if lo < 0.0 or hi > 1.0:
             n = int(((images < 0) | (images > 1)).sum())
             warnings.warn(InputRangeWarning(
-                f"{n} of {images.numel()} input values lie outside [0, 1] (min {lo:g}, max {hi:g}); the 8-bit "
-                f"graded input encoding clips them to [0, 1]"), stacklevel=3)
+                f"{n} of {images.numel()} input values lie outside [0, 1] (min {lo:g}, max {hi:g}); the graded "
+                f"input encoding clips them to [0, 1]"), stacklevel=3)
 
 
 def _select(graph: ir.Graph, record) -> set[str]:
@@ -65,10 +65,11 @@ def _select(graph: ir.Graph, record) -> set[str]:
 class Engine:
     def __init__(self, graph: ir.Graph, dtype: torch.dtype = torch.float64, device: str = "cpu",
                  fuse_ssa: bool = False):
-        """`fuse_ssa` runs each lowered SSA as one fused integer kernel (bit-identical, much faster); the
-        SSA's internal neurons are then not recorded."""
+        """`fuse_ssa` runs each lowered SSA as one fused integer kernel and the two synapse groups of a 16-bit
+        weight as one (both bit-identical, much faster); the SSA's internal neurons are then not recorded."""
         if fuse_ssa:
             graph = fused.fuse_ssa(graph)
+            graph = weight_parts.fuse_weight_parts(graph)
         graph.validate()
         self.graph = graph
         self.dtype = dtype

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tolerance for |logit_ref - logit_sim| (default 1e-9 float, 0.5 fixed)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--out", required=True, help="output directory")
+    from hw_backends.loihi.quantize import add_quant_arguments
+    add_quant_arguments(p.add_argument_group("Loihi quantisation (mode fixed)"))
     add_common_args(p)
     return p
 
@@ -64,7 +66,8 @@ def _run(a: argparse.Namespace) -> int:
     graph, built = conv.graph, None
     if mode == "fixed":
         from hw_backends.loihi.export import build
-        built = build(conv.graph)
+        from hw_backends.loihi.quantize import quant_options
+        built = build(conv.graph, **quant_options(a))
         graph = built["graph"]
     sim_runner = None
     if a.engine == "lava":
@@ -78,6 +81,10 @@ def _run(a: argparse.Namespace) -> int:
              "data": a.data, "data_sha256": data_info.get("sha256"), "seed": a.seed, "device": device,
              "reference_dtype": "float64" if mode == "float" else "float32",
              "determinism": set_reference_determinism(device)}
+    if built is not None:
+        q = built["quantization"]
+        facts["quantization"] = {"weight_bits": q["weight_bits"], "vth_mant": q["vth_mant_target"],
+                                 "input_payload_scale": q["input"]["payload_scale"]}
     facts["ssa_order"] = sorted({v["order"] for v in facts["ssa_order"].values()})
     res = run_parity(conv.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
                      sim_runner=sim_runner)

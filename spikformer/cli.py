@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     metadata = {
         "preset": args.preset,
         "dataset": {k: info[k] for k in ("spec", "name", "split", "split_seed", "n_train", "n_test",
-                                         "num_classes", "img_size", "in_channels", "sha256")},
+                                         "num_classes", "img_size", "in_channels", "sha256", "value_grid")},
         "split_seed": info["split_seed"],
         "train_seed": args.seed,
         "epochs": args.epochs,

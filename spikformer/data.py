@@ -256,6 +256,22 @@ def _digest(*arrays: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+VALUE_GRID_CANDIDATES = (255,) + tuple(2 ** k for k in range(1, 17))  # 8-bit images first, then powers of two
+
+
+def value_grid(*tensors: torch.Tensor) -> int | None:
+    """The smallest N of VALUE_GRID_CANDIDATES with every value x * N an integer (up to float32 rounding of x:
+    |x N - round(x N)| <= N 2**-22), or None.
+    A fixed-point target encodes x as round(x * N): on this grid the encoding is exact (e.g. the digits, 0..16
+    upsampled bilinearly to 16x16, lie on multiples of 1/256; 8-bit images on multiples of 1/255)."""
+    vals = torch.cat([t.reshape(-1) for t in tensors]).double().unique()
+    for n in VALUE_GRID_CANDIDATES:
+        scaled = vals * n
+        if bool(((scaled - scaled.round()).abs() <= n * 2.0 ** -22).all()):
+            return n
+    return None
+
+
 def load_dataset_with_info(spec: str, img_size: int, in_channels: int, seed: int = 0,
                            num_classes: int | None = None) -> tuple[Split, dict]:
     """Like load_dataset, plus metadata for checkpoints: spec, name, split, split_seed, sizes, classes, image
@@ -274,7 +290,8 @@ def load_dataset_with_info(spec: str, img_size: int, in_channels: int, seed: int
     xe = convert_images(torch.from_numpy(np.ascontiguousarray(x_te)), img_size, in_channels)
     split = Split(xt, torch.from_numpy(np.ascontiguousarray(y_tr)), xe, torch.from_numpy(np.ascontiguousarray(y_te)))
     info = dict(info, spec=spec, n_train=len(y_tr), n_test=len(y_te), num_classes=n_cls,
-                img_size=img_size, in_channels=in_channels, sha256=_digest(*split))
+                img_size=img_size, in_channels=in_channels, sha256=_digest(*split),
+                value_grid=value_grid(xt, xe))
     return split, info
 
 

@@ -71,7 +71,7 @@ def test_trained_checkpoint_metadata(trained_digits):
     meta = torch.load(path, weights_only=True)["metadata"]
     for key in ("dataset", "split_seed", "train_seed", "epochs", "test_accuracy", "versions", "created_by"):
         assert key in meta, key
-    assert meta["epochs"] == 2 and meta["train_seed"] == 0 and meta["split_seed"] == 0
+    assert meta["epochs"] == 8 and meta["train_seed"] == 0 and meta["split_seed"] == 0
     assert meta["dataset"]["name"] == "digits" and meta["dataset"]["n_test"] == 360
     assert set(meta["versions"]) >= {"torch", "spikingjelly", "numpy", "python"}
     assert all(isinstance(v, str) for v in meta["versions"].values())

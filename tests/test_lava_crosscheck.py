@@ -149,8 +149,11 @@ def test_graded_payloads_exact(checked):
         assert len(np.unique(lv)) >= 3 and lv.max() > 1, (n, np.unique(lv))  # more than 0/1
     net = rep["network"]
     assert net["population_kinds"] == {"LIFReset": len(_populations(g)) + 1 - 2, "GradedVec": 1, "ProdNeuron": 1}
-    # graded senders: the image, the count (-> product in1) and the product (-> attention LIF)
-    assert net["graded_connections"] == 3
+    # graded senders: the image (its high and low weight parts: two synapse groups), the count (-> product in1)
+    # and the product (-> attention LIF)
+    image_groups = len(g.out_edges(g.inputs()[0]))
+    assert image_groups == 2
+    assert net["graded_connections"] == image_groups + 2
 
 
 def test_process_graph_shape(checked):

@@ -52,3 +52,25 @@ def test_bad_inputs(ckpt, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("spk-parity: error:") for line in err)
     assert not any((tmp_path / d).exists() for d in "xyz")
+
+
+def test_fixed_point_agrees_with_the_trained_digits_model(trained_digits, tmp_path):
+    """Issue 4's accuracy gate: the Loihi fixed-point simulation of a trained digits model predicts what the
+    float reference predicts on at least 99 % of the whole digits test set (default quantisation: 16-bit
+    weights as two synapse groups, the data's exact input grid); one 8-bit synapse group errs more."""
+    path, rc, _ = trained_digits
+    assert rc == 0
+    runs = {}
+    for bits in (16, 8):
+        out = tmp_path / f"w{bits}"
+        rc = parity_cli.main([str(path), "--target", "loihi", "--ssa", "graded", "--device", "cpu", "--no-progress",
+                              "--weight-bits", str(bits), "--min-agreement", "0.99" if bits == 16 else "0",
+                              "-o", str(out)])
+        assert rc == 0, bits
+        runs[bits] = json.loads((out / "parity.json").read_text())
+    s = runs[16]
+    assert s["overall"]["samples"] == 360
+    assert s["run"]["quantization"] == {"weight_bits": 16, "vth_mant": 4096, "input_payload_scale": 256}
+    assert s["overall"]["prediction_agreement"] >= 0.99
+    assert runs[8]["run"]["quantization"]["weight_bits"] == 8
+    assert s["overall"]["total_spike_mismatches"] < runs[8]["overall"]["total_spike_mismatches"] / 2

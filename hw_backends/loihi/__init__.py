@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..base import Backend, register
 from . import backend
+from .quantize import add_quant_arguments
 
 
 @register
@@ -17,12 +18,12 @@ class LoihiBackend(Backend):
         parser.add_argument("--ssa", default="auto", choices=["auto", "binary", "graded"],
                             help="loihi: SSA as binary threshold cascades or Loihi 2 graded spikes x product "
                                  "neurons; auto takes the one that needs fewer cores (default)")
-        parser.add_argument("--vth-mant", type=int, default=1024,
-                            help="loihi: target threshold mantissa of LIF layers (sets the fixed-point scale)")
+        add_quant_arguments(parser)
 
     def prepare(self, frontend_graph, options: dict):
+        quant = {k: options[k] for k in ("vth_mant", "weight_bits", "input_scale") if k in options}
         self._built = backend.choose_and_build(frontend_graph, options.get("ssa", "auto"),
-                                               options.get("ssa_order", "auto"), options.get("vth_mant", 1024))
+                                               options.get("ssa_order", "auto"), **quant)
         return self._built[0]["lowered"]
 
     def export(self, graph, model_info: dict, out_path, options: dict) -> dict:

@@ -15,12 +15,13 @@ DESCRIPTION = ("Intel Loihi 2 via lava-nc: 8-bit fixed point, hardware timing (d
 
 
 def choose_and_build(frontend_graph: ir.Graph, ssa: str = "auto", ssa_order: str = "auto",
-                     vth_mant: int = 1024) -> tuple[dict, dict]:
-    """-> (the chosen build, {form: resource totals} for both forms)."""
+                     **quant) -> tuple[dict, dict]:
+    """-> (the chosen build, {form: resource totals} for both forms). `quant`: build()'s quantisation options
+    (vth_mant, weight_bits, input_scale)."""
     builds, totals = {}, {}
     for form in SSA_FORMS:
         lowered = lower(frontend_graph, ssa_order=ssa_order, ssa_form=form)
-        b = build(lowered, vth_mant=vth_mant)
+        b = build(lowered, **quant)
         b["lowered"] = lowered
         totals[form] = dict(b["resources"]["total"], pipeline_depth=b["schedule"]["max_depth"])
         builds[form] = b
@@ -31,10 +32,12 @@ def choose_and_build(frontend_graph: ir.Graph, ssa: str = "auto", ssa_order: str
 
 
 def export_loihi(frontend_graph: ir.Graph, out_dir, info: dict, ssa: str = "auto", ssa_order: str = "auto",
-                 vth_mant: int = 1024, built: tuple | None = None) -> dict:
-    built, forms = built or choose_and_build(frontend_graph, ssa, ssa_order, vth_mant)
-    options = {"target": "loihi", "ssa": forms["chosen"], "ssa_requested": ssa, "ssa_order": ssa_order,
-               "vth_mant": vth_mant}
+                 built: tuple | None = None, **quant) -> dict:
+    built, forms = built or choose_and_build(frontend_graph, ssa, ssa_order, **quant)
+    q = built["quantization"]
+    options = {"target": "loihi", "ssa": forms["chosen"], "ssa_requested": forms.get("requested", ssa), "ssa_order": ssa_order,
+               "vth_mant": q["vth_mant_target"], "weight_bits": q["weight_bits"],
+               "input_scale": q["input"]["payload_scale"]}
     built["resources"]["ssa_forms"] = forms
     with atomic_dir(Path(out_dir)) as stage:
         manifest = write_artifacts(stage, built, info, options)

@@ -10,7 +10,7 @@ from pathlib import Path
 from convert import ir
 
 from .network_file import write_network
-from .quantize import quantize
+from .quantize import DEFAULT_VTH_MANT, quantize
 from .resources import map_resources
 from .timing import insert_delay_relays, schedule, timing_report
 
@@ -36,9 +36,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build(graph: ir.Graph, vth_mant: int = 1024) -> dict:
+def build(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 16,
+          input_scale: int | None = None) -> dict:
     """Quantised graph, its report, the schedule and the resource map (no files)."""
-    q, qrep = quantize(graph, vth_mant=vth_mant)
+    q, qrep = quantize(graph, vth_mant=vth_mant, weight_bits=weight_bits, input_scale=input_scale)
     qrep["delay_relays"] = insert_delay_relays(q)
     sched = schedule(q)
     res = map_resources(q, sched["projections"])

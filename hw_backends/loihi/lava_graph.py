@@ -4,7 +4,7 @@ One `LIFReset` (fixed-point model `PyLifResetModelBitAcc`) per `LoihiLIF` popula
 (`PyGradedVecModelFixed`) per `GradedNeuron`, one `ProdNeuron` (`PyProdNeuronModelFixed`) per `ProductNeuron`
 (graded SSA form), one `Sparse` per `Projection` (or `DelaySparse` where the projection has a synaptic delay)
 connected to the post population's port (`a_in`; `a_in1` / `a_in2` for ProdNeuron, from Projection.port), a
-source `RingBuffer` for the graded 8-bit image payload and a sink (`NpySink`, below) per recorded population.
+source `RingBuffer` for the graded image payload and a sink (`NpySink`, below) per recorded population.
 Every weight matrix is materialised from the IR node (conv, sum pool, axis synapse, ...) by applying the node's
 own kernel to unit inputs, so the matrices are only built for small networks (`max_matrix_entries`).
 
@@ -71,13 +71,14 @@ import scipy.sparse as sp
 from convert import ir
 
 from .timing import POPULATION_TYPES, Projection
+from . import limits as L
 
 # torch, sim and network_file (which imports spikformer, hence torch) are imported where they are used: the
 # isolated Lava worker (lava_run) gets the matrices ready-made and then needs neither (about 2 s of imports per
 # run on the 2-core development machine)
 
 DEFAULT_MAX_MATRIX_ENTRIES = 4_000_000  # dense (post x pre) entries materialised per projection
-INPUT_MESSAGE_BITS = 8      # the image: graded 8-bit payload (limits.GRADED_PAYLOAD_BITS)
+INPUT_MESSAGE_BITS = L.GRADED_PAYLOAD_BITS  # the image: graded payload round(x * input_payload_scale)
 GRADED_MESSAGE_BITS = 24    # GradedVec / ProdNeuron s_out: int32 with precision 24 (signed 24-bit payloads)
 GRADED_TYPES = (ir.GradedNeuron, ir.ProductNeuron)
 
@@ -387,7 +388,7 @@ def _in_port(proc, node, port: str):
 
 def check_graded_payloads(graph: ir.Graph) -> dict:
     """Upper bounds of the graded payloads (sim.fixed_point.value_bounds); raises LavaGraphError where one does
-    not fit the 24-bit signed payload of GradedVec / ProdNeuron (or the image the 8-bit input)."""
+    not fit the 24-bit signed payload of GradedVec / ProdNeuron (the image's payload is bounded by input_payload_scale)."""
     from sim.fixed_point import value_bounds
     bounds = value_bounds(graph, int(graph.metadata.get("input_payload_scale", 255)))
     out = {}
@@ -453,8 +454,9 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
     payload = np.asarray(payload)
     if payload.shape[1:] != tuple(shapes[inputs[0]]):
         raise LavaGraphError(f"payload shape {payload.shape[1:]} is not the input shape {shapes[inputs[0]]}")
-    if not np.all(payload == np.rint(payload)) or payload.min() < 0 or payload.max() > 255:
-        raise LavaGraphError("payload must be integers 0..255 (graded 8-bit spikes)")
+    top = int(graph.metadata.get("input_payload_scale", 255))
+    if not np.all(payload == np.rint(payload)) or payload.min() < 0 or payload.max() > top:
+        raise LavaGraphError(f"payload must be integers 0..{top} (graded input spikes, input_payload_scale)")
     if matrices is None:
         matrices = prepare_matrices(graph, schedule, max_matrix_entries)
     if len(matrices) != len(schedule["projections"]):

@@ -127,7 +127,7 @@ def _record_list(g: ir.Graph, record) -> list[str]:
 
 
 def encode_images(g: ir.Graph, images) -> np.ndarray:
-    """Graded 8-bit payload, the same encoding (and code) as the fixed-point simulator."""
+    """Graded input payload round(x * input_payload_scale), the same encoding (and code) as the fixed-point simulator."""
     import torch
 
     from sim.fixed_point import encode_input

@@ -12,12 +12,19 @@ v > vth << 6: with lambda theta = 64 vth + 1 the integer test v > 64 vth is exac
 A layer whose inputs are exact dyadic values without bias (the attention LIF: 0.125 * integer) is scaled by a
 power of two instead, so that its arithmetic is exact and ties fire as in the reference.
 
+Weight precision. With `weight_bits=16` every dense synapse layer (conv, linear, head) is carried by two 8-bit
+synapse groups from the same source to the same neurons: a high part (mantissa m_hi, exponent e) and a low part
+holding the rounding residue (mantissa m_lo, exponent max(e - 7, WEIGHT_EXP_MIN)); the neuron sums both. It
+costs the synapses of a second group and removes most of the 8-bit rounding error, which dominates the
+fixed-point error (per-layer records give both parts and the combined error). `weight_bits=8` is one group.
+
 Threshold neurons get weights x2 (v = 128 x), dv = du = 4095 and vth = 2 ceil(theta) - 1: the residue
 trunc(v / 4096) left after a non-firing step stays below 64 while x < 2048 (checked), so the neuron fires
 exactly when x >= ceil(theta) and carries nothing over in effect.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -45,17 +52,30 @@ def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
+WEIGHT_BITS_CHOICES = (8, 16)
+LOW_PART_SHIFT = 7  # the low part's exponent is e - 7: a mixed-sign high part (even mantissas) errs by <= 2**e
+DEFAULT_VTH_MANT = 4096  # lambda * theta = 64 * 4096 + 1: 2**-18 theta resolution, |v| up to 32 theta
+DEFAULT_INPUT_SCALE = 255  # 8-bit images; a checkpoint's data grid (dataset "value_grid") replaces it
 
 
 class Quantizer:
-    def __init__(self, g: ir.Graph, vth_mant: int = 1024, input_bits: int = L.GRADED_PAYLOAD_BITS,
-                 per_channel_exp: bool = True):
+    def __init__(self, g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, input_scale: int = DEFAULT_INPUT_SCALE,
+                 per_channel_exp: bool = True, weight_bits: int = 16):
+        if weight_bits not in WEIGHT_BITS_CHOICES:
+            raise ValueError(f"weight_bits must be one of {WEIGHT_BITS_CHOICES}, got {weight_bits!r}")
+        if not (isinstance(input_scale, int) and 1 <= input_scale < 2 ** L.GRADED_PAYLOAD_BITS):
+            raise L.LoihiLimitError("input", f"graded input payload ({L.GRADED_PAYLOAD_BITS} bit)", input_scale,
+                                    2 ** L.GRADED_PAYLOAD_BITS - 1)
+        if not (isinstance(vth_mant, int) and 1 <= vth_mant <= L.VTH_MAX):
+            raise L.LoihiLimitError("all LIF layers", "vth (unsigned 17 bit)", vth_mant, L.VTH_MAX)
         self.per_channel_exp = per_channel_exp
+        self.weight_bits = weight_bits
         self.src = g
         self.g = g.copy()
         self.vth_mant = vth_mant
-        self.input_scale = 2 ** input_bits - 1
-        self.report = {"vth_mant_target": vth_mant, "input": {}, "layers": {}, "synapses": {},
+        self.input_scale = input_scale
+        self.report = {"vth_mant_target": vth_mant, "weight_bits": weight_bits, "input": {}, "layers": {},
+                       "synapses": {},
                        "warnings": [dict(w) for w in g.metadata.get("warnings", [])]}  # the frontend's first
         self.shapes = g.shapes()
 
@@ -132,9 +152,54 @@ class Quantizer:
                           f"the smallest weight exponent {e}")
             syn.weight = m_l.astype(np.float64)
             syn.weight_exp = e
+            if self.weight_bits == 16 and not exact:
+                # the low part carries the rounding residue (|r| <= 2**e); what clipping removed stays removed
+                # (warned above)
+                step = 2.0 ** e_b
+                low = self._low_part(syn, np.clip(w - m_l * step, -step, step), e, scale)
+                if low is not None:
+                    err = np.abs(m_l * 2.0 ** e_b + low["_value"] - w)
+                    rec.update(low_part=low["name"], max_abs_error=float(err.max()),
+                               mean_abs_error=float(err.mean()))
         rec["_scale"] = scale
         self.report["synapses"][syn.name] = rec
         return rec
+
+    def _low_part(self, syn: ir.Node, residue: np.ndarray, e, scale: float) -> dict | None:
+        """The second 8-bit synapse group of a 16-bit weight: the residue of the high part at exponent
+        max(e - 7, WEIGHT_EXP_MIN), wired from the same source to the same neurons. None when the residue
+        rounds to zero everywhere (weights already exact at 8 bits)."""
+        e_lo = np.maximum(np.asarray(e) - LOW_PART_SHIFT, L.WEIGHT_EXP_MIN)
+        e_lo_b = np.reshape(e_lo, (-1,) + (1,) * (residue.ndim - 1)) if e_lo.ndim else e_lo
+        mixed = bool(np.any(residue < 0) and np.any(residue > 0))
+        if mixed:
+            m = (2 * np.rint(residue / 2.0 ** (e_lo_b + 1))).astype(np.int64)
+        else:
+            m = np.rint(residue / 2.0 ** e_lo_b).astype(np.int64)
+        if not np.any(m):
+            return None
+        m_l, mode = lava_weight_rules(m)
+        if np.any(m_l != m):  # cannot happen with the shift of 7 (|residue| <= 2**e): a bug if it does
+            raise AssertionError(f"{syn.name}: low-part mantissas out of the 8-bit range")
+        name = self.g.unique_name(f"{syn.name}.low")
+        low = copy.copy(syn)
+        low.name = name
+        low.weight = m_l.astype(np.float64)
+        low.weight_exp = e_lo if e_lo.ndim and len(set(e_lo.tolist())) > 1 else int(np.max(e_lo))
+        if hasattr(low, "bias"):
+            low.bias = None
+        self.g.nodes[name] = low
+        self.g.metadata.setdefault("weight_low_parts", {})[name] = syn.name
+        for edge in self.g.in_edges(syn.name):
+            self.g.connect(edge.src, name, edge.port)
+        for edge in self.g.out_edges(syn.name):
+            self.g.connect(name, edge.dst, edge.port)
+        value = m_l * 2.0 ** e_lo_b
+        self.report["synapses"][name] = {
+            "kind": syn.kind, "part": "low", "high_part": syn.name, "scale": scale,
+            "weight_exp": np.asarray(low.weight_exp).tolist(), "sign_mode": mode,
+            "max_abs_mantissa": int(np.max(np.abs(m_l))), "_scale": scale}
+        return {"name": name, "_value": value}
 
     def _pop_bias(self, syns) -> np.ndarray | None:
         biases = [s.bias for s in syns if getattr(s, "bias", None) is not None]
@@ -161,6 +226,18 @@ class Quantizer:
             exact = float(vth).is_integer() and 0 < vth <= L.VTH_MAX
         if not exact:
             vth = self.vth_mant
+            if bias is not None and np.max(np.abs(bias)) > 0:
+                # the largest bias must fit bias_mant << bias_exp: lambda <= BIAS_MAX * tau / max|bias|
+                lam_max = L.BIAS_MANT_MAX * 2 ** L.BIAS_EXP_MAX * tau / float(np.max(np.abs(bias)))
+                vth_fit = math.floor((lam_max * theta - 1) / 64)
+                if vth_fit < vth:
+                    if vth_fit < 1:
+                        raise L.LoihiLimitError(node.name, "bias (13-bit mantissa, 3-bit exponent)",
+                                                float(np.max(np.abs(bias))), f"{lam_max / 64:.3g} thresholds")
+                    self.warn(node.name, "fixed-point scale reduced", f"vth {vth} -> {vth_fit} so that the "
+                              f"largest bias ({float(np.max(np.abs(bias))) / theta:.3g} thresholds) fits the "
+                              f"bias range; resolution theta/{64 * vth_fit + 1}")
+                    vth = vth_fit
             lam = (64 * vth + 1) / theta
             sigma = lam / (64 * tau)
         recs = [self._set_weights(s, sigma, exact) for s in syns]
@@ -176,7 +253,8 @@ class Quantizer:
             "kind": "LIF", "source": node.source, "tau": tau, "v_threshold": theta, "exact_dyadic": bool(exact),
             "lambda": lam, "weight_scale_sigma": sigma, "du": 4095, "dv": dv, "vth": int(vth),
             "threshold_rule": "v > vth<<6  <=>  v >= lambda*theta", "bias_exp": bias_exp,
-            "bias_max_abs_error_v_units": bias_err, "synapses": [s.name for s in syns],
+            "bias_max_abs_error_v_units": bias_err,
+            "synapses": [s.name for s in syns] + [r["low_part"] for r in recs if "low_part" in r],
             "weight_exps": [r["weight_exp"] for r in recs]}
         return ir.LoihiLIF(node.name, node.source, du=4095, dv=dv, vth=int(vth),
                            bias_mant=None if bias_mant is None else bias_mant.astype(np.float64),
@@ -243,8 +321,9 @@ class Quantizer:
         for node in g.of_type(ir.Conv2d):  # the first conv: analog image as graded 8-bit spikes
             if any(isinstance(g.nodes[e.src], ir.Input) for e in g.in_edges(node.name)):
                 node.weight = node.weight / self.input_scale
-        self.report["input"] = {"encoding": "graded spikes, 8-bit payload round(clip(x, 0, 1) * 255)",
-                                "payload_scale": self.input_scale}
+        self.report["input"] = {"encoding": f"graded spikes, payload round(clip(x, 0, 1) * {self.input_scale})",
+                                "payload_scale": self.input_scale,
+                                "payload_bits": int(self.input_scale).bit_length()}
         g.metadata["input_payload_scale"] = self.input_scale
         for name in g.topo_order():
             node = g.nodes[name]
@@ -265,8 +344,33 @@ class Quantizer:
         return g, self.report
 
 
-def quantize(g: ir.Graph, vth_mant: int = 1024, per_channel_exp: bool = True) -> tuple[ir.Graph, dict]:
+def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: bool = True, weight_bits: int = 16,
+             input_scale: int | None = None) -> tuple[ir.Graph, dict]:
+    """`input_scale` None: the graph's `input_value_grid` (the training data's exact grid, from the checkpoint)
+    when it fits the payload, else DEFAULT_INPUT_SCALE."""
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
-    return Quantizer(g, vth_mant, per_channel_exp=per_channel_exp).run()
+    if input_scale is None:
+        grid = g.metadata.get("input_value_grid")
+        input_scale = int(grid) if isinstance(grid, int) and 1 <= grid < 2 ** L.GRADED_PAYLOAD_BITS \
+            else DEFAULT_INPUT_SCALE
+    return Quantizer(g, vth_mant, input_scale, per_channel_exp=per_channel_exp, weight_bits=weight_bits).run()
+
+
+def add_quant_arguments(parser) -> None:
+    """The quantisation options every command that builds a Loihi graph takes (spk-convert, spk-parity)."""
+    parser.add_argument("--weight-bits", type=int, default=16, choices=WEIGHT_BITS_CHOICES,
+                        help="loihi: 16 carries each dense weight in two 8-bit synapse groups (high and low part, "
+                             "more synapses, near-float accuracy); 8 uses one group (default 16)")
+    parser.add_argument("--vth-mant", type=int, default=DEFAULT_VTH_MANT,
+                        help=f"loihi: threshold mantissa of LIF layers; sets the fixed-point scale "
+                             f"lambda = (64 vth + 1) / theta (default {DEFAULT_VTH_MANT})")
+    parser.add_argument("--input-scale", type=int, default=None,
+                        help="loihi: graded input payload = round(x * SCALE) for x in [0, 1] (default: the "
+                             "training data's exact grid recorded in the checkpoint, e.g. 256 for the digits "
+                             f"at 16x16, else {DEFAULT_INPUT_SCALE})")
+
+
+def quant_options(args) -> dict:
+    return {"vth_mant": args.vth_mant, "weight_bits": args.weight_bits, "input_scale": args.input_scale}

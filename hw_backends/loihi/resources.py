@@ -2,7 +2,8 @@
 
 A population is split over as many cores as the tightest limit needs: neurons per core, synapse memory
 (8-bit weights, +6 bits where a projection is delayed), and input axons (every presynaptic neuron that
-reaches the population is one input axon on each core that holds part of it). Cores are not shared between
+reaches the population is one input axon on each core that holds part of it; several synapse groups from the
+same presynaptic neurons with the same delay share those axons). Cores are not shared between
 populations (a conservative, simple packing); chips = ceil(cores / 128)."""
 from __future__ import annotations
 
@@ -36,13 +37,16 @@ def map_resources(g: ir.Graph, projs: list[Projection]) -> dict:
         if isinstance(node, POPULATION_TYPES):
             pops[name] = {"source": node.source, "kind": node.kind, "neurons": math.prod(shapes[name]), "synapses": 0,
                           "synapse_bits": 0, "input_axons": 0, "max_delay": 0}
+    axons_seen = set()
     for p in projs:
         syn = g.nodes[p.synapse]
         n = synapse_count(g, syn, shapes)
         r = pops[p.post]
         r["synapses"] += n
         r["synapse_bits"] += n * (L.WEIGHT_BITS + (L.DELAY_BITS if p.delay else 0))
-        r["input_axons"] += math.prod(shapes[p.pre])
+        if (p.pre, p.post, p.delay) not in axons_seen:  # a second synapse group (a weight's low part, another
+            axons_seen.add((p.pre, p.post, p.delay))  # exponent) from the same neurons shares their axons
+            r["input_axons"] += math.prod(shapes[p.pre])
         r["max_delay"] = max(r["max_delay"], p.delay)
     total = 0
     warnings = []
