@@ -16,43 +16,97 @@ from . import kernels
 STATE_MAX = 2 ** 23
 
 
-def shift(node, a: torch.Tensor) -> torch.Tensor:
-    """a << weight_exp, or arithmetic a >> -weight_exp (floor). weight_exp is one integer or one per output
-    channel (axis 1 of a)."""
+def shift(node, a: torch.Tensor, pc=None, out_f32: bool = False) -> torch.Tensor:
+    """a << weight_exp, or arithmetic a >> -weight_exp (floor): float64, or float32 with `out_f32` (the caller
+    proved |result| < 2**24). weight_exp is one integer or one per output channel (axis 1 of a). Both are
+    floor(a * 2**weight_exp) for an integer a: the product is exact (a power-of-two scale) and already an
+    integer where weight_exp >= 0. `pc` caches the scale tensor."""
+    if not out_f32:
+        a = a if a.dtype == torch.float64 else a.double()
     e = node.weight_exp
     if np.ndim(e) == 0:
         e = int(e)
-        if e >= 0:
-            return a * (2.0 ** e)
-        return torch.floor(a / (2.0 ** -e))
-    e = torch.as_tensor(np.asarray(e, dtype=np.float64), dtype=a.dtype, device=a.device)
-    e = e.view((1, -1) + (1,) * (a.dim() - 2))
-    return torch.where(e >= 0, a * torch.exp2(e.clamp(min=0)), torch.floor(a / torch.exp2((-e).clamp(min=0))))
+        if e == 0:
+            return a
+        y = a * (2.0 ** e)
+        return y if e > 0 else y.floor_()
+    def make():
+        ev = np.asarray(e, dtype=np.float64)
+        t = torch.as_tensor(np.exp2(ev), dtype=a.dtype, device=a.device)
+        return t.view((1, -1) + (1,) * (a.dim() - 2)), bool(np.any(ev < 0))
+
+    scale, floor = pc.memo((id(node), "shift_scale", a.dtype, a.device, a.dim()), make) if pc else make()
+    y = a * scale
+    return y.floor_() if floor else y
 
 
 def _decay(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """trunc0(x * factor / 4096): Loihi's decay, rounding toward zero (exact in float64 below 2**53)."""
+    """trunc0(x * factor / 4096): Loihi's decay, rounding toward zero (exact in float64 below 2**53; a power-of-
+    two factor is one exact multiplication)."""
     if factor == 0:
         return torch.zeros_like(x)
     if factor == 4096:
-        return x
+        return x.clone()  # callers add into the result in place
+    if factor & (factor - 1) == 0:
+        return torch.trunc(x * (factor / 4096))
     return torch.trunc(x * factor / 4096)
 
 
-def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc) -> torch.Tensor:
-    """One step of PyLifModelBitAcc on integer-valued float64 tensors."""
+def _absmax(x: torch.Tensor) -> float:
+    if not x.numel():
+        return 0.0
+    lo, hi = torch.aminmax(x)  # one pass, no temporary
+    return max(-float(lo), float(hi))
+
+
+def lif_safety(node: ir.LoihiLIF, a_bound: float) -> dict:
+    """What cannot happen to this LIF given |a| <= a_bound (from value_bounds): u never wraps, v never
+    saturates. lif_step then skips those checks (each is a pass over the state and a sync)."""
+    u_max = 64.0 * a_bound
+    if node.du != 4095:  # u keeps a fraction of itself: geometric bound
+        u_max = u_max * 4096 / max(node.du + 1, 1)
+    b = 0.0 if node.bias_mant is None else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp
+    v_max = (u_max + b) * (4096 / node.dv) if node.dv > 0 else float("inf")
+    return {"no_wrap": u_max < STATE_MAX, "no_saturation": v_max < STATE_MAX - 1}
+
+
+F32_A_MAX = 2 ** 17  # |a| below this: a << 6 and everything after it stay below 2**24 (exact in float32)
+
+
+def _float32_ok(node: ir.LoihiLIF) -> bool:
+    """Can this LIF run in float32? u must not keep memory (du = 4095) and v's decay must be exact in float32:
+    a multiplication by a power of two (tau = 2: 2048/4096) or none."""
+    f = 4096 - node.dv
+    return node.du == 4095 and not node.readout and (f == 0 or f & (f - 1) == 0)
+
+
+def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | None = None) -> torch.Tensor:
+    """One step of PyLifModelBitAcc on integer-valued tensors: float32 where every value provably stays below
+    2**24 (a float32 input with |a| < F32_A_MAX into a LIF that _float32_ok; v is below 2**23 by saturation,
+    and a sum that rounds above 2**24 saturates either way), float64 otherwise. `safe`: lif_safety's proof that
+    some checks cannot trigger."""
+    safe = safe or {}
+    if a.dtype == torch.float32 and not (_float32_ok(node) and _absmax(a) < F32_A_MAX):
+        a = a.double()
+    no_wrap = safe.get("no_wrap") or a.dtype == torch.float32
     u, v = state.get("u"), state.get("v")
-    uu = a * 64 if u is None else _decay(u, 4096 - (node.du + 1)) + a * 64
-    if uu.numel() and float(uu.abs().max()) >= STATE_MAX:  # lava's 24-bit wrap of u
+    if v is not None and v.dtype != a.dtype:
+        v = v.to(a.dtype)
+    if u is None or node.du == 4095:  # du = 4095: u keeps nothing of its last value
+        uu = a * 64
+    else:
+        uu = _decay(u.to(a.dtype), 4096 - (node.du + 1)).add_(a * 64)
+    if not no_wrap and _absmax(uu) >= STATE_MAX:  # lava's 24-bit wrap
         w = torch.where(uu > STATE_MAX, uu - 2 * STATE_MAX, uu)
         uu = torch.where(w <= -STATE_MAX, uu + 2 * STATE_MAX, w)
         state["u_wrapped"] = state.get("u_wrapped", 0) + int((w != uu).sum())
-    state["u"] = uu
-    vv = uu if v is None else _decay(v, 4096 - node.dv) + uu
+    if node.du != 4095:
+        state["u"] = uu
+    vv = uu if v is None else _decay(v, 4096 - node.dv).add_(uu)
     if node.bias_mant is not None:
         b = pc.get(node, "bias_mant", a) * (2 ** node.bias_exp)
         vv = vv + b.view((1, -1) + (1,) * (a.dim() - 2))
-    if vv.numel() and float(vv.abs().max()) >= STATE_MAX - 1:  # v saturates at 24 bit
+    if not safe.get("no_saturation") and _absmax(vv) >= STATE_MAX - 1:
         state["saturated"] = state.get("saturated", 0) + int((vv.abs() >= STATE_MAX - 1).sum())
         vv = vv.clamp(-(STATE_MAX - 1), STATE_MAX - 1)
     s = vv > (node.vth * 64)
@@ -60,27 +114,38 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc) -> torch.Tenso
         state["v"] = vv
         state["fired"] = state.get("fired", 0) + int(s.sum())
         return vv
-    state["v"] = vv.masked_fill(s, 0.0)
+    if vv is uu or vv is a:
+        vv = vv.clone()
+    state["v"] = vv.masked_fill_(s, 0.0)
     return s.to(a.dtype)
 
 
-def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f32: bool = False):
+def _is_pointwise_linear(node) -> bool:
+    return (isinstance(node, ir.Conv1d) and node.weight.shape[2] == 1 and node.groups == 1 and node.stride == 1
+            and node.padding == 0 and node.bias is None)
+
+
+def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f32: bool = False,
+         safe: dict | None = None, out_f32: bool = False):
     """`f32`: this synapse's integer sums provably stay below 2**24 (see `float32_exact_synapses`), so they
-    are computed in float32, exactly, and much faster than float64 on CPU."""
+    are computed in float32, exactly, and much faster than float64 on CPU; `out_f32`: so does its shifted
+    output, which then stays float32. `safe`: see lif_safety."""
     x = inp.get("in")
     if isinstance(node, ir.LoihiLIF):
-        return lif_step(node, x, state, pc)
+        return lif_step(node, x, state, pc, safe)
     if node.is_synapse:
         saved = node.weight_exp
+        xin = x.float() if f32 else x
+        if _is_pointwise_linear(node):  # a Linear over tokens: one matmul (about 2x faster than conv1d on CPU)
+            w = pc.get(node, "weight", xin)
+            y = torch.matmul(w.view(w.shape[0], w.shape[1]), xin)
+            return shift(node, y, pc, out_f32)
         try:
             node.weight_exp = 0  # the float kernel computes the integer weighted sum; the shift is Loihi's
-            if f32:
-                y = kernels.step(node, {"in": x.float()}, state, pc, t).double()
-            else:
-                y = kernels.step(node, inp, state, pc, t)
+            y = kernels.step(node, {"in": xin}, state, pc, t)
         finally:
             node.weight_exp = saved
-        return shift(node, y)
+        return shift(node, y, pc, out_f32)
     if isinstance(node, (ir.LIF, ir.Threshold, ir.Integrator)):
         raise TypeError(f"{node.name}: {node.kind} in a fixed-point graph; quantize the graph first")
     return kernels.step(node, inp, state, pc, t)
@@ -116,9 +181,28 @@ def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
     return bound
 
 
-def float32_exact_synapses(g: ir.Graph, input_scale: int) -> set[str]:
+def lif_safety_all(g: ir.Graph, input_scale: int) -> dict[str, dict]:
     b = value_bounds(g, input_scale)
-    return {n for n, node in g.nodes.items() if node.is_synapse and b[n] < 2 ** 24}
+    return {n: lif_safety(node, sum(b[e.src] for e in g.in_edges(n)))
+            for n, node in g.nodes.items() if isinstance(node, ir.LoihiLIF)}
+
+
+def float32_exact_synapses(g: ir.Graph, input_scale: int) -> set[str]:
+    """Synapses whose integer sum (before the weight exponent) provably stays below 2**24."""
+    b = value_bounds(g, input_scale)
+    out = set()
+    for n, node in g.nodes.items():
+        if node.is_synapse:
+            pre_shift = b[n] / 2.0 ** max(float(np.max(node.weight_exp)), 0.0)
+            if pre_shift < 2 ** 24:
+                out.add(n)
+    return out
+
+
+def float32_outputs(g: ir.Graph, input_scale: int) -> set[str]:
+    """Synapses of float32_exact_synapses whose shifted output also stays below 2**24."""
+    b = value_bounds(g, input_scale)
+    return {n for n in float32_exact_synapses(g, input_scale) if b[n] < 2 ** 24}
 
 
 def encode_input(images: torch.Tensor, input_scale: int) -> torch.Tensor:

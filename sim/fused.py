@@ -40,6 +40,8 @@ def _shift(y, e):
 
 
 def run_fused(node: FusedSSA, q, k, v, fixed: bool) -> torch.Tensor:
+    if fixed:  # integer products: float64 keeps them exact whatever the operands' dtype (spikes may be float32)
+        q, k, v = q.double(), k.double(), v.double()
     B, D, N = q.shape
     h = node.num_heads
     Q, K, V = (t.reshape(B, h, D // h, N).transpose(-1, -2) for t in (q, k, v))  # [B, h, N, d]

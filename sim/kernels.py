@@ -21,6 +21,12 @@ class ParamCache:
     def __init__(self):
         self._c = {}
 
+    def memo(self, key, make):
+        """Any derived per-node value, made once."""
+        if key not in self._c:
+            self._c[key] = make()
+        return self._c[key]
+
     def get(self, node, attr, like):
         key = (id(node), attr, like.dtype, like.device)
         if key not in self._c:

@@ -143,8 +143,28 @@ def test_bias_beyond_the_loihi_range_is_a_named_error():
     with torch.no_grad():
         bn.running_var[:] = 1e-12  # gain 1e6 on weights and on the folded bias
     bn.eps = 1e-12
-    with pytest.raises(LoihiLimitError, match=r"block\.0\.mlp\.fc1_lif: bias exponent \(3 bit\) exceeded"):
+    with pytest.raises(LoihiLimitError, match=r"block\.0\.mlp\.fc1_lif: bias range \(13-bit mantissa << 3-bit "
+                                              r"exponent\) exceeded: uses [0-9.e+]+ thresholds, allowed 16128 "
+                                              r"thresholds"):
         build(lower(spikformer_to_ir(m)))
+
+
+def test_a_large_bias_lowers_that_layers_scale_with_a_warning():
+    """A bias of 10 thresholds per step does not fit bias_mant << bias_exp at vth 4096; the layer gets the
+    largest vth that holds it (1637), the others keep 4096, and the warning says so."""
+    from hw_backends.loihi.export import build
+    m = tiny()
+    bn = _bn(m)
+    with torch.no_grad():
+        bn.bias[:] = 10.0
+        bn.running_mean[:] = 0.0
+    q = build(lower(spikformer_to_ir(m)))["quantization"]
+    lif = q["layers"]["block.0.mlp.fc1_lif"]
+    assert lif["vth"] == 1637 and lif["bias_exp"] == 7
+    assert q["layers"]["block.0.attn.q_lif"]["vth"] == 4096
+    warn = [w for w in q["warnings"] if w["node"] == "block.0.mlp.fc1_lif"]
+    assert len(warn) == 1 and warn[0]["what"] == "fixed-point scale reduced"
+    assert "vth 4096 -> 1637" in warn[0]["detail"]
 
 
 def test_large_weights_within_range_get_a_larger_exponent_and_no_warning():

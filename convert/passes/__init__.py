@@ -3,7 +3,7 @@ turns the frontend graph into spike-only synaptic operations."""
 from __future__ import annotations
 
 from .. import ir
-from . import fold_bn, head_readout, maxpool_or, residual_streams, ssa_binary, ssa_graded
+from . import fold_bn, head_readout, maxpool_or, residual_graded, residual_streams, ssa_binary, ssa_graded
 
 PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa", "head_readout")
 SSA_FORMS = ("binary", "graded")
@@ -11,15 +11,16 @@ SSA_FORMS = ("binary", "graded")
 
 def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_form: str = "binary") -> ir.Graph:
     """Runs the passes in order on a copy of `g` (stopping after `upto` when given). `ssa_form` "binary" uses
-    only binary spikes and threshold neurons (standard NIR, any chip); "graded" uses Loihi 2 graded spikes and
-    product neurons."""
+    only binary spikes and threshold neurons (standard NIR, any chip); "graded" uses Loihi 2 graded spikes:
+    product neurons in the SSA and graded relays for the residual sums (the "residual_streams" step then runs
+    residual_graded)."""
     if ssa_form not in SSA_FORMS:
         raise ValueError(f"unknown SSA form {ssa_form!r}; choose one of {SSA_FORMS}")
     g = g.copy()
     steps = {
         "fold_bn": fold_bn.run,
         "maxpool_or": maxpool_or.run,
-        "residual_streams": residual_streams.run,
+        "residual_streams": (residual_streams if ssa_form == "binary" else residual_graded).run,
         "ssa": lambda x: (ssa_binary if ssa_form == "binary" else ssa_graded).run(x, ssa_order),
         "head_readout": head_readout.run,
     }
