@@ -3,6 +3,7 @@ float64 by default so lowering passes can be checked for exactness); the Loihi f
 and runs the same graph walk with integer kernels."""
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -121,10 +122,12 @@ class Engine:
                             for s in srcs[1:]:
                                 acc = acc + vals[s]
                             inp[port] = acc
-                        if name in self.per_stream:
-                            vals[name] = sum(fixed_point.step(node, {"in": vals[s]}, state[name], self.pc, t,
-                                                              self.input_scale, name in self.f32)
-                                             for s in self.in_edges[name]["in"])
+                        if name in self.per_stream:  # each stream shifted on its own, all in one batched call
+                            streams = [vals[s] for s in self.in_edges[name]["in"]]
+                            dt = functools.reduce(torch.promote_types, [v.dtype for v in streams])
+                            y = fixed_point.step(node, {"in": torch.cat([v.to(dt) for v in streams])}, state[name],
+                                                 self.pc, t, self.input_scale, name in self.f32)
+                            vals[name] = y.view(len(streams), -1, *y.shape[1:]).sum(0)
                         elif isinstance(node, fused.FusedSSA):
                             vals[name] = fused.run_fused(node, inp["q"], inp["k"], inp["v"], self.fixed)
                         elif self.fixed:

@@ -82,11 +82,13 @@ def _float32_ok(node: ir.LoihiLIF) -> bool:
 
 def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | None = None) -> torch.Tensor:
     """One step of PyLifModelBitAcc on integer-valued tensors: float32 where every value provably stays below
-    2**24 (a float32 input with |a| < F32_A_MAX into a LIF that _float32_ok; v is below 2**23 by saturation,
+    2**24 (an input with |a| < F32_A_MAX, checked each step, into a LIF that _float32_ok; v is below 2**23 by saturation,
     and a sum that rounds above 2**24 saturates either way), float64 otherwise. `safe`: lif_safety's proof that
     some checks cannot trigger."""
     safe = safe or {}
-    if a.dtype == torch.float32 and not (_float32_ok(node) and _absmax(a) < F32_A_MAX):
+    if _float32_ok(node) and _absmax(a) < F32_A_MAX:
+        a = a.float()  # exact: |a| < 2**17
+    elif a.dtype != torch.float64:
         a = a.double()
     no_wrap = safe.get("no_wrap") or a.dtype == torch.float32
     u, v = state.get("u"), state.get("v")

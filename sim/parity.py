@@ -46,6 +46,10 @@ class ParityResult:
     ref_logits: list = field(default_factory=list)
     sim_logits: list = field(default_factory=list)
     labels: list = field(default_factory=list)
+    state_events: dict = field(default_factory=dict)  # node -> {"saturated": n, "u_wrapped": n} (fixed point)
+
+
+STATE_EVENTS = ("saturated", "u_wrapped")  # v clipped at 24 bit, u wrapped at 24 bit (sim.fixed_point)
 
 
 def set_reference_determinism(device: str) -> dict:
@@ -82,6 +86,11 @@ def run_parity(model: torch.nn.Module, graph: ir.Graph, images: torch.Tensor, la
         if sim_runner is None:
             out = engine.run(x, record=names)
             sim_logits, sim_recs = out.outputs["output"] / readout_scale, out.records
+            for node, st in engine.last_state.items():
+                for k in STATE_EVENTS:
+                    if st.get(k):
+                        ev = res.state_events.setdefault(node, {})
+                        ev[k] = ev.get(k, 0) + int(st[k])
         else:
             sim_logits, sim_recs = sim_runner(x, names)
             sim_logits = sim_logits / readout_scale
@@ -113,6 +122,7 @@ def summarize(res: ParityResult, facts: dict, logit_atol: float) -> dict:
             "logit_tolerance_abs": logit_atol,
             "total_spike_mismatches": int(sum(d["mismatches"] for d in layers)),
             "min_layer_agreement": min((d["agreement"] for d in layers), default=1.0),
+            "state_events": res.state_events,
         },
         "layers": layers,
         "layer_order": order,
@@ -133,7 +143,15 @@ def parity_markdown(s: dict) -> str:
              f"| prediction agreement | {o['prediction_agreement']:.4f} |",
              f"| spike mismatches (all layers) | {o['total_spike_mismatches']:,} |",
              f"| logits max abs diff | {o['logits_max_abs_diff']:.3g} (tolerance {o['logit_tolerance_abs']}) |",
-             "", "## Layers, worst first", "",
+             ]
+    if r.get("quantization"):
+        lines.insert(5, f"- Loihi quantisation: {r['quantization']}")
+    if r.get("mode") == "fixed":
+        ev = o.get("state_events") or {}
+        lines += ["", "## Fixed-point state range", ""]
+        lines += [f"- {n}: " + ", ".join(f"{k} {v:,} times" for k, v in e.items())
+                  for n, e in sorted(ev.items())] or ["- no neuron saturated its 24-bit v or wrapped its 24-bit u"]
+    lines += ["", "## Layers, worst first", "",
              "| layer | agreement | mismatches | rate ref | rate sim |", "|---|---|---|---|---|"]
     for d in s["layers"]:
         lines.append(f"| {d['layer']} | {d['agreement']:.6f} | {d['mismatches']:,} | {d['rate_reference']:.4f} | "

@@ -6,7 +6,8 @@ a_lo = floor((sum m_lo x) / 2**k), k = -e_lo > 0. Where e_hi >= 0, a_hi is an in
 exactly: one synapse with the combined integer weight m_hi 2**(e_hi + k) + m_lo and exponent -k gives the same
 input, for the cost of one weighted sum instead of two. `fuse_weight_parts(graph)` makes that replacement for
 every pair where it is exact (every channel has e_hi >= 0 and e_lo <= 0, and both parts read the same streams
-into the same neurons); other pairs run as they are. The sums stay exact: the engine proves float32 exactness
+into the same neurons; with several streams the identity holds per stream, and the engine shifts stream by
+stream as the chip does); other pairs run as they are. The sums stay exact: the engine proves float32 exactness
 from the combined weights (fixed_point.float32_exact_synapses) and uses float64 otherwise. Simulation only; the
 exported network keeps both groups. tests/test_weight_parts.py checks the equality spike for spike."""
 from __future__ import annotations
@@ -35,8 +36,10 @@ def fuse_weight_parts(g: ir.Graph) -> ir.Graph:
             continue
         ins = lambda n: sorted((e.src, e.port) for e in g.in_edges(n))
         outs = lambda n: sorted((e.dst, e.port) for e in g.out_edges(n))
-        if ins(low_name) != ins(high_name) or outs(low_name) != outs(high_name) or len(ins(high_name)) != 1:
-            continue  # several streams into one synapse are shifted one by one on chip: keep them apart
+        if ins(low_name) != ins(high_name) or outs(low_name) != outs(high_name):
+            continue
+        # several streams into one synapse: on chip each stream has its own high and low projection, i.e.
+        # floor(combined sum / 2**k) per stream, which the engine's per-stream execution computes
         n = high.weight.shape[0]
         e_hi, e_lo = _per_channel(high.weight_exp, n), _per_channel(low.weight_exp, n)
         if np.any(e_hi < 0) or np.any(e_lo > 0):

@@ -40,6 +40,9 @@ def test_fixed_mode_writes_report_and_gates(ckpt, tmp_path):
     s = json.loads((out / "parity.json").read_text())
     assert s["run"]["mode"] == "fixed" and s["run"]["determinism"]["tf32"] is False
     assert len(s["layers"]) >= 19
+    assert isinstance(s["overall"]["state_events"], dict)  # saturation / wrap counts per population
+    md = (out / "parity.md").read_text()
+    assert "## Fixed-point state range" in md and "Loihi quantisation" in md
     rc = parity_cli.main([str(ckpt), "--target", "loihi", "--samples", "4", "--device", "cpu", "--no-progress",
                           "--min-layer-agreement", "1.01", "-o", str(tmp_path / "gate")])
     assert rc == 1

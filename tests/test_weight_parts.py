@@ -1,6 +1,7 @@
 """16-bit weights: the simulator's one-synapse shortcut for a high and a low 8-bit group
 (sim/weight_parts.py) gives the same spikes and readout as running both groups, and the fixed-point graph
 with 16-bit weights follows the float reference more closely than with 8-bit ones."""
+import pytest
 import torch
 
 from convert.frontend import spikformer_to_ir
@@ -18,8 +19,9 @@ def _graph(bits: int, form: str = "graded"):
     return m, build(lower(spikformer_to_ir(m), ssa_form=form), weight_bits=bits)["graph"]
 
 
-def test_fused_weight_parts_are_bit_identical():
-    _, g = _graph(16)
+@pytest.mark.parametrize("form", ["graded", "binary"])  # binary: residual streams, shifted stream by stream
+def test_fused_weight_parts_are_bit_identical(form):
+    _, g = _graph(16, form)
     parts = g.metadata["weight_low_parts"]
     assert len(parts) >= 10  # every dense layer and the head has a low part
     fused = fuse_weight_parts(g)
