@@ -70,6 +70,7 @@ def lif_safety(node: ir.LoihiLIF, a_bound: float) -> dict:
     return {"no_wrap": u_max < STATE_MAX, "no_saturation": v_max < STATE_MAX - 1}
 
 
+A_IN_MAX = 2 ** 15 - 1  # hw_backends.loihi.limits.ACTIVATION_MAX (not imported: sim does not depend on backends)
 F32_A_MAX = 2 ** 17  # |a| below this: a << 6 and everything after it stay below 2**24 (exact in float32)
 
 
@@ -86,7 +87,11 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
     and a sum that rounds above 2**24 saturates either way), float64 otherwise. `safe`: lif_safety's proof that
     some checks cannot trigger."""
     safe = safe or {}
-    if _float32_ok(node) and _absmax(a) < F32_A_MAX:
+    a_max = _absmax(a)
+    if a_max > A_IN_MAX:  # Loihi's synaptic input is 16 bit; lava's models take more, so this is only counted
+        state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
+        state["a_in_max"] = max(state.get("a_in_max", 0), int(a_max))
+    if _float32_ok(node) and a_max < F32_A_MAX:
         a = a.float()  # exact: |a| < 2**17
     elif a.dtype != torch.float64:
         a = a.double()

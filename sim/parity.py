@@ -46,10 +46,11 @@ class ParityResult:
     ref_logits: list = field(default_factory=list)
     sim_logits: list = field(default_factory=list)
     labels: list = field(default_factory=list)
-    state_events: dict = field(default_factory=dict)  # node -> {"saturated": n, "u_wrapped": n} (fixed point)
+    state_events: dict = field(default_factory=dict)  # node -> {event: count} (fixed point, STATE_EVENTS)
 
 
-STATE_EVENTS = ("saturated", "u_wrapped")  # v clipped at 24 bit, u wrapped at 24 bit (sim.fixed_point)
+# v clipped at 24 bit and u wrapped at 24 bit (neuron-steps); steps whose synaptic input exceeded 16 bits
+STATE_EVENTS = ("saturated", "u_wrapped", "a_in_over_16bit")
 
 
 def set_reference_determinism(device: str) -> dict:
@@ -91,6 +92,9 @@ def run_parity(model: torch.nn.Module, graph: ir.Graph, images: torch.Tensor, la
                     if st.get(k):
                         ev = res.state_events.setdefault(node, {})
                         ev[k] = ev.get(k, 0) + int(st[k])
+                if st.get("a_in_max"):
+                    ev = res.state_events[node]
+                    ev["a_in_max"] = max(ev.get("a_in_max", 0), int(st["a_in_max"]))
         else:
             sim_logits, sim_recs = sim_runner(x, names)
             sim_logits = sim_logits / readout_scale
@@ -149,8 +153,10 @@ def parity_markdown(s: dict) -> str:
     if r.get("mode") == "fixed":
         ev = o.get("state_events") or {}
         lines += ["", "## Fixed-point state range", ""]
-        lines += [f"- {n}: " + ", ".join(f"{k} {v:,} times" for k, v in e.items())
-                  for n, e in sorted(ev.items())] or ["- no neuron saturated its 24-bit v or wrapped its 24-bit u"]
+        what = {"saturated": "v saturated (neuron-steps)", "u_wrapped": "u wrapped (neuron-steps)",
+                "a_in_over_16bit": "synaptic input beyond 16 bits (batch-steps)", "a_in_max": "largest |a_in|"}
+        lines += [f"- {n}: " + ", ".join(f"{what.get(k, k)} {v:,}" for k, v in e.items())
+                  for n, e in sorted(ev.items())] or ["- no neuron saturated its 24-bit v or wrapped its 24-bit u, and no synaptic input exceeded 16 bits"]
     lines += ["", "## Layers, worst first", "",
              "| layer | agreement | mismatches | rate ref | rate sim |", "|---|---|---|---|---|"]
     for d in s["layers"]:
