@@ -2,6 +2,8 @@
 
 usage: .venv/bin/python bench/fuzz_readers.py [--cases 2000] [--readers checkpoint,nir,...] [--seed 0]
                                               [--timeout 30] [--in-process] [--out bench/results]
+       .venv/bin/python bench/fuzz_readers.py --only network_forged:710,network_forged:977 [--seed 0]
+                                              (re-runs those cases, prints one JSON record each, writes nothing)
 
 Writes bench/results/fuzz.json and fuzz.md: cases per reader, how many were handled and how, and every
 unhandled case (up to --examples per reader) with what it takes to reproduce it (reader, seed, case index).
@@ -15,6 +17,8 @@ Readers (READERS) and the valid files they are fed (make_samples, from a small r
                                                                                           NetworkFileError
     network_forged  the same reader on network.h5 files whose body is mutated and whose checksum header is
                 recomputed (what a forger could send): exercises the HDF5 parser and read_network's checks
+                (read_network and read_nir run HDF5 in spikformer.sandbox's child process, so a parser that
+                crashes or hangs there ends in the reader's error, a refusal)
                                                                                           NetworkFileError
     export      hw_backends.loihi.lava_graph.load_export    the export directory with one of network.h5,
                                                             manifest.json, quantization.json mutated
@@ -749,6 +753,31 @@ def run_all(readers: list[str], cases: int, seed: int = 0, timeout: float = 30.0
     return result, records
 
 
+def _rerun(a) -> int:
+    """--only: the named cases, in the isolated worker (or in process), one JSON record per line."""
+    cases = []
+    for item in a.only.split(","):
+        name, _, index = item.strip().rpartition(":")
+        if name not in READERS or not index.isdigit():
+            raise SystemExit(f"--only: {item!r} is not READER:INDEX with READER one of {sorted(READERS)}")
+        cases.append((name, int(index)))
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz-samples-"))
+    try:
+        samples = Path(a.samples) if a.samples else make_samples(tmp / "samples")
+        runner = None if a.in_process else IsolatedRunner(samples, a.seed, a.timeout, a.mem_gb)
+        try:
+            recs = [run_case(n, i, samples, a.seed, a.timeout) if a.in_process else runner.run(n, i)
+                    for n, i in cases]
+        finally:
+            if runner is not None:
+                runner.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for r in recs:
+        print(json.dumps(r, default=str, sort_keys=True))
+    return 0 if all(handled(r) for r in recs) else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Fuzz every reader of untrusted files with seeded mutations.")
     ap.add_argument("--cases", type=int, default=2000, help="cases per reader (default 2000)")
@@ -759,11 +788,15 @@ def main(argv=None) -> int:
     ap.add_argument("--in-process", action="store_true", help="no worker process (a crash stops the run)")
     ap.add_argument("--examples", type=int, default=10, help="unhandled examples kept per reader")
     ap.add_argument("--out", default=str(OUT), help="output directory (fuzz.json, fuzz.md)")
+    ap.add_argument("--only", default=None, help="comma-separated READER:INDEX cases to re-run (prints their "
+                                                 "records, writes no results)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--samples", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         return _worker(a)
+    if a.only:
+        return _rerun(a)
     readers = [r.strip() for r in a.readers.split(",") if r.strip()]
     unknown = [r for r in readers if r not in READERS]
     if unknown:

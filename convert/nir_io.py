@@ -43,6 +43,8 @@ import numpy as np
 
 import nir
 
+from spikformer import sandbox
+from spikformer.atomic import mark_destination
 from spikformer.cli_support import UserError
 
 from . import ir
@@ -647,17 +649,22 @@ def write_nir(path, graph: ir.Graph, model_info: dict | None = None, compression
     path = Path(path)
     cache = WeightCache()
     ng = to_nir(graph, model_info, cache)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        mark_destination(e, path)
+        raise
     try:
         nir.write(tmp, StreamingGraph(ng), compression=compression)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        mark_destination(e, path)  # a full disk: "cannot write PATH: No space left on device"
         raise
     counts: dict[str, int] = {}
     for n in ng.nodes.values():
@@ -672,22 +679,49 @@ def read_nir(path, structured: str = "axis") -> ir.Graph:
 
 
 def read_nir_graph(path) -> nir.NIRGraph:
-    import h5py
-
+    """nir.read(path, type_check=True), with the HDF5 parsing in a child process (spikformer.sandbox: a deadline
+    and an address-space limit, plain arrays and strings sent back): a crafted file that makes the HDF5 library
+    hang or crash is refused with NIRReadError like any other malformed file. The NIR nodes are then built
+    here from those values exactly as nir.read builds them (nir.serialization.hdf2dict + dict2NIRNode)."""
     path = Path(path)
     if not path.exists():
         raise NIRReadError(f"NIR file {path} does not exist")
     if path.is_dir():
         raise NIRReadError(f"NIR file {path} is a directory")
     try:
-        is_hdf5 = h5py.is_hdf5(str(path))
+        is_hdf5 = sandbox.has_hdf5_signature(path)
     except OSError as e:
         raise NIRReadError(f"cannot read {path}: {e}") from None
     if not is_hdf5:
         raise NIRReadError(f"{path} is not a NIR file (not HDF5{', it is empty' if path.stat().st_size == 0 else ''})")
     try:
+        root = sandbox.read_hdf5(path, roots=["node"])
+    except sandbox.SandboxError as e:
+        if e.kind == "error":
+            raise NIRReadError(f"{path} is not a valid NIR graph ({e})") from None
+        raise NIRReadError(f"{path}: {e}; the file is malformed or forged") from None
+    try:
+        data = _hdf2dict(root["node"])
+        if "type_check" in data:  # as nir.read
+            raise ValueError("the NIR graph has a 'type_check' key")
+        data["type_check"] = True
         with grouped_conv_types():
-            return nir.read(str(path), type_check=True)
+            return nir.dict2NIRNode(data)
     except (KeyError, ValueError, TypeError, AssertionError, OSError, AttributeError, IndexError, RuntimeError,
-            RecursionError) as e:  # RuntimeError: h5py on damaged group structures
+            RecursionError) as e:
         raise NIRReadError(f"{path} is not a valid NIR graph ({type(e).__name__}: {_short(e)})") from None
+
+
+def _hdf2dict(group) -> dict:
+    """nir.serialization.hdf2dict on a sandbox.H5Group: groups become dicts, datasets their values (bytes
+    decoded as UTF-8)."""
+    if not isinstance(group, sandbox.H5Group):
+        raise TypeError("'node' is not an HDF5 group")
+    out = {}
+    for key, item in group.items():
+        if isinstance(item, sandbox.H5Group):
+            out[key] = _hdf2dict(item)
+        else:
+            v = item[()]
+            out[key] = v.decode("utf8") if isinstance(v, bytes) else v
+    return out

@@ -1,6 +1,8 @@
 """Atomic outputs: a failed or interrupted run leaves nothing at the destination and never damages what was
 there. Files are written to a temporary sibling and renamed into place; directories are built in a temporary
-sibling and swapped in only when complete."""
+sibling and swapped in only when complete. An OSError on the way (disk full, read-only file system, ...) gets a
+`destination` attribute naming the path that was not written, for the one-line message of
+spikformer.cli_support.run_cli."""
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +16,12 @@ from typing import Iterator
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as e:
+        mark_destination(e, path)
+        raise
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -25,10 +31,17 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result gets the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        mark_destination(e, path)
         raise
+
+
+def mark_destination(e: BaseException, path) -> None:
+    """Records on an OSError which output it kept from being written (the innermost writer's path wins)."""
+    if isinstance(e, OSError) and getattr(e, "destination", None) is None:
+        e.destination = str(path)
 
 
 def write_bytes(path, data: bytes) -> None:
@@ -47,8 +60,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as e:
+        mark_destination(e, path)
+        raise
     try:
         yield stage
         umask = os.umask(0)
@@ -67,6 +84,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
+        mark_destination(e, path)
         raise

@@ -323,3 +323,54 @@ def test_spk_report_failure_while_writing_a_new_report_leaves_nothing(tiny, tmp_
     monkeypatch.undo()
     assert rc != 0 and "No space left" in err
     assert not (tmp_path / "new").exists() and leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------- disk full
+@pytest.mark.skipif(not HAVE_CONVERT_CLI, reason="convert/cli.py (spk-convert) is not there yet")
+@pytest.mark.parametrize("target", ["nir", "loihi"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_spk_convert_disk_full_is_one_line_exit_2_and_writes_nothing(tiny, tmp_path, monkeypatch, cli, target,
+                                                                      existing):
+    """ENOSPC when the output is renamed into place (the last step of every atomic write): exit code 2, one
+    line naming the destination and the reason, no partial output, an earlier output kept as it was."""
+    import errno
+
+    from convert import cli as convert_cli
+    from .conftest import assert_one_line_error
+    path, _ = tiny
+    dest = tmp_path / ("model.nir" if target == "nir" else "loihi")
+    if existing:
+        rc, _, err = cli(convert_cli.main, [path, "--target", target, "-o", dest])
+        assert rc == 0, err
+    before = snapshot(dest)
+    real = os.replace
+
+    def replace(src, dst):  # the new output's rename fails; putting an earlier output back still works
+        if Path(dst) == dest and str(src).endswith(".partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    rc, _, err = cli(convert_cli.main, [path, "--target", target, "-o", dest])
+    monkeypatch.undo()
+    assert rc == 2
+    assert_one_line_error(rc, err, "spk-convert: error: cannot write", str(dest), "No space left on device")
+    assert snapshot(dest) == before and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("code,exit_code,needle", [
+    ("ENOSPC", 2, "cannot write /out/x: No space left on device"), ("EDQUOT", 2, "cannot write /out/x: "),
+    ("EROFS", 2, "cannot write /out/x: Read-only file system"), ("EACCES", 2, "cannot write /out/x: "),
+    ("EPIPE", 3, "internal error: BrokenPipeError")])
+def test_run_cli_maps_environment_oserrors(capsys, code, exit_code, needle):
+    import argparse
+    import errno
+
+    from spikformer.cli_support import run_cli
+
+    def main(args):
+        e = OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "/out/.x.1234.partial")
+        e.destination = "/out/x"
+        raise e
+    rc = run_cli("prog", argparse.ArgumentParser(), main, [])
+    err = capsys.readouterr().err
+    assert rc == exit_code and len(err.strip().splitlines()) == 1 and needle in err, err

@@ -33,14 +33,10 @@ def runner(samples):
     r.close()
 
 
-# the HDF5 C library may loop or crash on a forged network.h5 (checksum recomputed): a known limit, README
-KNOWN_LIMITS = {"network_forged": ("timeout", "crash")}
-
-
 @pytest.mark.parametrize("reader", sorted(F.READERS))
 def test_reader_handles_malformed_input(runner, reader):
     recs = [runner.run(reader, i) for i in range(CASES)]
-    bad = [r for r in recs if not F.handled(r) and r["outcome"] not in KNOWN_LIMITS.get(reader, ())]
+    bad = [r for r in recs if not F.handled(r)]
     assert not bad, "unhandled cases:\n" + "\n".join(
         f"  case {r['index']} {r['case']}: {r['outcome']} {r.get('error')}: {r.get('message')} {r.get('where', '')}"
         for r in bad)

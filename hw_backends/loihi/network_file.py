@@ -6,7 +6,10 @@ The file starts with a 512-byte HDF5 user block (HDF5 and h5py skip it) holding 
 of the rest of the file. `read_network` checks it before HDF5 parses anything: a damaged file is refused with
 NetworkFileError instead of reaching the HDF5 library, which can loop forever on some corrupted structures
 (found by bench/fuzz_readers.py). The check detects damage, not forgery: a file crafted by someone else can carry
-a matching checksum, and HDF5 then parses it."""
+a matching checksum, and HDF5 then parses it. So HDF5 parses it in a child process (spikformer.sandbox, with a
+deadline and an address-space limit) and sends back plain arrays and strings: a forged file that makes the
+library hang or crash is refused with NetworkFileError too ("the HDF5 parser crashed (SIGSEGV)" / "did not finish
+within N s")."""
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +20,7 @@ import h5py
 import numpy as np
 
 from convert import ir
+from spikformer import sandbox
 from spikformer.cli_support import UserError
 
 from .timing import Projection
@@ -110,39 +114,40 @@ def read_network(path: Path) -> tuple[ir.Graph, dict]:
     if not Path(path).is_file():
         raise NetworkFileError(f"{path}: no such network file")
     check_integrity(path)
+    try:  # HDF5 parses the file in a child process: a forged file that hangs or crashes the library ends here
+        f = sandbox.read_hdf5(path, roots=["nodes"])
+    except sandbox.SandboxError as e:
+        if e.kind == "error":
+            raise NetworkFileError(f"{path}: not a readable HDF5 network file ({e})") from None
+        raise NetworkFileError(f"{path}: {e}; the file is malformed or forged") from None
     try:
-        f = h5py.File(path, "r")
-    except (OSError, ValueError, RuntimeError) as e:
-        raise NetworkFileError(f"{path}: not a readable HDF5 network file ({' '.join(str(e).split())})") from None
-    try:
-        with f:
-            if f.attrs.get("format") != FORMAT:
-                raise NetworkFileError(f"{path}: not a {FORMAT} file")
-            if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
-                raise NetworkFileError(f"{path}: format version {f.attrs.get('format_version')} is not "
-                                       f"{FORMAT_VERSION}")
-            g = ir.Graph(metadata=json.loads(f.attrs["metadata_json"]))
-            for key in sorted(f["nodes"].keys()):
-                grp = f["nodes"][key]
-                kind = str(grp.attrs["kind"])
-                cls = ir.NODE_TYPES.get(kind)
-                if cls is None:
-                    raise NetworkFileError(f"{path}: node {key} has unknown kind {kind!r}")
-                params = json.loads(grp.attrs["params_json"])
-                for k in _TUPLE_FIELDS:
-                    if isinstance(params.get(k), list):
-                        params[k] = tuple(params[k])
-                for k in grp.keys():
-                    params[k] = np.asarray(grp[k][()], dtype=np.float64)
-                g.add(cls(str(grp.attrs["name"]), str(grp.attrs["source"]), **params))
-            for src, dst, port in json.loads(f.attrs["edges_json"]):
-                g.connect(src, dst, port)
-            t = json.loads(f.attrs["timing_json"])
-            t["projections"] = [Projection(a, b, c, tuple(v), d, port) for a, b, c, v, d, port in t["projections"]]
+        if f.attrs.get("format") != FORMAT:
+            raise NetworkFileError(f"{path}: not a {FORMAT} file")
+        if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
+            raise NetworkFileError(f"{path}: format version {f.attrs.get('format_version')} is not "
+                                   f"{FORMAT_VERSION}")
+        g = ir.Graph(metadata=json.loads(f.attrs["metadata_json"]))
+        for key in sorted(f["nodes"].keys()):
+            grp = f["nodes"][key]
+            kind = str(grp.attrs["kind"])
+            cls = ir.NODE_TYPES.get(kind)
+            if cls is None:
+                raise NetworkFileError(f"{path}: node {key} has unknown kind {kind!r}")
+            params = json.loads(grp.attrs["params_json"])
+            for k in _TUPLE_FIELDS:
+                if isinstance(params.get(k), list):
+                    params[k] = tuple(params[k])
+            for k in grp.keys():
+                params[k] = np.asarray(grp[k][()], dtype=np.float64)
+            g.add(cls(str(grp.attrs["name"]), str(grp.attrs["source"]), **params))
+        for src, dst, port in json.loads(f.attrs["edges_json"]):
+            g.connect(src, dst, port)
+        t = json.loads(f.attrs["timing_json"])
+        t["projections"] = [Projection(a, b, c, tuple(v), d, port) for a, b, c, v, d, port in t["projections"]]
     except NetworkFileError:
         raise
     except (KeyError, TypeError, ValueError, OSError, json.JSONDecodeError, RuntimeError, AttributeError,
-            IndexError, RecursionError, OverflowError) as e:  # RuntimeError: h5py on damaged structures
+            IndexError, RecursionError, OverflowError) as e:
         raise NetworkFileError(f"{path}: malformed network file ({type(e).__name__}: "
                                f"{' '.join(str(e).split())[:300]})") from None
     try:
