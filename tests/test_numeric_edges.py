@@ -143,10 +143,11 @@ def test_bias_beyond_the_loihi_range_is_a_named_error():
     with torch.no_grad():
         bn.running_var[:] = 1e-12  # gain 1e6 on weights and on the folded bias
     bn.eps = 1e-12
-    with pytest.raises(LoihiLimitError, match=r"block\.0\.mlp\.fc1_lif: bias range \(13-bit mantissa << 3-bit "
-                                              r"exponent\) exceeded: uses [0-9.e+]+ thresholds, allowed 16128 "
-                                              r"thresholds"):
+    with pytest.raises(LoihiLimitError, match=r"block\.0\.mlp\.fc1_lif: bias range in thresholds per step "
+                                              r"\(13-bit mantissa << 3-bit exponent\) exceeded: uses [0-9.e+]+, "
+                                              r"allowed 16128") as e:
         build(lower(spikformer_to_ir(m)))
+    assert e.value.used > e.value.allowed == 16128.0
 
 
 def test_a_large_bias_lowers_that_layers_scale_with_a_warning():

@@ -233,9 +233,8 @@ class Quantizer:
                 if vth_fit < vth:
                     if vth_fit < 1:  # even vth = 1 (lambda theta = 65) cannot hold it
                         top = L.BIAS_MANT_MAX * 2 ** L.BIAS_EXP_MAX * tau / 65
-                        raise L.LoihiLimitError(node.name, "bias range (13-bit mantissa << 3-bit exponent)",
-                                                f"{float(np.max(np.abs(bias))) / theta:.6g} thresholds",
-                                                f"{top:.6g} thresholds")
+                        raise L.LoihiLimitError(node.name, "bias range in thresholds per step (13-bit mantissa "
+                                                "<< 3-bit exponent)", float(np.max(np.abs(bias))) / theta, top)
                     self.warn(node.name, "fixed-point scale reduced", f"vth {vth} -> {vth_fit} so that the "
                               f"largest bias ({float(np.max(np.abs(bias))) / theta:.3g} thresholds) fits the "
                               f"bias range; resolution theta/{64 * vth_fit + 1}")
