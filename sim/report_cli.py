@@ -40,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"loihi for --target loihi)")
     p.add_argument("--ssa-order", default="auto", choices=("auto", "kv_first", "qk_first"),
                    help="product order of the SSA decomposition (default auto: the cheaper one)")
-    p.add_argument("--ssa-form", default="binary", choices=("binary", "graded"),
-                   help="SSA lowering: binary spikes and threshold neurons (default), or Loihi 2 graded spikes and "
-                        "product neurons")
+    p.add_argument("--ssa", "--ssa-form", dest="ssa_form", default="binary", choices=("binary", "graded"),
+                   help="SSA lowering (the same option as spk-convert's and spk-parity's --ssa): binary spikes and "
+                        "threshold neurons (default), or Loihi 2 graded spikes, product neurons and graded residual "
+                        "relays")
     p.add_argument("--mode", default="float", choices=sorted(MODES),
                    help="float: reference semantics, float64 (default); fixed: Loihi fixed point (--target loihi)")
     p.add_argument("--target", default="nir", choices=sorted(TARGETS), help="back end (default nir)")
