@@ -172,3 +172,25 @@ def test_existing_output_kept_when_conversion_fails(cli, tmp_path):
     out.write_bytes(b"previous")
     rc, _, err = cli(main, [path, "-o", out])
     assert rc != 0 and out.read_bytes() == b"previous" and _only(tmp_path) == ["inf.pt", "m.nir"]
+
+
+def test_loihi_quantisation_options(cli, ckpt, tmp_path):
+    """--weight-bits, --vth-mant and --input-scale reach the export (manifest options, quantization.json) and
+    out-of-range values are one-line errors with exit 2 that write nothing."""
+    import json
+    out = tmp_path / "w8"
+    rc, _, err = cli(main, [ckpt, "--target", "loihi", "-o", out, "--weight-bits", "8", "--vth-mant", "2048",
+                            "--input-scale", "240"])
+    assert rc == 0, err
+    opts = json.loads((out / "manifest.json").read_text())["options"]
+    assert (opts["weight_bits"], opts["vth_mant"], opts["input_scale"]) == (8, 2048, 240)
+    q = json.loads((out / "quantization.json").read_text())
+    assert q["weight_bits"] == 8 and q["input"]["payload_scale"] == 240
+    assert not any(r.get("part") == "low" for r in q["synapses"].values())
+    for args, needle in ((["--vth-mant", "0"], "vth mantissa must be a positive integer"),
+                         (["--vth-mant", "200000"], "vth (unsigned 17 bit) exceeded"),
+                         (["--input-scale", "70000"], "graded input payload (16 bit) exceeded")):
+        bad = tmp_path / f"bad{args[1]}"
+        rc, _, err = cli(main, [ckpt, "--target", "loihi", "-o", bad, *args])
+        assert_one_line_error(rc, err, needle)
+        assert rc == 2 and not bad.exists()

@@ -63,10 +63,13 @@ class Quantizer:
                  per_channel_exp: bool = True, weight_bits: int = 16):
         if weight_bits not in WEIGHT_BITS_CHOICES:
             raise ValueError(f"weight_bits must be one of {WEIGHT_BITS_CHOICES}, got {weight_bits!r}")
-        if not (isinstance(input_scale, int) and 1 <= input_scale < 2 ** L.GRADED_PAYLOAD_BITS):
+        for what, v in (("input scale", input_scale), ("vth mantissa", vth_mant)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"the {what} must be a positive integer, got {v!r}")
+        if input_scale >= 2 ** L.GRADED_PAYLOAD_BITS:
             raise L.LoihiLimitError("input", f"graded input payload ({L.GRADED_PAYLOAD_BITS} bit)", input_scale,
                                     2 ** L.GRADED_PAYLOAD_BITS - 1)
-        if not (isinstance(vth_mant, int) and 1 <= vth_mant <= L.VTH_MAX):
+        if vth_mant > L.VTH_MAX:
             raise L.LoihiLimitError("all LIF layers", "vth (unsigned 17 bit)", vth_mant, L.VTH_MAX)
         self.per_channel_exp = per_channel_exp
         self.weight_bits = weight_bits
