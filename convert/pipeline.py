@@ -30,12 +30,18 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def tag_input_grid(graph: ir.Graph, meta: dict) -> None:
-    """Copies the training data's exact value grid (checkpoint metadata dataset.value_grid, see
-    spikformer.data.value_grid) into the graph, where a fixed-point target uses it to encode inputs exactly."""
+def input_grid_of(meta) -> int | None:
+    """The training data's exact value grid from checkpoint metadata (dataset.value_grid, see
+    spikformer.data.value_grid); None when absent or not a positive integer (metadata may hold anything)."""
     ds = meta.get("dataset") if isinstance(meta, dict) else None
     grid = ds.get("value_grid") if isinstance(ds, dict) else None
-    if isinstance(grid, int) and not isinstance(grid, bool) and grid > 0:
+    return grid if isinstance(grid, int) and not isinstance(grid, bool) and grid > 0 else None
+
+
+def tag_input_grid(graph: ir.Graph, meta: dict) -> None:
+    """Copies the input grid into the graph, where a fixed-point target uses it to encode inputs exactly."""
+    grid = input_grid_of(meta)
+    if grid is not None:
         graph.metadata["input_value_grid"] = grid
 
 

@@ -181,14 +181,19 @@ def run_activity(graph: ir.Graph, images: torch.Tensor, mode: str = "float", dev
 def build_report(model, config, *, images: torch.Tensor, labels: torch.Tensor | None, energy_model: EnergyModel,
                  checkpoint: dict, data: dict, ssa_order: str = "auto", ssa_form: str = "binary",
                  mode: str = "float", target: str = "nir", seed: int = 0, device: str = "cpu", batch_size: int = 16,
-                 progress: bool = False, activity_fn=None) -> ReportResult:
+                 progress: bool = False, activity_fn=None, input_value_grid: int | None = None) -> ReportResult:
+    """`input_value_grid`: the training data's exact input grid (checkpoint metadata), which the Loihi
+    fixed-point mode uses for the graded input encoding as spk-convert does."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; available: {', '.join(sorted(TARGETS))}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; available: {', '.join(sorted(MODES))}")
     if target not in MODES[mode][2]:
         raise ValueError(f"--mode {mode} is for target(s) {', '.join(MODES[mode][2])}, not {target}")
-    graph = lower(spikformer_to_ir(model), ssa_order=ssa_order, ssa_form=ssa_form)
+    graph = spikformer_to_ir(model)
+    if input_value_grid:
+        graph.metadata["input_value_grid"] = int(input_value_grid)
+    graph = lower(graph, ssa_order=ssa_order, ssa_form=ssa_form)
     graph = MODES[mode][0](TARGETS[target][0](graph))
     act, acc = run_activity(graph, images, mode, device, batch_size, progress, activity_fn, labels)
     ev = event_energy(act, energy_model)

@@ -2,7 +2,7 @@
 
     spk-report model.pt [--preset NAME] [--data digits|cifar10:DIR|npz:FILE] [--samples N]
                [--energy-model cmos45|loihi|FILE.json] [--ssa-order auto|kv_first|qk_first]
-               [--ssa-form binary|graded] [--mode float|fixed] [--target nir|loihi] [--seed S]
+               [--ssa binary|graded] [--mode float|fixed] [--target nir|loihi] [--seed S]
                [--device cpu|cuda] [--batch-size B] [--no-progress] -o DIR
 
 Writes energy.json, energy.csv, energy.md, firing_rates.png, energy_by_kind.png, snn_vs_ann.png and report.html
@@ -40,12 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"loihi for --target loihi)")
     p.add_argument("--ssa-order", default="auto", choices=("auto", "kv_first", "qk_first"),
                    help="product order of the SSA decomposition (default auto: the cheaper one)")
-    p.add_argument("--ssa", "--ssa-form", dest="ssa_form", default="binary", choices=("binary", "graded"),
+    p.add_argument("--ssa", "--ssa-form", dest="ssa_form", default=None, choices=("binary", "graded"),
                    help="SSA lowering (the same option as spk-convert's and spk-parity's --ssa): binary spikes and "
-                        "threshold neurons (default), or Loihi 2 graded spikes, product neurons and graded residual "
-                        "relays")
-    p.add_argument("--mode", default="float", choices=sorted(MODES),
-                   help="float: reference semantics, float64 (default); fixed: Loihi fixed point (--target loihi)")
+                        "threshold neurons, or Loihi 2 graded spikes, product neurons and graded residual relays "
+                        "(default: graded for --target loihi, as spk-convert exports it; binary for nir)")
+    p.add_argument("--mode", default=None, choices=sorted(MODES),
+                   help="float: reference semantics, float64; fixed: Loihi fixed point, the network spk-convert "
+                        "exports (default: fixed for --target loihi, float for nir)")
     p.add_argument("--target", default="nir", choices=sorted(TARGETS), help="back end (default nir)")
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and the sample choice (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    from convert.pipeline import input_grid_of
     from spikformer.checkpoint import load_checkpoint
     from spikformer.data import load_dataset_with_info
 
@@ -73,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     from .report import MODES
+    loihi = args.target == "loihi"  # defaults: what spk-convert --target loihi exports, in Loihi arithmetic
+    args.mode = args.mode or ("fixed" if loihi else "float")
+    args.ssa_form = args.ssa_form or ("graded" if loihi else "binary")
     if args.target not in MODES[args.mode][2]:
         raise UserError(f"--mode {args.mode} runs on --target {' or '.join(MODES[args.mode][2])}, not "
                         f"{args.target}")
@@ -108,7 +113,8 @@ def _run(args: argparse.Namespace) -> int:
                        checkpoint=checkpoint, data=data, ssa_order=args.ssa_order, ssa_form=args.ssa_form,
                        mode=args.mode,
                        target=args.target, seed=args.seed, device=device, batch_size=args.batch_size,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress,
+                       input_value_grid=input_grid_of(meta))
     paths = write_files(out, res.files)
     t = res.report["totals"]
     print(f"{PROG}: {n} samples, energy model {energy_model.name}, mode {args.mode}, target {args.target}")

@@ -351,6 +351,10 @@ def test_report_cli_loihi_model_and_user_errors(random_checkpoint, tmp_path, cli
     rep = json.loads((tmp_path / "l" / "energy.json").read_text())
     assert rep["energy_model"]["name"] == "loihi" and rep["run"]["target"] == "loihi"
     assert rep["run"]["ssa_order_used"] == ["qk_first"]
+    # the Loihi defaults are the exported network: fixed point, graded SSA and relays, both weight parts counted
+    assert rep["run"]["mode"] == "fixed" and rep["run"]["ssa_form"] == "graded"
+    types = {n["node_type"] for n in rep["nodes"]["activity"]["neurons"]}
+    assert "GradedNeuron" in types and "LoihiLIF" in types
     assert rep["totals"]["event_breakdown_pj"]["neuron_pj"] > 0
 
     # Loihi fixed point with the graded SSA: integer kernels, Loihi LIFs, graded spikes charged as MACs
