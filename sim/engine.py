@@ -84,10 +84,11 @@ class Engine:
         self.fixed = graph.metadata.get("numeric") == "loihi_fixed"
         self.input_scale = int(graph.metadata.get("input_payload_scale", 255))
         self.last_state: dict = {}
-        f32 = self.fixed and float32_shortcuts
-        self.f32 = fixed_point.float32_exact_synapses(graph, self.input_scale) if f32 else set()
-        self.f32_out = fixed_point.float32_outputs(graph, self.input_scale) if f32 else set()
-        self.lif_safe = fixed_point.lif_safety_all(graph, self.input_scale) if self.fixed else {}
+        plan = fixed_point.precision_plan(graph, self.input_scale) if self.fixed else None
+        f32 = plan is not None and float32_shortcuts
+        self.f32 = plan.f32_sums if f32 else frozenset()
+        self.f32_out = plan.f32_outputs if f32 else frozenset()
+        self.lif_safe = plan.lif_safe if plan else {}
         # On chip every stream into a synapse group is its own projection, shifted by weight_exp on its own;
         # with a right shift (floor) that differs from shifting the sum, so such synapses run stream by stream.
         self.per_stream = {n for n, node in graph.nodes.items()

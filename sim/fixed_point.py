@@ -6,6 +6,8 @@ Integer values are carried in float64 tensors (exact below 2**53; much faster th
 CPU); every operation below keeps them integers."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -83,9 +85,9 @@ def _float32_ok(node: ir.LoihiLIF) -> bool:
 
 def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | None = None) -> torch.Tensor:
     """One step of PyLifModelBitAcc on integer-valued tensors: float32 where every value provably stays below
-    2**24 (an input with |a| < F32_A_MAX, checked each step, into a LIF that _float32_ok; v is below 2**23 by saturation,
-    and a sum that rounds above 2**24 saturates either way), float64 otherwise. `safe`: lif_safety's proof that
-    some checks cannot trigger."""
+    2**24 (an input with |a| < F32_A_MAX, checked each step, into a LIF that _float32_ok; v is below 2**23 by
+    saturation, and a sum that rounds above 2**24 saturates either way), float64 otherwise. `safe`: lif_safety's
+    proof that some checks cannot trigger."""
     safe = safe or {}
     a_max = _absmax(a)
     if a_max > A_IN_MAX:  # Loihi's synaptic input is 16 bit; lava's models take more, so this is only counted
@@ -121,7 +123,7 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
         state["v"] = vv
         state["fired"] = state.get("fired", 0) + int(s.sum())
         return vv
-    if vv is uu or vv is a:
+    if vv is uu:  # no decayed v, no bias: do not zero u (state["u"]) in place
         vv = vv.clone()
     state["v"] = vv.masked_fill_(s, 0.0)
     return s.to(a.dtype)
@@ -134,7 +136,7 @@ def _is_pointwise_linear(node) -> bool:
 
 def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f32: bool = False,
          safe: dict | None = None, out_f32: bool = False):
-    """`f32`: this synapse's integer sums provably stay below 2**24 (see `float32_exact_synapses`), so they
+    """`f32`: this synapse's integer sums provably stay below 2**24 (see `precision_plan`), so they
     are computed in float32, exactly, and much faster than float64 on CPU; `out_f32`: so does its shifted
     output, which then stays float32. `safe`: see lif_safety."""
     x = inp.get("in")
@@ -188,28 +190,27 @@ def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
     return bound
 
 
-def lif_safety_all(g: ir.Graph, input_scale: int) -> dict[str, dict]:
-    b = value_bounds(g, input_scale)
-    return {n: lif_safety(node, sum(b[e.src] for e in g.in_edges(n)))
-            for n, node in g.nodes.items() if isinstance(node, ir.LoihiLIF)}
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """What value_bounds proves for one graph: synapses whose integer sum (before the weight exponent) stays
+    below 2**24 (`f32_sums`, computed in float32), those whose shifted output does too (`f32_outputs`, kept
+    float32), and per LIF which range checks cannot trigger (`lif_safe`, see lif_safety)."""
+    f32_sums: frozenset
+    f32_outputs: frozenset
+    lif_safe: dict
 
 
-def float32_exact_synapses(g: ir.Graph, input_scale: int) -> set[str]:
-    """Synapses whose integer sum (before the weight exponent) provably stays below 2**24."""
+def precision_plan(g: ir.Graph, input_scale: int) -> PrecisionPlan:
     b = value_bounds(g, input_scale)
-    out = set()
+    sums, outputs = set(), set()
     for n, node in g.nodes.items():
-        if node.is_synapse:
-            pre_shift = b[n] / 2.0 ** max(float(np.max(node.weight_exp)), 0.0)
-            if pre_shift < 2 ** 24:
-                out.add(n)
-    return out
-
-
-def float32_outputs(g: ir.Graph, input_scale: int) -> set[str]:
-    """Synapses of float32_exact_synapses whose shifted output also stays below 2**24."""
-    b = value_bounds(g, input_scale)
-    return {n for n in float32_exact_synapses(g, input_scale) if b[n] < 2 ** 24}
+        if node.is_synapse and b[n] / 2.0 ** max(float(np.max(node.weight_exp)), 0.0) < 2 ** 24:
+            sums.add(n)
+            if b[n] < 2 ** 24:
+                outputs.add(n)
+    safe = {n: lif_safety(node, sum(b[e.src] for e in g.in_edges(n)))
+            for n, node in g.nodes.items() if isinstance(node, ir.LoihiLIF)}
+    return PrecisionPlan(frozenset(sums), frozenset(outputs), safe)
 
 
 def encode_input(images: torch.Tensor, input_scale: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ input, for the cost of one weighted sum instead of two. `fuse_weight_parts(graph
 every pair where it is exact (every channel has e_hi >= 0 and e_lo <= 0, and both parts read the same streams
 into the same neurons; with several streams the identity holds per stream, and the engine shifts stream by
 stream as the chip does); other pairs run as they are. The sums stay exact: the engine proves float32 exactness
-from the combined weights (fixed_point.float32_exact_synapses) and uses float64 otherwise. Simulation only; the
+from the combined weights (fixed_point.precision_plan) and uses float64 otherwise. Simulation only; the
 exported network keeps both groups. tests/test_weight_parts.py checks the equality spike for spike."""
 from __future__ import annotations
 
