@@ -270,3 +270,16 @@ def test_parity_fixed_point_reports_clipping(graphs):
     m, _, q = graphs
     with pytest.warns(InputRangeWarning):
         run_parity(m, q, images(2, scale=3.0).float(), torch.zeros(2, dtype=torch.long), "fixed", progress=False)
+
+
+def test_an_input_grid_finer_than_the_payload_is_a_warning_not_a_silent_fallback():
+    from hw_backends.loihi.export import build
+    g = lower(spikformer_to_ir(tiny()))
+    g.metadata["input_value_grid"] = 2 ** 16  # one more than a 16-bit payload holds
+    q = build(g)["quantization"]
+    assert q["input"]["payload_scale"] == 255
+    warn = [w for w in q["warnings"] if w["node"] == "input"]
+    assert len(warn) == 1 and "1/65536" in warn[0]["detail"] and "1/255" in warn[0]["detail"]
+    g.metadata["input_value_grid"] = 256
+    q = build(g)["quantization"]
+    assert q["input"]["payload_scale"] == 256 and not [w for w in q["warnings"] if w["node"] == "input"]

@@ -351,15 +351,20 @@ class Quantizer:
 def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: bool = True, weight_bits: int = 16,
              input_scale: int | None = None) -> tuple[ir.Graph, dict]:
     """`input_scale` None: the graph's `input_value_grid` (the training data's exact grid, from the checkpoint)
-    when it fits the payload, else DEFAULT_INPUT_SCALE."""
+    when it fits the payload, else DEFAULT_INPUT_SCALE (with a warning when a grid was there but too fine)."""
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
+    grid, too_fine = g.metadata.get("input_value_grid"), False
     if input_scale is None:
-        grid = g.metadata.get("input_value_grid")
-        input_scale = int(grid) if isinstance(grid, int) and 1 <= grid < 2 ** L.GRADED_PAYLOAD_BITS \
+        too_fine = isinstance(grid, int) and grid >= 2 ** L.GRADED_PAYLOAD_BITS
+        input_scale = grid if isinstance(grid, int) and 1 <= grid < 2 ** L.GRADED_PAYLOAD_BITS \
             else DEFAULT_INPUT_SCALE
-    return Quantizer(g, vth_mant, input_scale, per_channel_exp=per_channel_exp, weight_bits=weight_bits).run()
+    q = Quantizer(g, vth_mant, input_scale, per_channel_exp=per_channel_exp, weight_bits=weight_bits)
+    if too_fine:
+        q.warn("input", "input encoding rounds", f"the training data's value grid 1/{grid} needs more than the "
+               f"{L.GRADED_PAYLOAD_BITS}-bit graded payload; inputs are rounded to multiples of 1/{input_scale}")
+    return q.run()
 
 
 def add_quant_arguments(parser) -> None:
