@@ -694,12 +694,7 @@ def read_nir_graph(path) -> nir.NIRGraph:
         raise NIRReadError(f"cannot read {path}: {e}") from None
     if not is_hdf5:
         raise NIRReadError(f"{path} is not a NIR file (not HDF5{', it is empty' if path.stat().st_size == 0 else ''})")
-    try:
-        root = sandbox.read_hdf5(path, roots=["node"])
-    except sandbox.SandboxError as e:
-        if e.kind == "error":
-            raise NIRReadError(f"{path} is not a valid NIR graph ({e})") from None
-        raise NIRReadError(f"{path}: {e}; the file is malformed or forged") from None
+    root = sandbox.read_hdf5_or_raise(path, ["node"], NIRReadError, f"{path} is not a valid NIR graph")
     try:
         data = _hdf2dict(root["node"])
         if "type_check" in data:  # as nir.read

@@ -662,3 +662,15 @@ def read_hdf5(path, roots: list | None = None, timeout: float | None = None) -> 
     tree = run(HDF5_DUMP, str(Path(path).resolve()), None if roots is None else list(roots),
                timeout=timeout, memory=memory_for(path), what="HDF5 parser")
     return _tree(tree)
+
+
+def read_hdf5_or_raise(path, roots: list | None, error_cls: type, unreadable: str) -> H5Group:
+    """read_hdf5 for a reader of untrusted files: its failures become the reader's `error_cls` with one line,
+    "`unreadable` (parser message)" when the parser raised, "PATH: crash/timeout; the file is malformed or
+    forged" otherwise."""
+    try:
+        return read_hdf5(path, roots=roots)
+    except SandboxError as e:
+        if e.kind == "error":
+            raise error_cls(f"{unreadable} ({e})") from None
+        raise error_cls(f"{path}: {e}; the file is malformed or forged") from None

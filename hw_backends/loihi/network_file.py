@@ -114,12 +114,9 @@ def read_network(path: Path) -> tuple[ir.Graph, dict]:
     if not Path(path).is_file():
         raise NetworkFileError(f"{path}: no such network file")
     check_integrity(path)
-    try:  # HDF5 parses the file in a child process: a forged file that hangs or crashes the library ends here
-        f = sandbox.read_hdf5(path, roots=["nodes"])
-    except sandbox.SandboxError as e:
-        if e.kind == "error":
-            raise NetworkFileError(f"{path}: not a readable HDF5 network file ({e})") from None
-        raise NetworkFileError(f"{path}: {e}; the file is malformed or forged") from None
+    # HDF5 parses the file in a child process: a forged file that hangs or crashes the library ends here
+    f = sandbox.read_hdf5_or_raise(path, ["nodes"], NetworkFileError,
+                                   f"{path}: not a readable HDF5 network file")
     try:
         if f.attrs.get("format") != FORMAT:
             raise NetworkFileError(f"{path}: not a {FORMAT} file")
