@@ -5,14 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from spikformer.model import Spikformer  # noqa: E402
 from spikformer.presets import get_preset  # noqa: E402
+
+from .helpers_models import randomized_model  # noqa: E402
 
 
 @pytest.fixture
@@ -21,18 +21,9 @@ def digits_config():
 
 
 @pytest.fixture
-def digits_model(digits_config):
+def digits_model():
     """A random-init digits model with non-trivial BatchNorm statistics, in eval mode."""
-    torch.manual_seed(0)
-    model = Spikformer(digits_config)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.8, 1.5)
-                m.bias.uniform_(0.0, 0.6)  # positive bias: neurons actually fire
-    return model.eval()
+    return randomized_model("digits-2-64", seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,19 @@ def snapshot(path: Path) -> dict:
     return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else "dir") for p in sorted(path.rglob("*"))}
 
 
+def disk_full_at_fsync(n: int, monkeypatch) -> list:
+    """os.fsync fails with ENOSPC on its n-th call from now; returns the list of calls made."""
+    real, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == n:
+            raise OSError(28, "No space left on device (injected)")
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".partial", ".old", ".tmp")))
 
@@ -272,14 +285,7 @@ def test_spk_report_failure_while_writing_keeps_the_old_output(tiny, tmp_path, m
     assert rc == 0, err
     (d / "notes.txt").write_text("a file of the user's, kept")
     before = snapshot(d)
-    real, calls = os.fsync, []
-
-    def fsync(fd):
-        calls.append(fd)
-        if len(calls) == 3:
-            raise OSError(28, "No space left on device (injected)")
-        return real(fd)
-    monkeypatch.setattr(os, "fsync", fsync)
+    calls = disk_full_at_fsync(3, monkeypatch)
     rc, _, err = cli(report_cli.main, [path, "--samples", "2", "--device", "cpu", "--no-progress", "--seed", "5",
                                        "-o", d])
     monkeypatch.undo()
@@ -310,14 +316,7 @@ def test_spk_convert_loihi_failure_keeps_the_old_export(tiny, tmp_path, monkeypa
 def test_spk_report_failure_while_writing_a_new_report_leaves_nothing(tiny, tmp_path, monkeypatch, cli):
     from sim import report_cli
     path, _ = tiny
-    real, calls = os.fsync, []
-
-    def fsync(fd):
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device (injected)")
-        return real(fd)
-    monkeypatch.setattr(os, "fsync", fsync)
+    disk_full_at_fsync(2, monkeypatch)
     rc, _, err = cli(report_cli.main, [path, "--samples", "2", "--device", "cpu", "--no-progress",
                                        "-o", tmp_path / "new"])
     monkeypatch.undo()

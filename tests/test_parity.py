@@ -3,7 +3,6 @@ agrees in predictions; outputs written; the exit code gates on --min-agreement."
 import json
 
 import pytest
-import torch
 
 from sim import parity_cli
 from spikformer.checkpoint import save_checkpoint

@@ -126,25 +126,16 @@ def test_conversion_pipeline_refuses(evil):
     assert not marker.exists()
 
 
-def test_spk_parity_refuses(evil, tmp_path, cli):
-    from sim.parity_cli import main
-    for kind in ("zip", "plain-pickle"):
+@pytest.mark.parametrize("prog,kinds", [("spk-parity", ("zip", "plain-pickle")), ("spk-report", ("legacy", "open"))])
+def test_simulating_commands_refuse(prog, kinds, evil, tmp_path, cli):
+    from sim import parity_cli, report_cli
+    main = {"spk-parity": parity_cli.main, "spk-report": report_cli.main}[prog]
+    for kind in kinds:
         path, marker = evil(kind)
-        out = tmp_path / f"parity-{kind}"
+        out = tmp_path / f"{prog}-{kind}"
         rc, _, err = cli(main, [path, "--samples", "2", "--device", "cpu", "--no-progress", "-o", out])
         assert rc == 2
-        assert_one_line_error(rc, err, "spk-parity: error:", "refused")
-        assert not marker.exists() and not out.exists()
-
-
-def test_spk_report_refuses(evil, tmp_path, cli):
-    from sim.report_cli import main
-    for kind in ("legacy", "open"):
-        path, marker = evil(kind)
-        out = tmp_path / f"report-{kind}"
-        rc, _, err = cli(main, [path, "--samples", "2", "--device", "cpu", "--no-progress", "-o", out])
-        assert rc == 2
-        assert_one_line_error(rc, err, "spk-report: error:", "refused")
+        assert_one_line_error(rc, err, f"{prog}: error:", "refused")
         assert not marker.exists() and not out.exists()
 
 
