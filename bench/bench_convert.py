@@ -5,7 +5,7 @@ Each preset runs in a fresh subprocess, so its peak resident memory (ru_maxrss) 
 peak of Python/numpy allocations inside each phase (torch's own allocator is not traced). Models are randomly
 initialised: the conversion cost does not depend on the weight values. The NIR export of a preset is skipped
 (and reported) when its estimated peak exceeds --max-export-gib. write_nir feeds nir.write one node at a time
-(convert.nir_io.StreamingGraph); "arrays materialised" is what a plain NIRGraph.to_dict() would copy (twice).
+(hw_backends.nir.nir_io.StreamingGraph); "arrays materialised" is what a plain NIRGraph.to_dict() would copy (twice).
 
     .venv/bin/python bench/bench_convert.py [--presets a,b] [--max-export-gib 12] [--out bench/results]
 Writes bench/results/convert.json and convert.md. Goal: cifar10-4-384 frontend + lowering <= 30 s, <= 4 GiB.
@@ -52,7 +52,7 @@ def worker(preset: str, export: str, max_export_gib: float) -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from convert import nir_io
+    from hw_backends.nir import nir_io
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
     from spikformer import PRESETS as CFGS, Spikformer
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     env["loadavg_end"] = [round(x, 1) for x in os.getloadavg()]
     out = Path(args.out)
     sys.path.insert(0, str(ROOT))
-    from spikformer.atomic import write_text
+    from ground.atomic import write_text
     write_text(out / "convert.json", json.dumps({"env": env, "goal": GOAL, "results": rows}, indent=1) + "\n")
     md = markdown(rows, env)
     write_text(out / "convert.md", md)

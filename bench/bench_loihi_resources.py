@@ -38,10 +38,10 @@ def main() -> None:
         for form, bits in [(f, int(b)) for f in ("binary", "graded") for b in a.weight_bits.split(",")]:
             t = time.perf_counter()
             built = build(lower(g, ssa_form=form), weight_bits=bits)
-            tot = built["resources"]["total"]
-            ssa_cores = sum(r["cores"] for s, r in built["resources"]["by_source"].items() if s.endswith(".attn"))
+            tot = built.resources["total"]
+            ssa_cores = sum(r["cores"] for s, r in built.resources["by_source"].items() if s.endswith(".attn"))
             row = {"preset": name, "ssa": form, "weight_bits": bits, **tot, "ssa_cores": ssa_cores,
-                   "pipeline_depth": built["schedule"]["max_depth"], "seconds": time.perf_counter() - t}
+                   "pipeline_depth": built.schedule["max_depth"], "seconds": time.perf_counter() - t}
             rows.append(row)
             print(f"{name:16s} {form:7s} w{bits:<2d} cores {tot['cores']:>8,} chips {tot['chips']:>5,} neurons "
                   f"{tot['neurons']:>14,} synapses {tot['synapses']:>16,} (SSA cores {ssa_cores:,}) "

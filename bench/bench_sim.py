@@ -29,7 +29,7 @@ def _cifar_case(form: str):
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
     from hw_backends.loihi.export import build
-    from tests.helpers_models import randomized_model
+    from spikformer.synthetic import randomized_model
     model = randomized_model("cifar10-4-384", seed=0, attn_drive=0.5).float()
     built = build(lower(spikformer_to_ir(model), ssa_form=form))
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def time_vs_reference(repeats: int) -> dict:
     out = {}
     for form in ("graded", "binary"):
         model, built, x = _cifar_case(form)
-        eng = Engine(built["graph"], fuse_ssa=True)
+        eng = Engine(built.graph, "loihi_fixed", fuse_ssa=True)
         with torch.no_grad():
             model(x[:2]), eng.run(x[:2])  # warm-up
             ref_t, sim_t = [], []
@@ -60,7 +60,7 @@ def time_vs_reference(repeats: int) -> dict:
 def _memory_child() -> None:
     from sim.engine import Engine
     _, built, x = _cifar_case("graded")
-    Engine(built["graph"], fuse_ssa=True).run(x)
+    Engine(built.graph, "loihi_fixed", fuse_ssa=True).run(x)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -85,18 +85,18 @@ def lava_vs_sim(samples: int) -> dict:
     from convert.passes import lower
     from hw_backends.loihi.export import build
     from sim.engine import Engine
-    from tests.helpers_models import randomized_model
+    from spikformer.synthetic import randomized_model
     model = randomized_model("digits-2-64", seed=1, attn_drive=1.0, img_size=8, embed_dim=16, num_heads=2,
                              depth=1, T=2).double()
     built = build(lower(spikformer_to_ir(model), ssa_form="graded"))
     torch.manual_seed(0)
     x = torch.rand(samples, 1, 8, 8)
-    names = [n for n, node in built["graph"].nodes.items() if node.spiking]
+    names = [n for n, node in built.graph.nodes.items() if node.spiking]
     # spikes are compared node by node (every population, the SSA's inner ones included); the time is that of
     # the engine spk-parity runs (fused SSA and weight parts, proven bit-identical by tests/test_fused.py and
     # tests/test_weight_parts.py), recording the populations it keeps
-    sim = Engine(built["graph"]).run(x, record=names)
-    eng = Engine(built["graph"], fuse_ssa=True)
+    sim = Engine(built.graph, "loihi_fixed").run(x, record=names)
+    eng = Engine(built.graph, "loihi_fixed", fuse_ssa=True)
     kept = [n for n in names if n in eng.graph.nodes]
     fast = eng.run(x, record=kept)  # warm-up: the simulator is timed warm (best of 3)
     sim_t = []
@@ -106,7 +106,8 @@ def lava_vs_sim(samples: int) -> dict:
         sim_t.append(time.perf_counter() - t)
     sim_s = min(sim_t)
     fast_mism = sum(int((fast.records[n] != sim.records[n]).sum()) for n in kept)
-    runner = lava_run.make_sim_runner(built)
+    from analysis.lava_crosscheck import make_sim_runner
+    runner = make_sim_runner(built)
     t = time.perf_counter()
     logits, recs = runner(x, names)
     lava_s = time.perf_counter() - t

@@ -11,13 +11,13 @@ tests/test_fuzz.py imports this module and runs a small sample of the same cases
 
 Readers (READERS) and the valid files they are fed (make_samples, from a small randomized Spikformer):
     checkpoint  spikformer.checkpoint.load_checkpoint      model.pt (torch zip)           CheckpointError
-    nir         convert.nir_io.read_nir (+ from_nir)        model.nir (gzip HDF5)         NIRReadError
-    nir_graph   convert.nir_io.from_nir on NIRGraph objects with structural mutations   NIRReadError
+    nir         hw_backends.nir.nir_io.read_nir (+ from_nir)        model.nir (gzip HDF5)         NIRReadError
+    nir_graph   hw_backends.nir.nir_io.from_nir on NIRGraph objects with structural mutations   NIRReadError
     network     hw_backends.loihi.network_file.read_network network.h5 (HDF5 with a checksum header)
                                                                                           NetworkFileError
     network_forged  the same reader on network.h5 files whose body is mutated and whose checksum header is
                 recomputed (what a forger could send): exercises the HDF5 parser and read_network's checks
-                (read_network and read_nir run HDF5 in spikformer.sandbox's child process, so a parser that
+                (read_network and read_nir run HDF5 in ground.sandbox's child process, so a parser that
                 crashes or hangs there ends in the reader's error, a refusal)
                                                                                           NetworkFileError
     export      hw_backends.loihi.lava_graph.load_export    the export directory with one of network.h5,
@@ -74,7 +74,7 @@ if sys.path[:1] != [str(ROOT)]:  # first, so that `tests` is this repository's (
     sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
 
-# the small model every sample file comes from (tests/helpers_models.randomized_model)
+# the small model every sample file comes from (spikformer.synthetic.randomized_model)
 SAMPLE_MODEL = dict(preset="digits-2-64", seed=3, attn_drive=1.0, img_size=8, embed_dim=16, num_heads=2, depth=1,
                     T=2)
 EXPORT_MUTATED = ("network.h5", "manifest.json", "quantization.json")
@@ -179,23 +179,24 @@ def make_samples(dest) -> Path:
     """The valid files every reader is fuzzed from, written into `dest` (deterministic)."""
     import numpy as np
 
-    from convert.nir_io import write_nir
-    from convert.pipeline import load_and_lower
+    from hw_backends.nir.nir_io import write_nir
+    from convert.options import ConversionOptions
+    from hw_backends.conversion import convert
     from hw_backends.loihi.export import build, write_artifacts
-    from spikformer.atomic import atomic_dir
+    from ground.atomic import atomic_dir
     from spikformer.checkpoint import save_checkpoint
-    from tests.helpers_models import randomized_model
+    from spikformer.synthetic import randomized_model
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     kw = dict(SAMPLE_MODEL)
     model = randomized_model(kw.pop("preset"), **kw)
     save_checkpoint(dest / "model.pt", model, {"dataset": {"spec": "digits"}, "test_accuracy": 0.5})
-    conv = load_and_lower(dest / "model.pt", ssa_form="binary")
-    write_nir(dest / "model.nir", conv.graph, conv.info)
-    built = build(load_and_lower(dest / "model.pt", ssa_form="graded").graph)
+    conv = convert(dest / "model.pt", ConversionOptions(ssa="binary"))
+    write_nir(dest / "model.nir", conv.lowered, conv.model_info())
+    built = build(convert(dest / "model.pt", ConversionOptions(target="loihi", ssa="graded")).lowered)
     with atomic_dir(dest / "export") as stage:
-        write_artifacts(stage, built, conv.info, {"ssa_form": "graded"})
+        write_artifacts(stage, built, conv.model_info(), {"ssa_form": "graded"})
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(24, 8, 8), dtype=np.uint8)
     y = np.arange(24, dtype=np.int64) % 3
@@ -257,7 +258,7 @@ _NIR_CACHE: dict = {}
 def _nir_graph(samples: Path):
     key = str(samples)
     if key not in _NIR_CACHE:
-        from convert.nir_io import read_nir_graph
+        from hw_backends.nir.nir_io import read_nir_graph
         _NIR_CACHE.clear()
         _NIR_CACHE[key] = read_nir_graph(samples / "model.nir")
     return _NIR_CACHE[key]
@@ -393,12 +394,12 @@ def _load_checkpoint(path):
 
 
 def _read_nir(path):
-    from convert.nir_io import read_nir
+    from hw_backends.nir.nir_io import read_nir
     return read_nir(path)
 
 
 def _from_nir(graph):
-    from convert.nir_io import from_nir
+    from hw_backends.nir.nir_io import from_nir
     return from_nir(graph)
 
 
@@ -418,8 +419,8 @@ def _load_npz(path):
 
 
 def _read_cifar(path):
-    from spikformer.data import _read_cifar_batch
-    return _read_cifar_batch(Path(path))
+    from spikformer.data import read_cifar_batch
+    return read_cifar_batch(Path(path))
 
 
 def _errors(name):
@@ -428,7 +429,7 @@ def _errors(name):
             from spikformer.checkpoint import CheckpointError
             return (CheckpointError,)
         if name in ("nir", "nir_graph"):
-            from convert.nir_io import NIRReadError
+            from hw_backends.nir.nir_io import NIRReadError
             return (NIRReadError,)
         if name in ("network", "network_forged", "export"):
             from hw_backends.loihi.network_file import NetworkFileError
@@ -441,8 +442,8 @@ def _errors(name):
 READERS: dict[str, Reader] = {r.name: r for r in (
     Reader("checkpoint", "spikformer.checkpoint.load_checkpoint", _errors("checkpoint"), _file_case("model.pt"),
            _load_checkpoint, _check_checkpoint),
-    Reader("nir", "convert.nir_io.read_nir", _errors("nir"), _file_case("model.nir"), _read_nir, _check_graph),
-    Reader("nir_graph", "convert.nir_io.from_nir", _errors("nir_graph"), _nir_graph_case, _from_nir, _check_graph),
+    Reader("nir", "hw_backends.nir.nir_io.read_nir", _errors("nir"), _file_case("model.nir"), _read_nir, _check_graph),
+    Reader("nir_graph", "hw_backends.nir.nir_io.from_nir", _errors("nir_graph"), _nir_graph_case, _from_nir, _check_graph),
     Reader("network", "hw_backends.loihi.network_file.read_network", _errors("network"),
            _file_case("export/network.h5"), _read_network, _check_network),
     Reader("network_forged", "hw_backends.loihi.network_file.read_network", _errors("network"),
@@ -451,7 +452,7 @@ READERS: dict[str, Reader] = {r.name: r for r in (
            _check_network),
     Reader("npz", "spikformer.data.load_dataset('npz:FILE')", _errors("npz"), _file_case("data.npz", "data_z.npz"),
            _load_npz, _check_data),
-    Reader("cifar", "spikformer.data._read_cifar_batch", _errors("cifar"), _file_case("data_batch"), _read_cifar,
+    Reader("cifar", "spikformer.data.read_cifar_batch", _errors("cifar"), _file_case("data_batch"), _read_cifar,
            _check_cifar),
 )}
 
@@ -803,7 +804,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     result, _ = run_all(readers, a.cases, a.seed, a.timeout, a.in_process, a.mem_gb, a.samples)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    from spikformer.atomic import write_text
+    from ground.atomic import write_text
     out = Path(a.out)
     write_text(out / "fuzz.json", json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
     write_text(out / "fuzz.md", markdown(result))

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from spikformer.model import neuron  # imported through spikformer.model, which silences its banner
 
-from spikformer.cli_support import UserError
+from ground.errors import UserError
 from spikformer.model import SPS, SSA, Block, MLP, Spikformer, stage_suffix
 
 from . import ir

@@ -1,6 +1,7 @@
-"""One simulator engine for IR graphs. Mode "float" runs reference semantics (the PyTorch model's arithmetic,
-float64 by default so lowering passes can be checked for exactness); the Loihi fixed-point mode lives beside it
-and runs the same graph walk with integer kernels."""
+"""One simulator engine for IR graphs, with two numeric modes that the caller states (a Build says which its graph
+needs: hw_backends.conversion.Build.runnable): "float" runs reference semantics (the PyTorch model's arithmetic,
+float64 by default so lowering passes can be checked for exactness); "loihi_fixed" runs the same graph walk
+with Loihi's integer kernels (sim.fixed_point)."""
 from __future__ import annotations
 
 import functools
@@ -10,10 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from convert import ir
-from spikformer.cli_support import UserError
+from convert import ir, kernels
+from ground.errors import UserError
+from hw_backends.loihi.numerics import encode_input
 
-from . import fixed_point, fused, kernels, weight_parts
+from . import fixed_point, fused, weight_parts
+
+NUMERICS = ("float", "loihi_fixed")
 
 
 class InputError(UserError, ValueError):
@@ -64,12 +68,20 @@ def _select(graph: ir.Graph, record) -> set[str]:
 
 
 class Engine:
-    def __init__(self, graph: ir.Graph, dtype: torch.dtype = torch.float64, device: str = "cpu",
-                 fuse_ssa: bool = False, float32_shortcuts: bool = True):
-        """`fuse_ssa` runs each lowered SSA as one fused integer kernel and the two synapse groups of a 16-bit
+    def __init__(self, graph: ir.Graph, numeric: str = "float", dtype: torch.dtype = torch.float64,
+                 device: str = "cpu", fuse_ssa: bool = False, float32_shortcuts: bool = True):
+        """`numeric`: "float" (reference semantics) or "loihi_fixed" (a quantised graph in Loihi's arithmetic).
+        `fuse_ssa` runs each lowered SSA as one fused integer kernel and the two synapse groups of a 16-bit
         weight as one (both bit-identical, much faster); the SSA's internal neurons are then not recorded.
         `float32_shortcuts` (fixed point): integer sums and LIF states that provably stay below 2**24 run in
         float32 (exact, about twice as fast on CPU); off, everything runs in float64 (tests compare the two)."""
+        if numeric not in NUMERICS:
+            raise ValueError(f"unknown numeric mode {numeric!r}; one of {NUMERICS}")
+        wrong = graph.of_type(ir.LoihiLIF) if numeric == "float" else graph.of_type(ir.LIF, ir.Threshold, ir.Integrator)
+        if wrong:
+            other = "loihi_fixed" if numeric == "float" else "float"
+            raise ValueError(f"numeric {numeric!r} does not fit this graph ({wrong[0].name} is {wrong[0].kind}); "
+                             f"run it with numeric {other!r}")
         if fuse_ssa:
             graph = fused.fuse_ssa(graph)
             graph = weight_parts.fuse_weight_parts(graph)
@@ -81,7 +93,8 @@ class Engine:
         self.in_edges = {n: {p: [e.src for e in graph.in_edges(n, p)] for p in graph.nodes[n].ports}
                          for n in self.order}
         self.pc = kernels.ParamCache()
-        self.fixed = graph.metadata.get("numeric") == "loihi_fixed"
+        self.numeric = numeric
+        self.fixed = numeric == "loihi_fixed"
         self.input_scale = int(graph.metadata.get("input_payload_scale", 255))
         self.last_state: dict = {}
         plan = fixed_point.precision_plan(graph, self.input_scale) if self.fixed else None
@@ -105,7 +118,7 @@ class Engine:
         self.check_input(images)
         x_in = images.to(self.device, self.dtype)
         if self.fixed:
-            x_in = fixed_point.encode_input(x_in, self.input_scale)
+            x_in = encode_input(x_in, self.input_scale)
         state = {n: {} for n in self.order}
         records = {n: [] for n in rec}
         last = {}

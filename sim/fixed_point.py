@@ -11,11 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from convert import ir
+from convert import ir, kernels
+from hw_backends.loihi.numerics import ACTIVATION_MAX, STATE_RANGE, value_bounds
 
-from . import kernels
-
-STATE_MAX = 2 ** 23
 
 
 def shift(node, a: torch.Tensor, pc=None, out_f32: bool = False) -> torch.Tensor:
@@ -69,10 +67,9 @@ def lif_safety(node: ir.LoihiLIF, a_bound: float) -> dict:
         u_max = u_max * 4096 / max(node.du + 1, 1)
     b = 0.0 if node.bias_mant is None else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp
     v_max = (u_max + b) * (4096 / node.dv) if node.dv > 0 else float("inf")
-    return {"no_wrap": u_max < STATE_MAX, "no_saturation": v_max < STATE_MAX - 1}
+    return {"no_wrap": u_max < STATE_RANGE, "no_saturation": v_max < STATE_RANGE - 1}
 
 
-A_IN_MAX = 2 ** 15 - 1  # hw_backends.loihi.limits.ACTIVATION_MAX (not imported: sim does not depend on backends)
 F32_A_MAX = 2 ** 17  # |a| below this: a << 6 and everything after it stay below 2**24 (exact in float32)
 
 
@@ -90,7 +87,7 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
     proof that some checks cannot trigger."""
     safe = safe or {}
     a_max = _absmax(a)
-    if a_max > A_IN_MAX:  # Loihi's synaptic input is 16 bit; lava's models take more, so this is only counted
+    if a_max > ACTIVATION_MAX:  # Loihi's synaptic input is 16 bit; lava's models take more, so this is only counted
         state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
         state["a_in_max"] = max(state.get("a_in_max", 0), int(a_max))
     if _float32_ok(node) and a_max < F32_A_MAX:
@@ -105,9 +102,9 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
         uu = a * 64
     else:
         uu = _decay(u.to(a.dtype), 4096 - (node.du + 1)).add_(a * 64)
-    if not no_wrap and _absmax(uu) >= STATE_MAX:  # lava's 24-bit wrap
-        w = torch.where(uu > STATE_MAX, uu - 2 * STATE_MAX, uu)
-        uu = torch.where(w <= -STATE_MAX, uu + 2 * STATE_MAX, w)
+    if not no_wrap and _absmax(uu) >= STATE_RANGE:  # lava's 24-bit wrap
+        w = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, uu)
+        uu = torch.where(w <= -STATE_RANGE, uu + 2 * STATE_RANGE, w)
         state["u_wrapped"] = state.get("u_wrapped", 0) + int((w != uu).sum())
     if node.du != 4095:
         state["u"] = uu
@@ -115,9 +112,9 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
     if node.bias_mant is not None:
         b = pc.get(node, "bias_mant", a) * (2 ** node.bias_exp)
         vv = vv + b.view((1, -1) + (1,) * (a.dim() - 2))
-    if not safe.get("no_saturation") and _absmax(vv) >= STATE_MAX - 1:
-        state["saturated"] = state.get("saturated", 0) + int((vv.abs() >= STATE_MAX - 1).sum())
-        vv = vv.clamp(-(STATE_MAX - 1), STATE_MAX - 1)
+    if not safe.get("no_saturation") and _absmax(vv) >= STATE_RANGE - 1:
+        state["saturated"] = state.get("saturated", 0) + int((vv.abs() >= STATE_RANGE - 1).sum())
+        vv = vv.clamp(-(STATE_RANGE - 1), STATE_RANGE - 1)
     s = vv > (node.vth * 64)
     if node.readout:
         state["v"] = vv
@@ -160,36 +157,6 @@ def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f3
     return kernels.step(node, inp, state, pc, t)
 
 
-def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
-    """An upper bound of |output| of every node of a fixed-point graph (spikes 1, graded payloads and synaptic
-    sums from the weights), used to prove that float32 sums are exact."""
-
-    bound: dict[str, float] = {}
-    for name in g.topo_order():
-        node = g.nodes[name]
-        ins = sum(bound[e.src] for e in g.in_edges(name))
-        if isinstance(node, ir.Input):
-            bound[name] = float(input_scale)
-        elif isinstance(node, ir.LoihiLIF):
-            bound[name] = float(STATE_MAX) if node.readout else 1.0
-        elif isinstance(node, ir.ProductNeuron):
-            a = sum(bound[e.src] for e in g.in_edges(name, "in1"))
-            b = sum(bound[e.src] for e in g.in_edges(name, "in2"))
-            bound[name] = a * b
-        elif node.is_synapse:
-            w = node.weight
-            if isinstance(w, np.ndarray):
-                row = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max())
-            elif isinstance(node, ir.AxisSynapse):
-                row = abs(float(w)) * node.fan_in
-            else:  # SumPool2d
-                row = abs(float(w)) * node.kernel[0] * node.kernel[1]
-            bound[name] = row * ins * 2.0 ** max(float(np.max(node.weight_exp)), 0.0)
-        else:
-            bound[name] = ins
-    return bound
-
-
 @dataclass(frozen=True)
 class PrecisionPlan:
     """What value_bounds proves for one graph: synapses whose integer sum (before the weight exponent) stays
@@ -211,7 +178,3 @@ def precision_plan(g: ir.Graph, input_scale: int) -> PrecisionPlan:
     safe = {n: lif_safety(node, sum(b[e.src] for e in g.in_edges(n)))
             for n, node in g.nodes.items() if isinstance(node, ir.LoihiLIF)}
     return PrecisionPlan(frozenset(sums), frozenset(outputs), safe)
-
-
-def encode_input(images: torch.Tensor, input_scale: int) -> torch.Tensor:
-    return torch.round(images.clamp(0, 1) * input_scale)

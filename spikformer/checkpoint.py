@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import write_bytes
-from .cli_support import UserError
+from ground.atomic import write_bytes
+from ground.errors import UserError
 from .model import Spikformer
 from .presets import SpikformerConfig, UnknownPresetError, get_preset
 

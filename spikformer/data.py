@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli_support import UserError
+from ground.errors import UserError
 
 SPEC_HELP = "digits, cifar10:DIR (cifar-10-batches-py folder) or npz:FILE (arrays x and y)"
 TEST_FRACTION = 0.2
@@ -108,7 +108,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"CIFAR-10 batch file {path} is missing (expected the cifar-10-batches-py folder with "
                         f"{', '.join(CIFAR10_TRAIN_BATCHES)} and {CIFAR10_TEST_BATCH})")
@@ -142,10 +142,10 @@ def _load_cifar10(root: str):
     root_p = Path(root)
     if not root_p.is_dir():
         raise DataError(f"CIFAR-10 folder {root} does not exist or is not a directory")
-    parts = [_read_cifar_batch(root_p / name) for name in CIFAR10_TRAIN_BATCHES]
+    parts = [read_cifar_batch(root_p / name) for name in CIFAR10_TRAIN_BATCHES]
     x_tr = np.concatenate([p[0] for p in parts])
     y_tr = np.concatenate([p[1] for p in parts])
-    x_te, y_te = _read_cifar_batch(root_p / CIFAR10_TEST_BATCH)
+    x_te, y_te = read_cifar_batch(root_p / CIFAR10_TEST_BATCH)
     scale = 255.0 if x_tr.dtype == np.uint8 else None
     x_tr, x_te = _to_unit_range(x_tr, scale), _to_unit_range(x_te, scale)
     return x_tr, y_tr, x_te, y_te, {"name": "cifar10", "split": "standard (data_batch_1..5 / test_batch)",

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ground.errors import UserError
+
 from .data import load_dataset_with_info
 from .model import Spikformer, count_parameters
 from .presets import SpikformerConfig
@@ -55,9 +57,11 @@ def configure_threads() -> int:
     return n
 
 
-def resolve_device(device: str | None) -> torch.device:
-    from .cli_support import UserError, default_device
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
+
+def resolve_device(device: str | None) -> torch.device:
     device = device or default_device()
     try:
         dev = torch.device(device)
@@ -98,8 +102,6 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
           data=None, log=print) -> TrainResult:
     """Train a Spikformer of `config` on `data_spec` (see spikformer.data). `data` may pass an already loaded
     (split, info) pair. Returns the trained model (eval mode) with its final test accuracy and per-epoch history."""
-    from .cli_support import UserError
-
     if epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:

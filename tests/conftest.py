@@ -34,7 +34,7 @@ def trained_digits(tmp_path_factory):
     import contextlib
     import io
 
-    from spikformer.cli import main
+    from commands.train import main
 
     out = tmp_path_factory.mktemp("trained") / "model.pt"
     buf = io.StringIO()

@@ -1,31 +1,7 @@
-"""Test models with non-trivial BatchNorm statistics (a fresh model's BN is the identity, which would hide
-folding errors) and a compare helper shared by the exactness tests."""
+"""The compare helper shared by the exactness tests; test models come from spikformer.synthetic."""
 from __future__ import annotations
 
-import torch
-
-from spikformer import PRESETS, Spikformer
-
-
-def randomized_model(preset: str = "digits-2-64", seed: int = 0, attn_drive: float = 0.0, **changes) -> Spikformer:
-    """`attn_drive` is added to the q/k/v BatchNorm biases so that Q, K, V fire often enough for the attention
-    LIF to fire in a random model (a silent attention would test nothing)."""
-    torch.manual_seed(seed)
-    cfg = PRESETS[preset].with_(**changes) if changes else PRESETS[preset]
-    m = Spikformer(cfg).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                mod.running_mean.uniform_(-0.5, 0.5)
-                mod.running_var.uniform_(0.5, 2.0)
-                mod.weight.uniform_(0.5, 2.0)
-                mod.bias.uniform_(-0.2, 0.8)
-            if isinstance(mod, torch.nn.Linear):
-                mod.weight.normal_(0, 0.25)
-        for name, mod in m.named_modules():
-            if name.endswith(("q_bn", "k_bn", "v_bn")):
-                mod.bias += attn_drive
-    return m
+from spikformer.synthetic import randomized_model  # noqa: F401  (the tests' import path)
 
 
 def mismatches(ref_records: dict, sim_records: dict) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Functions tests/test_sandbox.py runs in spikformer.sandbox's child process (imported there by name, so this
+"""Functions tests/test_sandbox.py runs in ground.sandbox's child process (imported there by name, so this
 module imports nothing heavy: no torch)."""
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ Failures are injected inside atomic_file / atomic_dir, into the final rename, in
 artifact writer and into the spk-parity, spk-report and spk-convert commands."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from spikformer.atomic import atomic_dir, atomic_file, write_bytes
+from ground.atomic import atomic_dir, atomic_file, write_bytes
 
 from .helpers_models import randomized_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
-HAVE_CONVERT_CLI = importlib.util.find_spec("convert.cli") is not None
 
 
 def snapshot(path: Path) -> dict:
@@ -162,7 +160,7 @@ def test_atomic_dir_refuses_to_replace_a_file(tmp_path):
 _SLOW_WRITER = r"""
 import sys, time
 sys.path.insert(0, sys.argv[3])
-from spikformer.atomic import atomic_dir, atomic_file
+from ground.atomic import atomic_dir, atomic_file
 dest, kind = sys.argv[1], sys.argv[2]
 if kind == "dir":
     with atomic_dir(dest) as stage:
@@ -215,17 +213,18 @@ def test_kill_part_way_never_damages_the_destination(tmp_path):
 # ---------------------------------------------------------------------------------------------- writers
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from convert.pipeline import load_and_lower
+    from convert.options import ConversionOptions
+    from hw_backends.conversion import convert
     from spikformer.checkpoint import save_checkpoint
     path = tmp_path_factory.mktemp("atomic") / "tiny.pt"
     save_checkpoint(path, randomized_model("digits-2-64", seed=3, attn_drive=1.0, **TINY), {})
-    return path, load_and_lower(path)
+    return path, convert(path, ConversionOptions())
 
 
 def test_nir_write_failure_keeps_the_old_file(tiny, tmp_path, monkeypatch):
     import nir
 
-    from convert.nir_io import write_nir
+    from hw_backends.nir.nir_io import write_nir
     _, conv = tiny
     dest = tmp_path / "model.nir"
     dest.write_bytes(b"an older NIR file")
@@ -238,14 +237,14 @@ def test_nir_write_failure_keeps_the_old_file(tiny, tmp_path, monkeypatch):
         raise Boom("disk full")
     monkeypatch.setattr(nir, "write", half_write)
     with pytest.raises(Boom):
-        write_nir(dest, conv.graph)
+        write_nir(dest, conv.lowered)
     assert dest.read_bytes() == b"an older NIR file" and leftovers(tmp_path) == []
 
 
 def test_loihi_artifacts_failure_keeps_the_old_export(tiny, tmp_path, monkeypatch):
     from hw_backends.loihi import export
     _, conv = tiny
-    built = export.build(conv.graph)
+    built = export.build(conv.lowered)
     d = _old_dir(tmp_path)
     before = snapshot(d)
 
@@ -254,13 +253,13 @@ def test_loihi_artifacts_failure_keeps_the_old_export(tiny, tmp_path, monkeypatc
     monkeypatch.setattr(export, "summary_md", fail)
     with pytest.raises(Boom):
         with atomic_dir(d) as stage:
-            export.write_artifacts(stage, built, conv.info, {})
+            export.write_artifacts(stage, built, conv.model_info(), {})
     assert snapshot(d) == before and leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------------------------- commands
 def test_spk_parity_failure_keeps_the_old_output(tiny, tmp_path, monkeypatch, cli):
-    from sim import parity_cli
+    from commands import parity as parity_cli
     path, _ = tiny
     d = _old_dir(tmp_path)
     before = snapshot(d)
@@ -278,7 +277,7 @@ def test_spk_parity_failure_keeps_the_old_output(tiny, tmp_path, monkeypatch, cl
 def test_spk_report_failure_while_writing_keeps_the_old_output(tiny, tmp_path, monkeypatch, cli):
     """The report's files are all computed before any is written; a failure while writing the third of them
     (injected into fsync) leaves every file of the earlier report as it was."""
-    from sim import report_cli
+    from commands import report as report_cli
     path, _ = tiny
     d = tmp_path / "report"
     rc, _, err = cli(report_cli.main, [path, "--samples", "2", "--device", "cpu", "--no-progress", "-o", d])
@@ -293,9 +292,8 @@ def test_spk_report_failure_while_writing_keeps_the_old_output(tiny, tmp_path, m
     assert snapshot(d) == before and leftovers(tmp_path) == []
 
 
-@pytest.mark.skipif(not HAVE_CONVERT_CLI, reason="convert/cli.py (spk-convert) is not there yet")
 def test_spk_convert_loihi_failure_keeps_the_old_export(tiny, tmp_path, monkeypatch, cli):
-    from convert import cli as convert_cli
+    from commands import convert as convert_cli
     from hw_backends.loihi import export
     path, _ = tiny
     d = tmp_path / "loihi"
@@ -314,7 +312,7 @@ def test_spk_convert_loihi_failure_keeps_the_old_export(tiny, tmp_path, monkeypa
 
 
 def test_spk_report_failure_while_writing_a_new_report_leaves_nothing(tiny, tmp_path, monkeypatch, cli):
-    from sim import report_cli
+    from commands import report as report_cli
     path, _ = tiny
     disk_full_at_fsync(2, monkeypatch)
     rc, _, err = cli(report_cli.main, [path, "--samples", "2", "--device", "cpu", "--no-progress",
@@ -325,7 +323,6 @@ def test_spk_report_failure_while_writing_a_new_report_leaves_nothing(tiny, tmp_
 
 
 # ---------------------------------------------------------------------------------------------- disk full
-@pytest.mark.skipif(not HAVE_CONVERT_CLI, reason="convert/cli.py (spk-convert) is not there yet")
 @pytest.mark.parametrize("target", ["nir", "loihi"])
 @pytest.mark.parametrize("existing", [False, True])
 def test_spk_convert_disk_full_is_one_line_exit_2_and_writes_nothing(tiny, tmp_path, monkeypatch, cli, target,
@@ -334,7 +331,7 @@ def test_spk_convert_disk_full_is_one_line_exit_2_and_writes_nothing(tiny, tmp_p
     line naming the destination and the reason, no partial output, an earlier output kept as it was."""
     import errno
 
-    from convert import cli as convert_cli
+    from commands import convert as convert_cli
     from .conftest import assert_one_line_error
     path, _ = tiny
     dest = tmp_path / ("model.nir" if target == "nir" else "loihi")
@@ -364,7 +361,7 @@ def test_run_cli_maps_environment_oserrors(capsys, code, exit_code, needle):
     import argparse
     import errno
 
-    from spikformer.cli_support import run_cli
+    from ground.cli import run_cli
 
     def main(args):
         e = OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "/out/.x.1234.partial")

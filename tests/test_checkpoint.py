@@ -11,7 +11,7 @@ import torch
 
 from spikformer.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, checkpoint_bytes, load_checkpoint,
                                    save_checkpoint)
-from spikformer.cli_support import UserError
+from ground.errors import UserError
 from spikformer.data import load_dataset
 from spikformer.model import Spikformer
 from spikformer.presets import get_preset

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convert import nir_io
-from convert.cli import main
+from hw_backends.nir import nir_io
+from commands.convert import main
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from sim.engine import Engine
@@ -64,9 +64,9 @@ def test_list_targets(cli):
 
 
 def test_console_script(tmp_path):
-    """The installed entry point (or python -m convert.cli): exit code 2 and one error line for a user error."""
+    """The installed entry point (or python -m commands.convert): exit code 2 and one error line for a user error."""
     exe = Path(sys.executable).parent / "spk-convert"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "convert.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "commands.convert"]
     r = subprocess.run(cmd + [str(tmp_path / "nope.pt"), "-o", str(tmp_path / "x.nir")], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -129,16 +129,16 @@ def test_non_finite_weights(cli, tmp_path):
 
 
 def test_ir_that_fails_validation(cli, ckpt, tmp_path, monkeypatch):
-    import convert.passes as passes
+    import hw_backends.nir.target as nir_target
 
-    real = passes.lower
+    real = nir_target.lower
 
     def broken_lower(g, *a, **k):
         g = real(g, *a, **k)
         del g.nodes["block.0.attn.q_lif"]  # leaves edges that name an unknown node
         return g
 
-    monkeypatch.setattr(passes, "lower", broken_lower)
+    monkeypatch.setattr(nir_target, "lower", broken_lower)
     out = tmp_path / "out" / "m.nir"
     rc, _, err = cli(main, [ckpt, "-o", out])
     assert_one_line_error(rc, err, "spk-convert: error:", "block.0.attn.q_lif", "unknown node")
@@ -146,16 +146,16 @@ def test_ir_that_fails_validation(cli, ckpt, tmp_path, monkeypatch):
 
 
 def test_unsupported_module(cli, ckpt, tmp_path, monkeypatch):
-    import spikformer.checkpoint as ck
+    import convert.source as source
 
-    real = ck.load_checkpoint
+    real = source.load_checkpoint
 
     def patched(*a, **k):
         model, cfg, meta = real(*a, **k)
         model.head = torch.nn.Sequential(model.head, torch.nn.ReLU())
         return model, cfg, meta
 
-    monkeypatch.setattr(ck, "load_checkpoint", patched)
+    monkeypatch.setattr(source, "load_checkpoint", patched)
     out = tmp_path / "m.nir"
     rc, _, err = cli(main, [ckpt, "-o", out])
     assert_one_line_error(rc, err, "spk-convert: error:", "'head'", "Sequential", "not supported")

@@ -7,7 +7,7 @@ from convert import ir
 from convert.frontend import spikformer_to_ir
 from convert.passes import PIPELINE, lower
 from sim.engine import Engine
-from sim.reference import record_reference
+from analysis.reference import record_reference
 
 from .helpers_models import mismatches, randomized_model
 

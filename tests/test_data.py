@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikformer.cli_support import UserError
+from ground.errors import UserError
 from spikformer.data import convert_images, dataset_info, load_dataset, load_dataset_with_info, parse_spec
 
 

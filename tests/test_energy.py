@@ -11,10 +11,10 @@ import torch
 from convert import ir
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from sim import activity as A
-from sim.energy import PUBLISHED, conventions, dense_flops, event_energy, flops_summary, preset_flops_table
-from sim.energy_models import CMOS45, LOIHI, EnergyModelError, load_energy_model
-from sim.reference import record_reference
+from analysis import activity as A
+from analysis.energy import PUBLISHED, conventions, dense_flops, event_energy, flops_summary, preset_flops_table
+from analysis.energy_models import CMOS45, LOIHI, EnergyModelError, load_energy_model
+from analysis.reference import record_reference
 from spikformer.presets import PRESETS
 
 from .conftest import assert_one_line_error
@@ -310,8 +310,8 @@ def random_checkpoint(tmp_path_factory):
 
 
 def test_report_cli_end_to_end_and_reproducible(random_checkpoint, tmp_path, cli):
-    from sim.report import FILES
-    from sim.report_cli import main
+    from analysis.render import FILES
+    from commands.report import main
 
     args = [random_checkpoint, "--data", "digits", "--samples", "4", "--batch-size", "3", "--seed", "1",
             "--device", "cpu", "--no-progress"]
@@ -343,7 +343,7 @@ def test_report_cli_end_to_end_and_reproducible(random_checkpoint, tmp_path, cli
 
 
 def test_report_cli_loihi_model_and_user_errors(random_checkpoint, tmp_path, cli):
-    from sim.report_cli import main
+    from commands.report import main
 
     rc, out, err = cli(main, [random_checkpoint, "--samples", "2", "--target", "loihi", "--ssa-order", "qk_first",
                               "--device", "cpu", "--no-progress", "-o", tmp_path / "l"])

@@ -25,11 +25,12 @@ def model():
 def test_fused_equals_explicit(model, form, order, numeric):
     g = lower(spikformer_to_ir(model), ssa_order=order, ssa_form=form)
     if numeric == "fixed":
-        g = build(g)["graph"]
+        g = build(g).graph
     torch.manual_seed(5)
     x = torch.rand(4, 1, 16, 16)
-    explicit = Engine(g).run(x, record=RECORD)
-    eng = Engine(g, fuse_ssa=True)
+    num = "loihi_fixed" if numeric == "fixed" else "float"
+    explicit = Engine(g, num).run(x, record=RECORD)
+    eng = Engine(g, num, fuse_ssa=True)
     assert len(eng.graph.of_type(FusedSSA)) == 2
     fused = eng.run(x, record=RECORD)
     assert torch.equal(explicit.outputs["output"], fused.outputs["output"])

@@ -68,13 +68,13 @@ def _populations(g):
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{f}-{o}" for f, o in CASES])
 def checked(request, tmp_path_factory):
-    from hw_backends.loihi.lava_run import crosscheck
+    from analysis.lava_crosscheck import crosscheck
     form, order = request.param
     x = digits()
     built = build(lower(spikformer_to_ir(firing_model(order, x)), ssa_order=order, ssa_form=form))
     out = tmp_path_factory.mktemp(f"lava_{form}_{order}")
     write_artifacts(out, built, {"name": f"tiny-{form}-{order}"}, {"ssa_order": order, "ssa_form": form})
-    rep = crosscheck(out, x.numpy(), record="all", sim_graph=built["graph"], timeout_s=300, progress=False)
+    rep = crosscheck(out, x.numpy(), record="all", sim_graph=built.graph, timeout_s=300, progress=False)
     summary = {k: v for k, v in rep.items() if k not in ("lava_result", "sim_result")}
     print(f"\n[lava crosscheck {form} {order}] " + json.dumps(
         {"sim_s": summary["sim_s"], "lava": summary["lava"], "network": summary["network"],
@@ -87,7 +87,7 @@ def checked(request, tmp_path_factory):
 
 def test_every_population_fires(checked):
     rates = checked["report"]["firing_rates"]
-    g = checked["built"]["graph"]
+    g = checked["built"].graph
     pops = _populations(g)
     assert sorted(rates) == sorted(pops)  # everything recorded
     silent = [n for n in pops if rates[n] == 0]
@@ -111,7 +111,7 @@ def test_readout_bit_exact(checked):
     assert lava_res.readout_v_steps.shape == (2, N_IMAGES, 10)
     assert rep["readout_step_mismatches"] == 0
     np.testing.assert_array_equal(lava_res.readout_v_steps[-1], lava_res.readout_v)
-    scale = checked["built"]["graph"].metadata["readout_scale"]
+    scale = checked["built"].graph.metadata["readout_scale"]
     np.testing.assert_array_equal(lava_res.logits, sim.outputs["output"].numpy() / scale)
 
 
@@ -138,7 +138,7 @@ def test_graded_payloads_exact(checked):
     neurons and the attention LIF through Sparse(num_message_bits=24)."""
     if checked["form"] != "graded":
         pytest.skip("binary SSA form has no graded populations")
-    rep, g = checked["report"], checked["built"]["graph"]
+    rep, g = checked["report"], checked["built"].graph
     graded = [n for n in _populations(g) if isinstance(g.nodes[n], (ir.GradedNeuron, ir.ProductNeuron))]
     relays = [r["relay"] for r in g.metadata["residual_relays"].values()]
     ssa = [n for n in graded if n not in relays]
@@ -159,7 +159,7 @@ def test_graded_payloads_exact(checked):
     # graded senders: the image (its high and low weight parts), the count (-> product in1), the product
     # (-> attention LIF) and each residual relay (-> every synapse layer reading the sum, high and low parts);
     # one Sparse process per weight exponent of each
-    sched = checked["built"]["schedule"]
+    sched = checked["built"].schedule
     image = [pr for pr in sched["projections"] if pr.pre == g.inputs()[0]]
     from_relays = [pr for pr in sched["projections"] if pr.pre in relays]
     assert len(image) == 2 and len(from_relays) >= 2 * len(relays)
@@ -173,9 +173,9 @@ def _exponent_groups(g, pr) -> int:
 
 
 def test_process_graph_shape(checked):
-    net, sched = checked["report"]["network"], checked["built"]["schedule"]
-    pops = _populations(checked["built"]["graph"]) + ["head"]
-    g = checked["built"]["graph"]
+    net, sched = checked["report"]["network"], checked["built"].schedule
+    pops = _populations(checked["built"].graph) + ["head"]
+    g = checked["built"].graph
 
     def groups(pr):
         return _exponent_groups(g, pr)
@@ -201,8 +201,8 @@ def tiny_built():
 def test_matrices_follow_the_ir_kernels(tiny_built):
     """The CSR of a conv projection applied to a spike vector equals the IR kernel (flat, row-major)."""
     from hw_backends.loihi.lava_graph import synapse_matrix
-    from sim import kernels
-    g, sched = tiny_built["graph"], tiny_built["schedule"]
+    from convert import kernels
+    g, sched = tiny_built.graph, tiny_built.schedule
     shapes = g.shapes()
     rng = np.random.default_rng(0)
     for pr in sched["projections"]:
@@ -220,7 +220,7 @@ def test_matrices_follow_the_ir_kernels(tiny_built):
 
 def test_matrix_size_limit_names_the_node(tiny_built):
     from hw_backends.loihi.lava_graph import LavaGraphError, synapse_matrix
-    g, sched = tiny_built["graph"], tiny_built["schedule"]
+    g, sched = tiny_built.graph, tiny_built.schedule
     pr = next(p for p in sched["projections"] if p.synapse == "block.0.mlp.fc1_linear")
     with pytest.raises(LavaGraphError, match=r"block\.0\.mlp\.fc1_linear.*exceeds the limit"):
         synapse_matrix(g, pr, max_entries=1000)
@@ -228,7 +228,7 @@ def test_matrix_size_limit_names_the_node(tiny_built):
 
 def test_lava_weight_rules_leave_quantised_weights_alone(tiny_built):
     from hw_backends.loihi.lava_graph import lava_weight_rules_csr, synapse_matrix
-    g, sched = tiny_built["graph"], tiny_built["schedule"]
+    g, sched = tiny_built.graph, tiny_built.schedule
     for pr in sched["projections"]:
         w = synapse_matrix(g, pr)
         assert (lava_weight_rules_csr(w) != w).nnz == 0, pr.synapse
@@ -249,10 +249,10 @@ def test_export_dir_loads_as_the_same_network(tiny_built, tmp_path):
     from hw_backends.loihi.lava_graph import load_export
     write_artifacts(tmp_path, tiny_built, {"name": "tiny"}, {})
     g, sched = load_export(tmp_path)
-    assert sched["sample_period"] == tiny_built["schedule"]["sample_period"]
+    assert sched["sample_period"] == tiny_built.schedule["sample_period"]
     assert [(p.pre, p.synapse, p.post, p.delay) for p in sched["projections"]] == \
-        [(p.pre, p.synapse, p.post, p.delay) for p in tiny_built["schedule"]["projections"]]
-    assert set(g.nodes) == set(tiny_built["graph"].nodes)
+        [(p.pre, p.synapse, p.post, p.delay) for p in tiny_built.schedule["projections"]]
+    assert set(g.nodes) == set(tiny_built.graph.nodes)
     assert Path(tmp_path, "network.h5").exists()
 
 
@@ -359,7 +359,7 @@ def test_parity_cli_lava_engine_equals_sim_engine(tmp_path):
     """`spk-parity --target loihi --engine lava` (make_sim_runner: one isolated Lava run) against the same
     command with the built-in simulator: both compare with the same float reference, so every layer's mismatch
     count and the overall numbers must be identical."""
-    from sim.parity_cli import main
+    from commands.parity import main
     from spikformer.checkpoint import save_checkpoint
     ckpt = save_checkpoint(tmp_path / "tiny.pt", randomized_model(
         "digits-2-64", img_size=8, embed_dim=16, num_heads=2, depth=1, T=2, attn_drive=1.0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from convert import cli as convert_cli
+from commands import convert as convert_cli
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hw_backends.loihi import limits
@@ -56,9 +56,9 @@ def test_network_file_simulates_like_the_built_graph(tmp_path):
     write_artifacts(tmp_path, built, {"name": "t"}, {})
     g, _ = read_network(tmp_path / "network.h5")
     x = torch.rand(3, 1, 16, 16)
-    names = [n for n, node in built["graph"].nodes.items() if node.spiking]
-    a = Engine(built["graph"]).run(x, record=names)
-    b = Engine(g).run(x, record=names)
+    names = [n for n, node in built.graph.nodes.items() if node.spiking]
+    a = Engine(built.graph, "loihi_fixed").run(x, record=names)
+    b = Engine(g, "loihi_fixed").run(x, record=names)
     assert torch.equal(a.outputs["output"], b.outputs["output"])
     assert all(torch.equal(a.records[n], b.records[n]) for n in names)
 
@@ -67,7 +67,7 @@ def test_cifar_resources_beyond_one_chip():
     torch.manual_seed(0)
     from spikformer import PRESETS, Spikformer
     built = build(lower(spikformer_to_ir(Spikformer(PRESETS["cifar10-4-384"]).eval()), ssa_form="graded"))
-    tot = built["resources"]["total"]
+    tot = built.resources["total"]
     assert tot["chips"] > 1 and tot["cores"] > limits.CORES_PER_CHIP
 
 

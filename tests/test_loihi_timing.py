@@ -16,7 +16,7 @@ from .helpers_models import randomized_model
 def test_every_projection_arrives_at_its_population_depth():
     m = randomized_model("digits-2-64", seed=1).double()
     built = build(lower(spikformer_to_ir(m), ssa_form="binary"))
-    s = built["schedule"]
+    s = built.schedule
     for p in s["projections"]:
         assert s["depth"][p.pre] + 1 + p.delay == s["depth"][p.post]
         assert 0 <= p.delay <= limits.MAX_DELAY
@@ -26,13 +26,13 @@ def test_relays_keep_results_identical(monkeypatch):
     m = randomized_model("digits-2-64", seed=1, attn_drive=1.0).double()
     q, _ = quantize(lower(spikformer_to_ir(m), ssa_form="binary"))
     x = torch.rand(3, 1, 16, 16)
-    before = Engine(q).run(x, record=["block.1.mlp.fc1_lif", "block.1.attn.q_lif"])
+    before = Engine(q, "loihi_fixed").run(x, record=["block.1.mlp.fc1_lif", "block.1.attn.q_lif"])
     monkeypatch.setattr(limits, "MAX_DELAY", 8)  # force relays on this small model
     info = insert_delay_relays(q)
     assert info["relay_populations"] > 0
     s = schedule(q)
     assert max(p.delay for p in s["projections"]) <= 8
-    after = Engine(q).run(x, record=["block.1.mlp.fc1_lif", "block.1.attn.q_lif"])
+    after = Engine(q, "loihi_fixed").run(x, record=["block.1.mlp.fc1_lif", "block.1.attn.q_lif"])
     assert torch.equal(before.outputs["output"], after.outputs["output"])
     for k in before.records:
         assert torch.equal(before.records[k], after.records[k])

@@ -25,8 +25,8 @@ import torch
 
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from sim import activity as A
-from sim.reference import record_reference
+from analysis import activity as A
+from analysis.reference import record_reference
 
 from .helpers_models import randomized_model
 

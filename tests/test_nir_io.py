@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convert import ir, nir_io
+from convert import ir
+from hw_backends.nir import nir_io
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from sim import kernels
+from convert import kernels
 from sim.engine import Engine
-from sim.reference import record_reference
+from analysis.reference import record_reference
 
 from .helpers_models import mismatches, randomized_model
 

@@ -14,8 +14,8 @@ from convert.frontend import ConversionWarning, NonFiniteParameterError, spikfor
 from convert.passes import lower
 from convert.passes.fold_bn import FoldError
 from sim.engine import Engine, InputError, InputRangeWarning
-from sim.reference import record_reference
-from spikformer.cli_support import UserError
+from analysis.reference import record_reference
+from ground.errors import UserError
 
 from .conftest import assert_one_line_error
 from .helpers_models import mismatches, randomized_model
@@ -46,7 +46,7 @@ def max_exp(rec: dict) -> int:
 
 
 def quantization_warnings(built) -> list[dict]:
-    return built["quantization"]["warnings"]
+    return built.quantization["warnings"]
 
 
 # ---------------------------------------------------------------------------------------------- NaN / Inf
@@ -67,7 +67,7 @@ def test_non_finite_parameters_are_refused_by_name(param, value):
 
 
 def test_non_finite_checkpoint_is_refused_by_spk_convert(tmp_path, cli):
-    from convert.cli import main
+    from commands.convert import main
     from spikformer.checkpoint import save_checkpoint
     m = tiny()
     with torch.no_grad():
@@ -120,7 +120,7 @@ def test_weights_beyond_the_8_bit_range_are_clipped_with_a_warning(tmp_path):
         bn.weight.mul_(3e4)
         bn.running_mean.zero_()  # the folded bias stays beta (a huge bias is a separate, named error below)
     built = build(lower(spikformer_to_ir(m)))
-    rec = built["quantization"]["synapses"]["block.0.mlp.fc1_linear"]
+    rec = built.quantization["synapses"]["block.0.mlp.fc1_linear"]
     assert max_exp(rec) == 7 and rec["weight_exp_needed"] > 7 and rec["clipped_weights"] > 0
     assert rec["max_clip_model_units"] > 0
     w = [w for w in quantization_warnings(built) if w["node"] == "block.0.mlp.fc1_linear"]
@@ -132,7 +132,7 @@ def test_weights_beyond_the_8_bit_range_are_clipped_with_a_warning(tmp_path):
     assert any(x["node"] == "block.0.mlp.fc1_linear" and x["what"] == "weights clipped" for x in q["warnings"])
     assert "block.0.mlp.fc1_linear: weights clipped" in (tmp_path / "summary.md").read_text()
     # every exponent stays in Loihi's range
-    assert all(max_exp(r) <= 7 for r in built["quantization"]["synapses"].values())
+    assert all(max_exp(r) <= 7 for r in built.quantization["synapses"].values())
 
 
 def test_bias_beyond_the_loihi_range_is_a_named_error():
@@ -159,7 +159,7 @@ def test_a_large_bias_lowers_that_layers_scale_with_a_warning():
     with torch.no_grad():
         bn.bias[:] = 10.0
         bn.running_mean[:] = 0.0
-    q = build(lower(spikformer_to_ir(m)))["quantization"]
+    q = build(lower(spikformer_to_ir(m))).quantization
     lif = q["layers"]["block.0.mlp.fc1_lif"]
     assert lif["vth"] == 1637 and lif["bias_exp"] == 7
     assert q["layers"]["block.0.attn.q_lif"]["vth"] == 4096
@@ -175,8 +175,8 @@ def test_large_weights_within_range_get_a_larger_exponent_and_no_warning():
     with torch.no_grad():
         m.block[0].mlp.fc1_linear.weight *= 8.0
     built = build(lower(spikformer_to_ir(m)))
-    a = max_exp(base["quantization"]["synapses"]["block.0.mlp.fc1_linear"])
-    b = max_exp(built["quantization"]["synapses"]["block.0.mlp.fc1_linear"])
+    a = max_exp(base.quantization["synapses"]["block.0.mlp.fc1_linear"])
+    b = max_exp(built.quantization["synapses"]["block.0.mlp.fc1_linear"])
     assert b == a + 3 and b <= 7
     assert not [w for w in quantization_warnings(built) if "clipped" in w["what"]]
 
@@ -209,7 +209,7 @@ def test_all_zero_batchnorm_gain_and_head_warn_and_quantise():
     assert "patch_embed.rpe_bn" in named and "head" in named
     assert_exact(m, g, images())
     built = build(g)  # an all-zero head used to divide by zero in the readout scale
-    assert built["graph"].metadata["readout_scale"] > 0
+    assert built.graph.metadata["readout_scale"] > 0
 
 
 def test_healthy_model_converts_without_warnings():
@@ -225,15 +225,15 @@ def graphs():
     from hw_backends.loihi.export import build
     m = tiny()
     g = lower(spikformer_to_ir(m))
-    return m, g, build(g)["graph"]
+    return m, g, build(g).graph
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 9, 9), (2, 3, 8, 8), (1, 8, 8), (2, 1, 8, 8, 1)])
 def test_wrong_input_shape_names_the_expected_shape(graphs, shape):
     _, g, q = graphs
-    for graph in (g, q):
+    for graph, numeric in ((g, "float"), (q, "loihi_fixed")):
         with pytest.raises(InputError, match=r"expects \[B, 1, 8, 8\]") as ei:
-            Engine(graph).run(torch.rand(*shape))
+            Engine(graph, numeric).run(torch.rand(*shape))
         assert str(list(shape)) in str(ei.value) and isinstance(ei.value, UserError)
 
 
@@ -246,7 +246,7 @@ def test_non_finite_input_is_refused(graphs):
 
 
 def test_parity_checks_the_input_before_running(graphs):
-    from sim.parity import run_parity
+    from analysis.parity import run_parity
     m, g, _ = graphs
     with pytest.raises(InputError, match=r"expects \[B, 1, 8, 8\]"):
         run_parity(m, g, torch.rand(3, 1, 16, 16), torch.zeros(3, dtype=torch.long), "float", progress=False)
@@ -255,18 +255,18 @@ def test_parity_checks_the_input_before_running(graphs):
 def test_out_of_range_input_is_clipped_with_a_warning_in_fixed_point(graphs):
     _, g, q = graphs
     with pytest.warns(InputRangeWarning, match=r"outside \[0, 1\].*clips them") as rec:
-        out_of_range = Engine(q).run(images(2, scale=2.0))
+        out_of_range = Engine(q, "loihi_fixed").run(images(2, scale=2.0))
     assert "max 1.9" in str(rec[0].message)
-    clipped = Engine(q).run(images(2, scale=2.0).clamp(0, 1))
+    clipped = Engine(q, "loihi_fixed").run(images(2, scale=2.0).clamp(0, 1))
     assert torch.equal(out_of_range.outputs["output"], clipped.outputs["output"])  # it really is clipping
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputRangeWarning)
-        Engine(q).run(images(2))             # in range: silent
+        Engine(q, "loihi_fixed").run(images(2))             # in range: silent
         Engine(g).run(images(2, scale=2.0))  # float semantics take any value, like the reference: silent
 
 
 def test_parity_fixed_point_reports_clipping(graphs):
-    from sim.parity import run_parity
+    from analysis.parity import run_parity
     m, _, q = graphs
     with pytest.warns(InputRangeWarning):
         run_parity(m, q, images(2, scale=3.0).float(), torch.zeros(2, dtype=torch.long), "fixed", progress=False)
@@ -276,10 +276,10 @@ def test_an_input_grid_finer_than_the_payload_is_a_warning_not_a_silent_fallback
     from hw_backends.loihi.export import build
     g = lower(spikformer_to_ir(tiny()))
     g.metadata["input_value_grid"] = 2 ** 16  # one more than a 16-bit payload holds
-    q = build(g)["quantization"]
+    q = build(g).quantization
     assert q["input"]["payload_scale"] == 255
     warn = [w for w in q["warnings"] if w["node"] == "input"]
     assert len(warn) == 1 and "1/65536" in warn[0]["detail"] and "1/255" in warn[0]["detail"]
     g.metadata["input_value_grid"] = 256
-    q = build(g)["quantization"]
+    q = build(g).quantization
     assert q["input"]["payload_scale"] == 256 and not [w for w in q["warnings"] if w["node"] == "input"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sim import parity_cli
+from commands import parity as parity_cli
 from spikformer.checkpoint import save_checkpoint
 
 from .helpers_models import randomized_model

@@ -45,7 +45,7 @@ def test_auto_order_is_cheaper_and_both_costs_recorded():
     best, costs = ssa_binary.choose_order(12, 32, 64)
     assert best == "kv_first"
     assert costs["kv_first"]["neurons"] < costs["qk_first"]["neurons"]
-    # closed forms from REFERENCE.md section 6 (AND neurons + bit neurons + second AND neurons)
+    # closed forms of docs/ssa_decompositions.md, section 5 (AND neurons + bit neurons + second AND neurons)
     h, d, n = 12, 32, 64
     assert costs["kv_first"]["neurons"] == h * (n * d * d + d * d * 7 + n * d * d * 7)
     assert costs["qk_first"]["neurons"] == h * (n * n * d + n * n * 6 + n * n * d * 6)

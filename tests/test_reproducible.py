@@ -76,7 +76,7 @@ def ckpt(tmp_path_factory):
 _CONVERT = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
-from convert.cli import main
+from commands.convert import main
 for target, out in (("nir", sys.argv[3]), ("loihi", sys.argv[4])):
     rc = main([sys.argv[2], "--target", target, "-o", out])
     if rc:
@@ -87,7 +87,7 @@ for target, out in (("nir", sys.argv[3]), ("loihi", sys.argv[4])):
 def test_conversion_is_byte_identical(ckpt, tmp_path, cli):
     """spk-convert twice in this process (more than a second apart, so a stored time would differ) and once in
     a fresh interpreter with another PYTHONHASHSEED (set iteration order): the same bytes every time."""
-    from convert.cli import main
+    from commands.convert import main
     digests = []
     for i in range(2):
         nir_out, loihi_out = tmp_path / f"run{i}" / "model.nir", tmp_path / f"run{i}" / "loihi"
@@ -106,31 +106,33 @@ def test_conversion_is_byte_identical(ckpt, tmp_path, cli):
 
 
 def test_hdf5_files_store_no_timestamps(ckpt, tmp_path):
-    from convert.nir_io import write_nir
-    from convert.pipeline import load_and_lower
+    from hw_backends.nir.nir_io import write_nir
+    from convert.options import ConversionOptions
+    from hw_backends.conversion import convert
     from hw_backends.loihi.export import build
     from hw_backends.loihi.network_file import write_network
 
-    conv = load_and_lower(ckpt)
-    write_nir(tmp_path / "m.nir", conv.graph, conv.info)
-    built = build(conv.graph)
-    write_network(tmp_path / "network.h5", built["graph"], built["schedule"])
+    conv = convert(ckpt, ConversionOptions())
+    write_nir(tmp_path / "m.nir", conv.lowered, conv.model_info())
+    built = build(conv.lowered)
+    write_network(tmp_path / "network.h5", built.graph, built.schedule)
     for p in (tmp_path / "m.nir", tmp_path / "network.h5"):
         assert h5_stored_times(p) == [], f"{p.name} stores object times"
 
 
 def test_library_writers_ignore_the_output_path(ckpt, tmp_path):
     """The bytes do not depend on where they are written (no path or file name inside)."""
-    from convert.nir_io import write_nir
-    from convert.pipeline import load_and_lower
-    conv = load_and_lower(ckpt)
-    write_nir(tmp_path / "a.nir", conv.graph, conv.info)
-    write_nir(tmp_path / "deeper" / "b.nir", conv.graph, conv.info)
+    from hw_backends.nir.nir_io import write_nir
+    from convert.options import ConversionOptions
+    from hw_backends.conversion import convert
+    conv = convert(ckpt, ConversionOptions())
+    write_nir(tmp_path / "a.nir", conv.lowered, conv.model_info())
+    write_nir(tmp_path / "deeper" / "b.nir", conv.lowered, conv.model_info())
     assert (tmp_path / "a.nir").read_bytes() == (tmp_path / "deeper" / "b.nir").read_bytes()
 
 
 def test_parity_same_seed_same_bytes(ckpt, tmp_path, cli):
-    from sim.parity_cli import main
+    from commands.parity import main
     outs = []
     for i in range(2):
         out = tmp_path / f"p{i}"
@@ -147,8 +149,8 @@ def test_parity_same_seed_same_bytes(ckpt, tmp_path, cli):
 
 
 def test_report_same_seed_same_bytes(ckpt, tmp_path, cli):
-    from sim.report import FILES
-    from sim.report_cli import main
+    from analysis.render import FILES
+    from commands.report import main
     outs = []
     for i in range(2):
         out = tmp_path / f"r{i}"

@@ -1,4 +1,4 @@
-"""Untrusted HDF5 is parsed in a child process (spikformer.sandbox): a parser that crashes or hangs ends in the
+"""Untrusted HDF5 is parsed in a child process (ground.sandbox): a parser that crashes or hangs ends in the
 reader's typed one-line error within its deadline, the caller survives, and what the child sends back is data
 (JSON and .npy read without pickle), never objects. Includes two forged network.h5 files (tests/data, found by
 bench/fuzz_readers.py: network_forged cases 977 and 710 of seed 0) that make HDF5 2.0 segfault and loop forever
@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from convert import nir_io
+from hw_backends.nir import nir_io
 from hw_backends.loihi import network_file
-from spikformer import sandbox
+from ground import sandbox
 
 DATA = Path(__file__).resolve().parent / "data"
 T = "tests.sandbox_targets"

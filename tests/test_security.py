@@ -5,7 +5,6 @@ likewise (npz object arrays need pickle and are refused; CIFAR batches use a res
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -17,14 +16,13 @@ import pytest
 import torch
 
 from spikformer.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
-from spikformer.cli_support import UserError
+from ground.errors import UserError
 
 from .conftest import assert_one_line_error
 from .helpers_models import randomized_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
-HAVE_CONVERT_CLI = importlib.util.find_spec("convert.cli") is not None
 
 
 class SystemExploit:
@@ -119,16 +117,17 @@ def test_load_checkpoint_refuses(evil, kind):
 
 
 def test_conversion_pipeline_refuses(evil):
-    from convert.pipeline import load_and_lower
+    from convert.options import ConversionOptions
+    from hw_backends.conversion import convert
     path, marker = evil("zip")
     with pytest.raises(CheckpointError, match="refused"):
-        load_and_lower(path)
+        convert(path, ConversionOptions())
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("prog,kinds", [("spk-parity", ("zip", "plain-pickle")), ("spk-report", ("legacy", "open"))])
 def test_simulating_commands_refuse(prog, kinds, evil, tmp_path, cli):
-    from sim import parity_cli, report_cli
+    from commands import parity as parity_cli, report as report_cli
     main = {"spk-parity": parity_cli.main, "spk-report": report_cli.main}[prog]
     for kind in kinds:
         path, marker = evil(kind)
@@ -139,10 +138,9 @@ def test_simulating_commands_refuse(prog, kinds, evil, tmp_path, cli):
         assert not marker.exists() and not out.exists()
 
 
-@pytest.mark.skipif(not HAVE_CONVERT_CLI, reason="convert/cli.py (spk-convert) is not there yet")
 @pytest.mark.parametrize("target", ["nir", "loihi"])
 def test_spk_convert_refuses(evil, tmp_path, cli, target):
-    from convert.cli import main
+    from commands.convert import main
     path, marker = evil("zip")
     out = tmp_path / f"out-{target}"
     rc, _, err = cli(main, [path, "--target", target, "-o", out])
@@ -155,7 +153,7 @@ def test_console_script_refuses_in_a_fresh_process(evil, tmp_path):
     """The installed entry point (a separate interpreter): exit code 2, one line, no traceback, no marker."""
     path, marker = evil("zip")
     exe = ROOT / ".venv" / "bin" / "spk-report"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sim.report_cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "commands.report"]
     p = subprocess.run(cmd + [str(path), "--samples", "1", "--device", "cpu", "--no-progress", "-o",
                               str(tmp_path / "o")], cwd=str(ROOT), capture_output=True, text=True, timeout=600)
     assert p.returncode == 2
@@ -191,8 +189,8 @@ def test_cifar_batch_with_payload_is_refused(tmp_path):
 def test_loadable_checkpoint_with_odd_metadata_never_crashes_a_command(tmp_path, cli):
     """weights_only checkpoints from elsewhere may carry any plain metadata (tensors, lists, numbers where we
     write strings): every command completes (or fails with one line), never with an internal error."""
-    from sim.parity_cli import main as parity
-    from sim.report_cli import main as report
+    from commands.parity import main as parity
+    from commands.report import main as report
     obj = _valid_checkpoint_obj()
     obj["metadata"] = {"test_accuracy": torch.tensor([0.5, 0.25]), "dataset": [1, {"spec": torch.zeros(2)}],
                        "preset": 7, "source": None, "epochs": "many"}
@@ -202,20 +200,18 @@ def test_loadable_checkpoint_with_odd_metadata_never_crashes_a_command(tmp_path,
     runs = [(report, [path, "--samples", "2", "--device", "cpu", "--no-progress", "-o", tmp_path / "r"]),
             (parity, [path, "--samples", "2", "--device", "cpu", "--no-progress", "--min-agreement", "0",
                       "-o", tmp_path / "p"])]
-    if HAVE_CONVERT_CLI:
-        from convert.cli import main as convert
-        runs += [(convert, [path, "--target", "nir", "-o", tmp_path / "m.nir"]),
-                 (convert, [path, "--target", "loihi", "-o", tmp_path / "loihi"])]
+    from commands.convert import main as convert
+    runs += [(convert, [path, "--target", "nir", "-o", tmp_path / "m.nir"]),
+             (convert, [path, "--target", "loihi", "-o", tmp_path / "loihi"])]
     for main, argv in runs:
         rc, _, err = cli(main, argv)
         assert rc == 0, err
-    if HAVE_CONVERT_CLI:
-        from hw_backends.loihi.lava_graph import load_export
-        load_export(tmp_path / "loihi")
+    from hw_backends.loihi.lava_graph import load_export
+    load_export(tmp_path / "loihi")
 
 
 def test_spk_eval_refuses(evil, cli):
-    from spikformer.cli import eval_main
+    from commands.train import eval_main
     path, marker = evil("zip")
     rc, _, err = cli(eval_main, ["--checkpoint", path, "--device", "cpu"])
     assert rc == 2

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from .conftest import assert_one_line_error
-from spikformer.cli import eval_main, main
+from commands.train import eval_main, main
 from spikformer.train import train
 from spikformer.presets import get_preset
 

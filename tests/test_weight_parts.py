@@ -16,7 +16,7 @@ from .helpers_models import randomized_model
 
 def _graph(bits: int, form: str = "graded"):
     m = randomized_model("digits-2-64", seed=3, attn_drive=1.0)
-    return m, build(lower(spikformer_to_ir(m), ssa_form=form), weight_bits=bits)["graph"]
+    return m, build(lower(spikformer_to_ir(m), ssa_form=form), weight_bits=bits).graph
 
 
 @pytest.mark.parametrize("form", ["graded", "binary"])  # binary: residual streams, shifted stream by stream
@@ -29,8 +29,8 @@ def test_fused_weight_parts_are_bit_identical(form):
     assert not any(n in fused.nodes for n in fused.metadata["weight_low_parts_fused"])
     x = torch.rand(6, *g.nodes["input"].shape, generator=torch.Generator().manual_seed(0))
     names = [n for n, node in g.nodes.items() if node.spiking]
-    a = Engine(g).run(x, record=names)
-    b = Engine(fused).run(x, record=names)
+    a = Engine(g, "loihi_fixed").run(x, record=names)
+    b = Engine(fused, "loihi_fixed").run(x, record=names)
     assert sum(int(a.records[n].sum()) for n in names) > 0
     for n in names:
         assert torch.equal(a.records[n], b.records[n]), n
@@ -43,7 +43,7 @@ def test_low_parts_shrink_the_recorded_weight_error():
     layer, whose weights are divided by the input payload scale), one even step 2**(WEIGHT_EXP_MIN + 1)."""
     m = randomized_model("digits-2-64", seed=3, attn_drive=1.0)
     g = lower(spikformer_to_ir(m), ssa_form="graded")
-    rep = {bits: build(g, weight_bits=bits)["quantization"]["synapses"] for bits in (8, 16)}
+    rep = {bits: build(g, weight_bits=bits).quantization["synapses"] for bits in (8, 16)}
     dense = [n for n, r in rep[8].items() if "max_abs_error" in r and r["max_abs_error"] > 0]
     assert len(dense) >= 10
     for n in dense:

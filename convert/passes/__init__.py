@@ -3,10 +3,10 @@ turns the frontend graph into spike-only synaptic operations."""
 from __future__ import annotations
 
 from .. import ir
+from ..options import SSA_FORMS
 from . import fold_bn, head_readout, maxpool_or, residual_graded, residual_streams, ssa_binary, ssa_graded
 
 PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa", "head_readout")
-SSA_FORMS = ("binary", "graded")
 
 
 def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_form: str = "binary") -> ir.Graph:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
-from .residual_streams import _streams
+from .residual_streams import spike_streams
 
 
 def _identity(name: str, source: str, shape: tuple) -> ir.Node:
@@ -28,7 +28,7 @@ def run(g: ir.Graph) -> ir.Graph:
     if not adds:
         return g
     shapes = g.shapes()
-    streams = {a: _streams(g, a) for a in adds}
+    streams = {a: spike_streams(g, a) for a in adds}
     relays = {}
     for a in adds:
         consumers = [e for e in g.out_edges(a) if not isinstance(g.nodes[e.dst], ir.Add)]

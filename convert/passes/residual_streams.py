@@ -7,19 +7,19 @@ from __future__ import annotations
 from .. import ir
 
 
-def _streams(g: ir.Graph, name: str) -> list[str]:
+def spike_streams(g: ir.Graph, name: str) -> list[str]:
     node = g.nodes[name]
     if isinstance(node, ir.Add):
         out = []
         for e in g.in_edges(name):
-            out.extend(_streams(g, e.src))
+            out.extend(spike_streams(g, e.src))
         return out
     return [name]
 
 
 def run(g: ir.Graph) -> ir.Graph:
     adds = [n.name for n in g.of_type(ir.Add)]
-    streams = {a: _streams(g, a) for a in adds}
+    streams = {a: spike_streams(g, a) for a in adds}
     new_edges = []
     for e in g.edges:
         if e.src in streams:

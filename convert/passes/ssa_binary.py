@@ -1,4 +1,4 @@
-"""Spiking self-attention as spike-only synaptic operations (REFERENCE.md section 6, binary form).
+"""Spiking self-attention as spike-only synaptic operations (docs/ssa_decompositions.md, section 4, binary form).
 
 Per time step and head, Q, K, V are binary. Either order computes the same integers:
   kv_first:  C[c,e] = sum_j AND(K[j,c], V[j,e])            (0..N),  out[i,e] = sum_c Q[i,c] C[c,e]
@@ -17,7 +17,7 @@ from .. import ir
 ORDERS = ("kv_first", "qk_first")
 
 
-def _plan(order: str, h: int, d: int, n: int) -> dict:
+def product_plan(order: str, h: int, d: int, n: int) -> dict:
     """Named axes of each tensor. Token tensors keep their token axis last."""
     sizes = {"h": h, "c": d, "e": d, "i": n, "j": n, "one": 1}
     q, k, v = ("h", "c", "i"), ("h", "c", "j"), ("h", "e", "j")
@@ -37,7 +37,7 @@ def num_bits(max_count: int) -> int:
 def lower_one(g: ir.Graph, node: ir.SSAProduct, order: str, shapes: dict) -> None:
     D, N = shapes[g.in_edges(node.name, "q")[0].src]
     h = node.num_heads
-    plan = _plan(order, h, D // h, N)
+    plan = product_plan(order, h, D // h, N)
     sizes, p, src = plan["sizes"], node.name, node.source
     inputs = {port: [e.src for e in g.in_edges(node.name, port)] for port in ("q", "k", "v")}
     consumers = g.out_edges(node.name)

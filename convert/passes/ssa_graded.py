@@ -1,4 +1,4 @@
-"""Spiking self-attention with graded spikes (Loihi 2), exact (REFERENCE.md section 6, graded form).
+"""Spiking self-attention with graded spikes (Loihi 2), exact (docs/ssa_decompositions.md, section 4, graded form).
 
 The first product is the same AND layer as the binary form; its count (an integer, 0..N or 0..d) travels as
 the payload of a graded spike; a product neuron multiplies it by the binary third operand; the attention LIF
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from .. import ir
 from . import ssa_binary
-from .ssa_binary import _plan
+from .ssa_binary import product_plan
 
 
 def lower_one(g: ir.Graph, node: ir.SSAProduct, order: str, shapes: dict) -> None:
     D, N = shapes[g.in_edges(node.name, "q")[0].src]
     h = node.num_heads
-    plan = _plan(order, h, D // h, N)
+    plan = product_plan(order, h, D // h, N)
     sizes, p, src = plan["sizes"], node.name, node.source
     inputs = {port: [e.src for e in g.in_edges(node.name, port)] for port in ("q", "k", "v")}
     consumers = g.out_edges(node.name)

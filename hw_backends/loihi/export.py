@@ -2,27 +2,19 @@
 manifest.json, network.h5, quantization.json, resources.json, summary.md."""
 from __future__ import annotations
 
-import hashlib
 import json
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from convert import ir
+from convert.options import DEFAULT_VTH_MANT
+from ground.hashing import file_sha256
+from ground.versions import package_versions
 
+from ..base import TargetBuild
 from .network_file import write_network
-from .quantize import DEFAULT_VTH_MANT, quantize
+from .quantize import quantize
 from .resources import map_resources
 from .timing import insert_delay_relays, schedule, timing_report
-
-
-def _versions() -> dict:
-    out = {}
-    for pkg in ("lava-nc", "lava-dl", "nir", "torch", "numpy", "h5py"):
-        try:
-            out[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _json_default(obj):
@@ -32,22 +24,21 @@ def _json_default(obj):
     return tolist() if callable(tolist) else str(obj)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 16,
-          input_scale: int | None = None) -> dict:
-    """Quantised graph, its report, the schedule and the resource map (no files)."""
+          input_scale: int | None = None) -> TargetBuild:
+    """The lowered `graph` quantised, with its report, the schedule and the resource map (no files)."""
     q, qrep = quantize(graph, vth_mant=vth_mant, weight_bits=weight_bits, input_scale=input_scale)
     qrep["delay_relays"] = insert_delay_relays(q)
     sched = schedule(q)
     res = map_resources(q, sched["projections"])
-    return {"graph": q, "quantization": qrep, "schedule": sched, "resources": res}
+    forms = {s.get("form") for s in graph.metadata.get("ssa", {}).values()}
+    return TargetBuild(lowered=graph, graph=q, numeric="loihi_fixed", ssa_form=forms.pop() if len(forms) == 1
+                       else "binary", schedule=sched, quantization=qrep, resources=res,
+                       warnings=qrep["warnings"] + res["warnings"])
 
 
-def summary_md(info: dict, built: dict, options: dict) -> str:
-    res, q, t = built["resources"], built["quantization"], timing_report(built["schedule"])
+def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
+    res, q, t = built.resources, built.quantization, timing_report(built.schedule)
     tot = res["total"]
     lines = [f"# Loihi 2 export: {info.get('name', 'model')}", "",
              f"- options: {json.dumps(options, sort_keys=True, default=_json_default)}",
@@ -62,7 +53,7 @@ def summary_md(info: dict, built: dict, options: dict) -> str:
     lines += ["", "## Cores by layer", "", "| layer | populations | neurons | synapses | cores |", "|---|---|---|---|---|"]
     for src, r in sorted(res["by_source"].items(), key=lambda kv: -kv[1]["cores"]):
         lines.append(f"| {src} | {r['populations']} | {r['neurons']:,} | {r['synapses']:,} | {r['cores']:,} |")
-    ssa = built["graph"].metadata.get("ssa", {})
+    ssa = built.graph.metadata.get("ssa", {})
     if ssa:
         lines += ["", "## SSA lowering", ""]
         for name, s in ssa.items():
@@ -71,15 +62,15 @@ def summary_md(info: dict, built: dict, options: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_artifacts(stage: Path, built: dict, info: dict, options: dict) -> dict:
+def write_artifacts(stage: Path, built: TargetBuild, info: dict, options: dict) -> dict:
     """Writes the files into `stage` (a fresh directory); returns the manifest."""
-    write_network(stage / "network.h5", built["graph"], built["schedule"])
-    qrep = json.loads(json.dumps(built["quantization"], default=float))
+    write_network(stage / "network.h5", built.graph, built.schedule)
+    qrep = json.loads(json.dumps(built.quantization, default=float))
     for rec in qrep["synapses"].values():
         rec.pop("_scale", None)
-    qrep["timing"] = timing_report(built["schedule"])
+    qrep["timing"] = timing_report(built.schedule)
     (stage / "quantization.json").write_text(json.dumps(qrep, indent=1, sort_keys=True))
-    (stage / "resources.json").write_text(json.dumps(built["resources"], indent=1, sort_keys=True))
+    (stage / "resources.json").write_text(json.dumps(built.resources, indent=1, sort_keys=True))
     (stage / "summary.md").write_text(summary_md(info, built, options))
     files = {
         "network.h5": "quantised, timed network: nodes (kind, source module, integer parameters), edges, "
@@ -89,7 +80,7 @@ def write_artifacts(stage: Path, built: dict, info: dict, options: dict) -> dict
         "summary.md": "human-readable summary and warnings",
     }
     manifest = {"format": "spikformer-loihi-export", "format_version": 1, "model": info, "options": options,
-                "versions": _versions(),
-                "files": {k: {"description": v, "sha256": _sha256(stage / k)} for k, v in files.items()}}
+                "versions": package_versions(("lava-nc", "lava-dl", "nir", "torch", "numpy", "h5py")),
+                "files": {k: {"description": v, "sha256": file_sha256(stage / k)} for k, v in files.items()}}
     (stage / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default))
     return manifest

@@ -41,7 +41,7 @@ Graded neurons (verified on lava-nc 0.10.0 by tests/test_lava_crosscheck.py::tes
   reaches their consumers before the consumers' own reset step, like the fill spikes of a LIF.
 - Their ports are int32 with precision 24 (signed 24-bit payloads), so the Sparse/DelaySparse out of a graded
   population is built with `num_message_bits = 24` (GRADED_MESSAGE_BITS); the builder checks that the payload
-  bound (sim.fixed_point.value_bounds) fits in 24 signed bits. With `num_message_bits = 0` a Sparse casts its
+  bound (numerics.value_bounds) fits in 24 signed bits. With `num_message_bits = 0` a Sparse casts its
   input to bool (a payload of 5 counts as 1: measured), so graded senders need `num_message_bits > 0`.
 - The Sparse bit-accurate model's `s_in` is declared `bool, precision=1`, but PyInPortVectorDense.recv sums the
   received arrays onto `np.zeros(shape, bool)`, which gives the sender's dtype (int32): payloads above 1 and
@@ -51,7 +51,7 @@ Graded input: the fixed-point source RingBuffer (`PySendModelFixed`) sends int32
 `num_message_bits > 0` computes `W @ s` on them (its `s_in` is declared bool but the channel carries the
 sender's int32 dtype), so the RingBuffer is a graded spike source as it is.
 
-Arithmetic (lava-nc 0.10.0 source, the semantics sim/fixed_point.py reproduces): Sparse a_out is int32 and
+Arithmetic (lava-nc 0.10.0 source, the semantics sim/fixed_point.py reproduces; docs/loihi_fixed_point.md): Sparse a_out is int32 and
 lava's LIF a_in port, though typed int16, sums its inputs onto np.zeros(int16) + int32, i.e. in int32
 (magma/core/model/py/ports.py, PyInPortVectorDense.recv): no 16-bit wrap of the synaptic input in simulation.
 Weights: clip_weights/truncate_weights (utils/weightutils.py) with the sign mode of each projection's own
@@ -73,9 +73,9 @@ from convert import ir
 from .timing import POPULATION_TYPES, Projection
 from . import limits as L
 
-# torch, sim and network_file (which imports spikformer, hence torch) are imported where they are used: the
-# isolated Lava worker (lava_run) gets the matrices ready-made and then needs neither (about 2 s of imports per
-# run on the 2-core development machine)
+# torch (through convert.kernels) and network_file are imported where they are used: the isolated Lava worker
+# (lava_run) gets the matrices ready-made and then needs neither (about 2 s of imports per run on the 2-core
+# development machine)
 
 DEFAULT_MAX_MATRIX_ENTRIES = 4_000_000  # dense (post x pre) entries materialised per projection
 INPUT_MESSAGE_BITS = L.GRADED_PAYLOAD_BITS  # the image: graded payload round(x * input_payload_scale)
@@ -107,22 +107,16 @@ def load_export(export_dir) -> tuple[ir.Graph, dict]:
     return read_export(export_dir)
 
 
-def read_network(path) -> tuple[ir.Graph, dict]:
-    """network_file.read_network (kept here as API)."""
-    from .network_file import read_network as _read
-    return _read(path)
-
-
 # ------------------------------------------------------------------------------------------------ weights
 def synapse_matrix(g: ir.Graph, proj: Projection, shapes: dict | None = None,
                    max_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> sp.csr_matrix:
     """Integer weight mantissas of one projection as a CSR matrix (post_flat, pre_flat), without weight_exp.
 
-    Built by running the synapse node's float kernel (sim.kernels) on the unit vectors of the pre population,
+    Built by running the synapse node's float kernel (convert.kernels) on the unit vectors of the pre population,
     reshaped through the layout nodes (Flatten = identity on row-major flat indices)."""
     import torch
 
-    from sim import kernels  # the IR kernels (same code the simulators use)
+    from convert import kernels  # the IR kernels (same code the simulators use)
 
     shapes = shapes or g.shapes()
     node = g.nodes[proj.synapse]
@@ -387,9 +381,9 @@ def _in_port(proc, node, port: str):
 
 
 def check_graded_payloads(graph: ir.Graph) -> dict:
-    """Upper bounds of the graded payloads (sim.fixed_point.value_bounds); raises LavaGraphError where one does
+    """Upper bounds of the graded payloads (numerics.value_bounds); raises LavaGraphError where one does
     not fit the 24-bit signed payload of GradedVec / ProdNeuron (the image's payload is bounded by input_payload_scale)."""
-    from sim.fixed_point import value_bounds
+    from .numerics import value_bounds
     bounds = value_bounds(graph, int(graph.metadata.get("input_payload_scale", 255)))
     out = {}
     for name, node in graph.nodes.items():

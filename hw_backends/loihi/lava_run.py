@@ -4,11 +4,8 @@
 `lava_graph.build_lava_network` (one LIFReset per LoihiLIF, GradedVec per GradedNeuron, ProdNeuron per
 ProductNeuron, one Sparse/DelaySparse per projection, a graded source RingBuffer, an NpySink per recorded
 population) and runs it with `Loihi2SimCfg(select_tag='fixed_pt')` (the NpySink's model given in
-exception_proc_model_map). `crosscheck(...)` runs the same images through the
-fixed-point simulator as well and counts the differences (spikes, and the exact payloads of graded
-populations); `make_sim_runner(built)` is the `sim_runner` of sim.parity (`spk-parity --engine lava`);
-`python -m hw_backends.loihi.lava_run EXPORT_DIR` prints the cross-check report for the first scikit-learn
-digits.
+exception_proc_model_map). The comparison with the fixed-point simulator lives with the analysis
+(analysis/lava_crosscheck.py), not here: this side never imports the simulator.
 
 How samples are run: all samples in one network and one runtime, back to back, one sample period
 P = T + max_depth + 1 each; the LIFReset of every population clears its state at the step its first logical
@@ -28,7 +25,7 @@ child's process group (the child and every Lava process it forked) is killed and
 Inside the child the open-file soft limit is raised to the hard limit before building, and `stop()` is always
 called (try/finally). `isolate=False` runs in this process, without the timeout guard (debugging only).
 The weight matrices are built in the parent (they need torch and the IR kernels) and the child is started
-without importing torch or the back-end registry (_WORKER_BOOTSTRAP); after a normal exit the parent does not
+without importing torch (`python -m hw_backends.loihi.lava_run`); after a normal exit the parent does not
 wait for init to reap the group's zombies (about 1.7 s).
 
 Measured on the 2-core development machine (shared, load average 11-13) for the cross-check model (8x8 digits,
@@ -39,7 +36,6 @@ after that, 0.3 s stop) against about 13 ms (warm, one torch thread) for sim.eng
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import pickle
@@ -94,18 +90,18 @@ def raise_nofile_limit(want: int | None = None) -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def _graph_and_schedule(src) -> tuple[ir.Graph, dict]:
+def graph_and_schedule(src) -> tuple[ir.Graph, dict]:
     if isinstance(src, (str, Path)):
         from .lava_graph import load_export
         return load_export(src)
-    if isinstance(src, dict) and "graph" in src and "schedule" in src:
-        return src["graph"], src["schedule"]
+    if getattr(src, "schedule", None) is not None and getattr(src, "graph", None) is not None:
+        return src.graph, src.schedule  # a Loihi TargetBuild, or a hw_backends.conversion.Build
     if isinstance(src, tuple) and len(src) == 2:
         return src
-    raise TypeError("run_lava needs an export directory, build()'s dict or a (graph, schedule) pair")
+    raise TypeError("run_lava needs an export directory, a Loihi build or a (graph, schedule) pair")
 
 
-def _populations(g: ir.Graph) -> list[str]:
+def populations(g: ir.Graph) -> list[str]:
     from .timing import POPULATION_TYPES
     return [n for n in g.topo_order() if isinstance(g.nodes[n], POPULATION_TYPES)]
 
@@ -114,8 +110,8 @@ def _is_readout(node) -> bool:
     return isinstance(node, ir.LoihiLIF) and node.readout
 
 
-def _record_list(g: ir.Graph, record) -> list[str]:
-    pops = _populations(g)
+def record_list(g: ir.Graph, record) -> list[str]:
+    pops = populations(g)
     if record is None:
         return []
     if record == "all":
@@ -130,7 +126,7 @@ def encode_images(g: ir.Graph, images) -> np.ndarray:
     """Graded input payload round(x * input_payload_scale), the same encoding (and code) as the fixed-point simulator."""
     import torch
 
-    from sim.fixed_point import encode_input
+    from .numerics import encode_input
     x = torch.as_tensor(np.asarray(images), dtype=torch.float64)
     return encode_input(x, int(g.metadata.get("input_payload_scale", 255))).numpy().astype(np.int64)
 
@@ -208,26 +204,11 @@ def run_network_inprocess(g: ir.Graph, sched: dict, payload: np.ndarray, record:
             "network": net.summary()}
 
 
-# The isolated worker: `python -c _WORKER_BOOTSTRAP ROOT JOB RESULT`. The packages `hw_backends` and
-# `hw_backends.loihi` are entered through bare module objects, so that their __init__ (the back-end registry,
-# which imports torch, nir, spikformer, ...) does not run: the worker imports only numpy, scipy, convert.ir,
-# lava and the Lava modules of this package. Measured under load on the 2-core development machine: with torch
-# imported, the worker took 16 s longer to start and 19 s longer to exit (each forked Lava process inherits
-# torch and finalises it); without it, about 0.4 s to start and nothing noticeable to exit.
-_WORKER_BOOTSTRAP = (
-    "import os, sys, types\n"
-    "root = sys.argv[1]\n"
-    "sys.path.insert(0, root)\n"
-    "for name in ('hw_backends', 'hw_backends.loihi'):\n"
-    "    pkg = types.ModuleType(name)\n"
-    "    pkg.__path__ = [os.path.join(root, *name.split('.'))]\n"
-    "    sys.modules.setdefault(name, pkg)\n"
-    "from hw_backends.loihi.lava_run import _worker\n"
-    "if 'torch' in sys.modules:\n"
-    "    print('lava worker: torch was imported (slow start and exit)', file=sys.stderr)\n"
-    "sys.exit(_worker(sys.argv[2], sys.argv[3]))\n")
-
-
+# The isolated worker: `python -m hw_backends.loihi.lava_run JOB RESULT`. The packages it passes through are
+# light (hw_backends and hw_backends.loihi import nothing; the target registry loads on first use), so the worker
+# imports only numpy, scipy, convert.ir, lava and the Lava modules of this package. Measured under load on the
+# 2-core development machine: with torch imported, the worker took 16 s longer to start and 19 s longer to exit
+# (each forked Lava process inherits torch and finalises it); without it, about 0.4 s to start.
 def _worker(job_path: str, result_path: str) -> int:
     try:
         with open(job_path, "rb") as f:
@@ -252,14 +233,14 @@ def _worker(job_path: str, result_path: str) -> int:
 def run_lava(export_dir_or_built, images, record=None, timeout_s: float = 600.0, progress: bool = True,
              isolate: bool = True, pin_models: bool = False, readout_steps: bool = False) -> LavaResult:
     """Runs `images` ([B, C, H, W] floats in [0, 1]) through the Lava network of an export directory (or of
-    `build()`'s dict, or a (graph, schedule) pair). `record`: population names, "all" or None.
+    a Loihi build, or a (graph, schedule) pair). `record`: population names, "all" or None.
     Returns spikes (payloads for graded populations) in logical time [T, B, *shape] and the readout's v at the
     last logical step (with `readout_steps`, also at every logical step: readout_v_steps [T, B, n_out])."""
     from .lava_graph import check_matrix_sizes, prepare_matrices
 
-    g, sched = _graph_and_schedule(export_dir_or_built)
+    g, sched = graph_and_schedule(export_dir_or_built)
     check_matrix_sizes(g, sched)  # refuse big networks here, before starting Lava
-    rec = _record_list(g, record)
+    rec = record_list(g, record)
     payload = encode_images(g, images)
     t0 = time.perf_counter()
     if not isolate:
@@ -275,7 +256,7 @@ def run_lava(export_dir_or_built, images, record=None, timeout_s: float = 600.0,
                              "matrices": matrices}, f)
             env = dict(os.environ)
             env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            proc = subprocess.Popen([sys.executable, "-c", _WORKER_BOOTSTRAP, str(ROOT), job, out],
+            proc = subprocess.Popen([sys.executable, "-m", "hw_backends.loihi.lava_run", job, out],
                                     cwd=str(ROOT), env=env, start_new_session=True)
             try:
                 proc.wait(timeout=timeout_s)
@@ -361,126 +342,7 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0, ignore_zombies: bo
         pass
 
 
-def crosscheck(export_dir_or_built, images, record="all", sim_graph: ir.Graph | None = None,
-               timeout_s: float = 600.0, progress: bool = True, pin_models: bool = False) -> dict:
-    """Runs the same images through Lava and through the fixed-point simulator (sim.engine, logical time) and
-    counts the differences: spikes (graded populations: integer payloads) of every recorded population and the
-    readout's v at every logical step (readout_steps=True).
-    `sim_graph`: the graph for the simulator (default: the one Lava runs); `pin_models`: see run_lava."""
-    import torch
-
-    from sim.engine import Engine
-
-    g, sched = _graph_and_schedule(export_dir_or_built)
-    sg = sim_graph if sim_graph is not None else g
-    rec = _record_list(g, record)
-    x = torch.as_tensor(np.asarray(images), dtype=torch.float64)
-    t0 = time.perf_counter()
-    from .lava_graph import readout_population
-    readout = readout_population(g)
-    sim = Engine(sg).run(x, record=rec + [readout])
-    sim_s = time.perf_counter() - t0
-    lava = run_lava((g, sched), images, record=rec, timeout_s=timeout_s, progress=progress,
-                    pin_models=pin_models, readout_steps=True)
-    out = sg.outputs()[0]
-    sim_v = sim.outputs[out].numpy()
-    sim_v_steps = sim.records[readout].reshape(lava.readout_v_steps.shape).numpy()
-    # exact comparison: 0/1 spikes of LIF populations, integer payloads of graded ones
-    spikes = {n: int((lava.spikes[n] != sim.records[n].numpy()).sum()) for n in rec}
-    graded = [n for n in rec if not isinstance(g.nodes[n], ir.LoihiLIF)]
-    return {"readout": lava.readout, "readout_mismatches": int((lava.readout_v != sim_v).sum()),
-            "readout_max_abs_diff": float(np.abs(lava.readout_v - sim_v).max()),
-            "readout_step_mismatches": int((lava.readout_v_steps != sim_v_steps).sum()),
-            "spike_mismatches": spikes, "total_spike_mismatches": int(sum(spikes.values())),
-            "firing_rates": {n: float((sim.records[n] != 0).double().mean()) for n in rec},
-            "graded_payload_max": {n: float(sim.records[n].abs().max()) for n in graded},
-            "spikes_compared": int(sum(sim.records[n].numel() for n in rec)),
-            "samples": int(x.shape[0]), "sim_s": sim_s, "lava": lava.timing, "network": lava.network,
-            "lava_result": lava, "sim_result": sim}
-
-
-def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin_models: bool = True):
-    """The `sim_runner` of sim.parity.run_parity for the Lava engine (`spk-parity --engine lava`).
-
-    `built`: export.build()'s dict (or an export directory, or a (graph, schedule) pair). Returns
-    `runner(images [B, C, H, W] float tensor, layer_names) -> (logits_v, records)`: `logits_v` is the readout's
-    v at the last logical step, float64 [B, classes], *not* divided by graph.metadata['readout_scale'] (parity
-    divides), and `records` maps every requested name to a float64 tensor [T, B, *shape] in the IR layout
-    (images (C, H, W), tokens (C, N)): spikes of a LIF population, payloads of a graded one, and for the
-    readout its v at every logical step (the simulator's record of it). Every requested population is recorded
-    in this run, whatever the export's own record list; a name that is not a population raises ValueError.
-    One isolated Lava run (run_lava, killed after `timeout_s`) per call; `runner.last_result` keeps the last
-    LavaResult (timing, process counts)."""
-    import torch
-
-    from .lava_graph import check_matrix_sizes, readout_population
-
-    g, sched = _graph_and_schedule(built)
-    check_matrix_sizes(g, sched)  # refuse big networks before any Lava run
-    pops = set(_populations(g))
-    readout = readout_population(g)
-
-    def runner(images, layer_names):
-        names = list(dict.fromkeys(layer_names))
-        bad = [n for n in names if n not in pops]
-        if bad:
-            raise ValueError(f"the Lava engine records populations only; not populations of the network: {bad}")
-        rec = [n for n in names if n != readout]
-        x = images.detach().to("cpu", torch.float64).numpy() if isinstance(images, torch.Tensor) \
-            else np.asarray(images, dtype=np.float64)
-        res = run_lava((g, sched), x, record=rec, timeout_s=timeout_s, progress=progress, pin_models=pin_models,
-                       readout_steps=readout in names)
-        runner.last_result = res
-        records = {n: torch.from_numpy(res.spikes[n].astype(np.float64)) for n in rec}
-        if readout in names:
-            shape = tuple(g.shapes()[readout])
-            v = res.readout_v_steps
-            records[readout] = torch.from_numpy(v.astype(np.float64).reshape(v.shape[0], v.shape[1], *shape))
-        logits_v = torch.from_numpy(res.readout_v.astype(np.float64)).reshape(res.readout_v.shape[0], -1)
-        return logits_v, {n: records[n] for n in names}
-
-    runner.last_result = None
-    runner.graph, runner.schedule, runner.readout = g, sched, readout
-    return runner
-
-
-def main(argv=None) -> int:
-    """`python -m hw_backends.loihi.lava_run EXPORT_DIR [--images N]`: cross-check an export on the first N
-    scikit-learn digits (resized to the network's input) and print the report as JSON."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("export_dir", nargs="?")
-    ap.add_argument("--images", type=int, default=3)
-    ap.add_argument("--timeout", type=float, default=600.0)
-    ap.add_argument("--worker", nargs=2, metavar=("JOB", "RESULT"), help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
-    if a.worker:
-        return _worker(*a.worker)
-    if not a.export_dir:
-        ap.error("EXPORT_DIR is required")
-    import json
-
-    import torch
-    import torch.nn.functional as F
-    from sklearn.datasets import load_digits
-
-    from .lava_graph import LavaGraphError, check_matrix_sizes, load_export
-    g, sched = load_export(a.export_dir)
-    try:
-        check_matrix_sizes(g, sched)
-    except LavaGraphError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    shape = g.shapes()[g.inputs()[0]]
-    x = torch.tensor(load_digits().images[:a.images] / 16.0, dtype=torch.float64).unsqueeze(1)
-    if tuple(x.shape[-2:]) != tuple(shape[-2:]):
-        x = F.interpolate(x, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
-    x = x.expand(-1, shape[0], -1, -1).clamp(0, 1).numpy()
-    rep = crosscheck((g, sched), x, timeout_s=a.timeout)
-    rep.pop("lava_result"), rep.pop("sim_result")
-    print(json.dumps(rep, indent=1, sort_keys=True))
-    ok = rep["readout_mismatches"] == rep["readout_step_mismatches"] == rep["total_spike_mismatches"] == 0
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the isolated worker: python -m hw_backends.loihi.lava_run JOB RESULT
+    if "torch" in sys.modules:
+        print("lava worker: torch was imported (slow start and exit)", file=sys.stderr)
+    sys.exit(_worker(sys.argv[1], sys.argv[2]))

@@ -22,7 +22,7 @@ GRADED_PAYLOAD_BITS = 16             # graded input spikes (the analog image): p
 ACT_SHIFT = VTH_SHIFT = 6
 
 # --- Loihi 2 chip resources (Intel Loihi 2 brief, "Taking Neuromorphic Computing to the Next Level with
-#     Loihi 2", 2021; REFERENCE.md section 3). Per-core figures for Loihi 2 are not all published; where
+#     Loihi 2", 2021; docs/limits.md, section 2). Per-core figures for Loihi 2 are not all published; where
 #     only Loihi 1 figures exist (nengo-loihi block.py) they are used and marked as such.
 CORES_PER_CHIP = 128                 # Loihi 2 neuro cores per chip
 NEURONS_PER_CORE = 8192              # Loihi 2: up to 8192 neurons per core

@@ -6,7 +6,7 @@ The file starts with a 512-byte HDF5 user block (HDF5 and h5py skip it) holding 
 of the rest of the file. `read_network` checks it before HDF5 parses anything: a damaged file is refused with
 NetworkFileError instead of reaching the HDF5 library, which can loop forever on some corrupted structures
 (found by bench/fuzz_readers.py). The check detects damage, not forgery: a file crafted by someone else can carry
-a matching checksum, and HDF5 then parses it. So HDF5 parses it in a child process (spikformer.sandbox, with a
+a matching checksum, and HDF5 then parses it. So HDF5 parses it in a child process (ground.sandbox, with a
 deadline and an address-space limit) and sends back plain arrays and strings: a forged file that makes the
 library hang or crash is refused with NetworkFileError too ("the HDF5 parser crashed (SIGSEGV)" / "did not finish
 within N s")."""
@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 
 from convert import ir
-from spikformer import sandbox
-from spikformer.cli_support import UserError
+from ground import sandbox
+from ground.errors import UserError
 
 from .timing import Projection
 

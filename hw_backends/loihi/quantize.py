@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from convert import ir
+from convert.options import DEFAULT_INPUT_SCALE, DEFAULT_VTH_MANT, WEIGHT_BITS_CHOICES
 
 from . import limits as L
 
@@ -52,11 +53,8 @@ def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
-WEIGHT_BITS_CHOICES = (8, 16)
-LOW_PART_SHIFT = 7  # the low part's exponent is e - 7: a mixed-sign high part (even mantissas) errs by <= 2**e
-DEFAULT_VTH_MANT = 4096  # lambda * theta = 64 * 4096 + 1: 2**-18 theta resolution, |v| up to 32 theta
-DEFAULT_INPUT_SCALE = 255  # 8-bit images; a checkpoint's data grid (dataset "value_grid") replaces it
 
+LOW_PART_SHIFT = 7  # the low part's exponent is e - 7: a mixed-sign high part (even mantissas) errs by <= 2**e
 
 class Quantizer:
     def __init__(self, g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, input_scale: int = DEFAULT_INPUT_SCALE,
@@ -365,21 +363,3 @@ def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: boo
         q.warn("input", "input encoding rounds", f"the training data's value grid 1/{grid} needs more than the "
                f"{L.GRADED_PAYLOAD_BITS}-bit graded payload; inputs are rounded to multiples of 1/{input_scale}")
     return q.run()
-
-
-def add_quant_arguments(parser) -> None:
-    """The quantisation options every command that builds a Loihi graph takes (spk-convert, spk-parity)."""
-    parser.add_argument("--weight-bits", type=int, default=16, choices=WEIGHT_BITS_CHOICES,
-                        help="loihi: 16 carries each dense weight in two 8-bit synapse groups (high and low part, "
-                             "more synapses, near-float accuracy); 8 uses one group (default 16)")
-    parser.add_argument("--vth-mant", type=int, default=DEFAULT_VTH_MANT,
-                        help=f"loihi: threshold mantissa of LIF layers; sets the fixed-point scale "
-                             f"lambda = (64 vth + 1) / theta (default {DEFAULT_VTH_MANT})")
-    parser.add_argument("--input-scale", type=int, default=None,
-                        help="loihi: graded input payload = round(x * SCALE) for x in [0, 1] (default: the "
-                             "training data's exact grid recorded in the checkpoint, e.g. 256 for the digits "
-                             f"at 16x16, else {DEFAULT_INPUT_SCALE})")
-
-
-def quant_options(args) -> dict:
-    return {"vth_mant": args.vth_mant, "weight_bits": args.weight_bits, "input_scale": args.input_scale}

@@ -1,7 +1,7 @@
 """Parity of the converted network against the PyTorch reference, layer by layer.
 
 The reference runs on `device` (cuda when present) with TF32 off, so a GPU reference is not perturbed by
-reduced-precision convolutions (REFERENCE.md section 7); the run facts say so. Mode "float" compares the lowered
+reduced-precision convolutions (docs/timing.md, section 6); the run facts say so. Mode "float" compares the lowered
 graph in float64 with the reference in float64: every spike must agree (integer spikes against integer spikes,
 exact). Mode "fixed" compares the Loihi fixed-point simulation with the float32 reference: spikes are compared
 for exact equality, logits with a stated tolerance, and the summary reports agreement per layer."""
@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from convert import ir
 
-from .engine import Engine, check_images
+from sim.engine import Engine, check_images
+from spikformer.model import lif_modules
 from .reference import record_reference
 
 
@@ -62,22 +63,25 @@ def set_reference_determinism(device: str) -> dict:
 
 def layer_names(model: torch.nn.Module, graph: ir.Graph) -> list[str]:
     """Layers compared: every LIF / max-pool module whose name is a node of the graph (sources match)."""
-    from spikformer.model import lif_modules
     names = list(lif_modules(model)) + [n for n, m in model.named_modules() if isinstance(m, torch.nn.MaxPool2d)]
     return [n for n in names if n in graph.nodes]
 
 
 def run_parity(model: torch.nn.Module, graph: ir.Graph, images: torch.Tensor, labels: torch.Tensor,
                mode: str, batch_size: int = 32, device: str = "cpu", sim_device: str = "cpu",
-               progress: bool = True, sim_runner=None) -> ParityResult:
-    """`sim_runner(images, layer_names) -> (logits, records)` replaces the built-in engine (e.g. Lava)."""
+               progress: bool = True, sim_runner=None, numeric: str | None = None) -> ParityResult:
+    """`mode` "float" (reference semantics; the graph runs in float64) or "fixed" (Loihi fixed point; the
+    reference runs in float32); `numeric`: the graph's arithmetic for the engine (default: "float" for mode
+    float, "loihi_fixed" for mode fixed; a Build says which: Build.runnable). `sim_runner(images, layer_names)
+    -> (logits, records)` replaces the built-in engine (e.g. Lava)."""
+    numeric = numeric or ("loihi_fixed" if mode == "fixed" else "float")
     check_images(graph, images, fixed=mode == "fixed", warn=sim_runner is not None)  # the engine warns itself
     ref_dtype = torch.float64 if mode == "float" else torch.float32
     model = model.to(device=device, dtype=ref_dtype).eval()
     names = layer_names(model, graph)
     engine = None
     if sim_runner is None:
-        engine = Engine(graph, dtype=torch.float64, device=sim_device, fuse_ssa=True)
+        engine = Engine(graph, numeric, dtype=torch.float64, device=sim_device, fuse_ssa=True)
     readout_scale = float(graph.metadata.get("readout_scale", 1.0)) if mode == "fixed" else 1.0
     res = ParityResult(layers={n: LayerStats(n) for n in names})
     batches = range(0, len(images), batch_size)

@@ -8,10 +8,15 @@ from typing import Sequence
 
 import torch
 
-from spikformer.atomic import atomic_dir
-from spikformer.cli_support import UserError, add_common_args, default_device, run_cli
+from analysis.parity import firing_rate_plot, parity_markdown, run_parity, set_reference_determinism, summarize
+from ground.atomic import atomic_dir
+from ground.cli import add_common_args, run_cli
+from ground.errors import UserError
+from hw_backends.conversion import convert
+from spikformer.data import load_dataset_with_info
+from spikformer.train import default_device
 
-from .parity import firing_rate_plot, parity_markdown, run_parity, set_reference_determinism, summarize
+from .options import add_conversion_arguments, conversion_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,9 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["fixed", "float"], default=None,
                    help="fixed (Loihi integer arithmetic) or float (reference semantics, float64; must be exact). "
                         "Default: fixed for loihi, float for nir")
-    p.add_argument("--ssa", choices=["binary", "graded"], default="graded")
-    p.add_argument("--ssa-order", choices=["auto", "kv_first", "qk_first"], default="auto")
-    p.add_argument("--preset", help="architecture for a bare state dict (official checkpoints)")
     p.add_argument("--data", default="digits", help="digits | cifar10:DIR | npz:FILE (test split is used)")
     p.add_argument("--samples", type=int, default=None, help="number of test samples (default: all)")
     p.add_argument("--engine", choices=["sim", "lava"], default="sim")
@@ -39,55 +41,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tolerance for |logit_ref - logit_sim| (default 1e-9 float, 0.5 fixed)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--out", required=True, help="output directory")
-    from hw_backends.loihi.quantize import add_quant_arguments
-    add_quant_arguments(p.add_argument_group("Loihi quantisation (mode fixed)"))
+    add_conversion_arguments(p)
     add_common_args(p)
     return p
 
 
 def _run(a: argparse.Namespace) -> int:
-    from convert.pipeline import load_and_lower
-    from spikformer.data import load_dataset_with_info
-
     mode = a.mode or ("fixed" if a.target == "loihi" else "float")
     if a.target == "nir" and mode == "fixed":
         raise UserError("--target nir has float semantics; use --mode float")
     if a.samples is not None and a.samples < 1:
         raise UserError("--samples must be >= 1")
+    if a.engine == "lava" and mode != "fixed":
+        raise UserError("--engine lava runs Loihi fixed point; use --mode fixed")
     device = a.device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
-    conv = load_and_lower(a.checkpoint, a.preset, "cpu", a.ssa, a.ssa_order)
-    cfg = conv.config
+    build = convert(a.checkpoint, conversion_options(a, a.target))
+    cfg = build.source.config
     split, data_info = load_dataset_with_info(a.data, cfg.img_size, cfg.in_channels, a.seed, cfg.num_classes)
     x, y = split.x_test, split.y_test
     if a.samples:
         x, y = x[:a.samples], y[:a.samples]
-    graph, built = conv.graph, None
-    if mode == "fixed":
-        from hw_backends.loihi.export import build
-        from hw_backends.loihi.quantize import quant_options
-        built = build(conv.graph, **quant_options(a))
-        graph = built["graph"]
+    graph, numeric = build.runnable(mode)
     sim_runner = None
     if a.engine == "lava":
-        if mode != "fixed":
-            raise UserError("--engine lava runs Loihi fixed point; use --mode fixed")
-        from hw_backends.loihi.lava_run import make_sim_runner
-        sim_runner = make_sim_runner(built)
-    facts = {"model": conv.info["name"], "checkpoint_sha256": conv.info["checkpoint_sha256"],
+        from analysis.lava_crosscheck import make_sim_runner
+        sim_runner = make_sim_runner(build.target)
+    facts = {"model": build.source.name, "checkpoint_sha256": build.source.sha256,
              "preset": a.preset or "from checkpoint", "config": cfg.to_dict(), "target": a.target, "mode": mode,
-             "engine": a.engine, "ssa_form": a.ssa, "ssa_order": conv.graph.metadata.get("ssa", {}),
+             "engine": a.engine, "ssa_form": build.ssa_form,
              "data": a.data, "data_sha256": data_info.get("sha256"), "seed": a.seed, "device": device,
              "reference_dtype": "float64" if mode == "float" else "float32",
              "determinism": set_reference_determinism(device)}
-    if built is not None:
-        q = built["quantization"]
+    if mode == "fixed":
+        q = build.quantization
         facts["quantization"] = {"weight_bits": q["weight_bits"], "vth_mant": q["vth_mant_target"],
                                  "input_payload_scale": q["input"]["payload_scale"]}
-    facts["ssa_order"] = sorted({v["order"] for v in facts["ssa_order"].values()})
-    res = run_parity(conv.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
-                     sim_runner=sim_runner)
+    facts["ssa_order"] = sorted({v["order"] for v in build.lowered.metadata.get("ssa", {}).values()})
+    res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
+                     sim_runner=sim_runner, numeric=numeric)
     atol = a.logit_atol if a.logit_atol is not None else (1e-9 if mode == "float" else 0.5)
     summary = summarize(res, facts, atol)
     with atomic_dir(a.out) as stage:

@@ -19,16 +19,20 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .cli_support import UserError, add_common_args, default_device, run_cli
-from .presets import DEFAULT_PRESET, PRESETS, UnknownPresetError, get_preset
+from ground.errors import UserError
+
+from ground.cli import add_common_args, run_cli
+
+from spikformer.train import default_device
+from spikformer.presets import DEFAULT_PRESET, PRESETS, UnknownPresetError, get_preset
 
 PROG = "spk-train"
 EVAL_PROG = "spk-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import SPEC_HELP
-    from .train import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
+    from spikformer.data import SPEC_HELP
+    from spikformer.train import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 
     p = argparse.ArgumentParser(prog=PROG, description="Train a Spikformer and save it as one checkpoint file.")
     p.add_argument("--preset", default=DEFAULT_PRESET,
@@ -60,9 +64,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
 
-    from .checkpoint import library_versions, save_checkpoint
-    from .data import load_dataset_with_info
-    from .train import resolve_device, train
+    from spikformer.checkpoint import library_versions, save_checkpoint
+    from spikformer.data import load_dataset_with_info
+    from spikformer.train import resolve_device, train
 
     device = resolve_device(args.device or default_device())
     data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
@@ -103,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    from .data import SPEC_HELP
+    from spikformer.data import SPEC_HELP
 
     p = argparse.ArgumentParser(prog=EVAL_PROG, description="Evaluate a Spikformer checkpoint's test accuracy.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file (spk-train output or an official state dict)")
@@ -120,10 +124,10 @@ def build_eval_parser() -> argparse.ArgumentParser:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .data import load_dataset_with_info
-    from .model import count_parameters
-    from .train import configure_threads, evaluate, resolve_device
+    from spikformer.checkpoint import load_checkpoint
+    from spikformer.data import load_dataset_with_info
+    from spikformer.model import count_parameters
+    from spikformer.train import configure_threads, evaluate, resolve_device
 
     device = resolve_device(args.device or default_device())
     if device.type == "cpu":

@@ -1,5 +1,5 @@
-"""Energy per layer and in total, from counted activity (`sim.activity`) under an energy model
-(`sim.energy_models`), beside the conventions of the SNN literature and an ANN baseline.
+"""Energy per layer and in total, from counted activity (`analysis.activity`) under an energy model
+(`analysis.energy_models`), beside the conventions of the SNN literature and an ANN baseline.
 
 Four numbers per inference (per sample), all from the same counted activity:
 

@@ -10,7 +10,7 @@ lists, str, bytes, numbers, numpy scalars, arrays of numbers or fixed-width stri
 the parent checks every dtype (no objects, no structures) and builds the arrays with np.frombuffer, so nothing
 the child sends can make the parent run code. `read_hdf5(path)` uses it to dump an HDF5 file (groups,
 attributes, datasets; hard links only) into `H5Group` / `H5Dataset` objects that answer the few h5py calls the
-readers make (`f.attrs`, `f[name]`, `keys()`, `items()`, `dataset[()]`); convert.nir_io.read_nir and
+readers make (`f.attrs`, `f[name]`, `keys()`, `items()`, `dataset[()]`); hw_backends.nir.nir_io.read_nir and
 hw_backends.loihi.network_file.read_network parse every user-supplied HDF5 file through it. A failure is
 `SandboxError` with `kind` "crash" (a signal or an unexpected exit), "timeout" or "error" (the function raised;
 the message names the exception) and a one-line message.
@@ -265,8 +265,6 @@ def _decode(e, arrays: _Arrays):
 def _resolve(target: str):
     import importlib
     mod, _, name = target.partition(":")
-    if mod == "spikformer.sandbox":
-        return globals()[name]  # this module (the helper loads it under another name)
     return getattr(importlib.import_module(mod), name)
 
 
@@ -398,20 +396,15 @@ def _serve() -> None:
         proto.write(json.dumps(ans) + "\n")
 
 
-# The helper loads this file as a module of its own, not as spikformer.sandbox: importing the spikformer package
-# would import torch (spikformer/__init__.py), which makes the helper slow to start and slow to fork.
-_SELF = "_spikformer_sandbox"
-_BOOT = ("import importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
-         f"spec = importlib.util.spec_from_file_location({_SELF!r}, sys.argv[2]); "
-         "m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m); "
-         "m._serve()")
+# The helper imports only this torch-free package (ground) with the repository root first on its path.
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from ground import sandbox; sandbox._serve()"
 
 
 # ------------------------------------------------------------------------------------------------ the parent
 class _Helper:
     def __init__(self):
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, str(ROOT), __file__], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, str(ROOT)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                                      start_new_session=True, cwd=str(ROOT))
         self.pid = os.getpid()
@@ -651,7 +644,7 @@ def _tree(d) -> H5Group | H5Dataset:
     return H5Dataset(d["value"])
 
 
-HDF5_DUMP = "spikformer.sandbox:hdf5_dump"  # what read_hdf5 runs in the child (tests point it at a crash)
+HDF5_DUMP = "ground.sandbox:hdf5_dump"  # what read_hdf5 runs in the child (tests point it at a crash)
 
 
 def read_hdf5(path, roots: list | None = None, timeout: float | None = None) -> H5Group:

@@ -1,13 +1,15 @@
 """spk-convert: a trained Spikformer checkpoint -> a hardware graph.
 
-    spk-convert model.pt --target nir -o model.nir [--preset NAME] [--ssa-order auto|kv_first|qk_first]
+    spk-convert model.pt --target nir|loihi -o OUT [--preset NAME] [--ssa auto|binary|graded]
+                [--ssa-order auto|kv_first|qk_first] [--weight-bits 8|16] [--vth-mant N] [--input-scale N]
                 [--device cpu|cuda] [--debug]
     spk-convert --list-targets
 
-Steps: load the checkpoint safely (torch.load weights_only; a bare state dict needs --preset), build the IR
-(convert.frontend), lower it for the target (BatchNorm folded, max-pool as OR, residual streams, SSA as binary
-threshold neurons in the cheaper or the requested product order, head as synapses + integrator), validate, and
-let the target write its artifacts atomically. Any bad input (file, option, model) ends with one line on stderr,
+Steps (hw_backends.conversion.convert, the route every command takes): load the checkpoint safely
+(torch.load weights_only; a bare state dict needs --preset), build the IR (convert.frontend), let the target
+lower it (BatchNorm folded, max-pool as OR, residual streams, SSA in the cheaper or the requested form and
+product order, head as synapses + integrator) and, for a chip, quantise, schedule and place it; then the
+target writes its artifacts atomically. Any bad input (file, option, model) ends with one line on stderr,
 a nonzero exit code and nothing written.
 """
 from __future__ import annotations
@@ -19,31 +21,27 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from spikformer.cli_support import UserError, add_common_args, run_cli
+from ground.cli import add_common_args, run_cli
+from ground.errors import UserError
+from hw_backends import base as targets
+from hw_backends.conversion import convert
+
+from .options import add_conversion_arguments, conversion_options
 
 PROG = "spk-convert"
-SSA_ORDERS = ("auto", "kv_first", "qk_first")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import hw_backends
-
-    targets = ", ".join(n for n, _ in hw_backends.list_backends())
+    names = [n for n, _ in targets.list_backends()]
     p = argparse.ArgumentParser(prog=PROG, description="Convert a trained Spikformer checkpoint to a hardware graph.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt) written by spk-train, or a state dict")
-    p.add_argument("--target", default="nir", help=f"output target (default nir); one of: {targets}")
-    kinds = ", ".join(f"a {hw_backends.get_backend(n).output_kind} for {n}" for n, _ in hw_backends.list_backends())
+    p.add_argument("--target", default="nir", help=f"output target (default nir); one of: {', '.join(names)}")
+    kinds = ", ".join(f"a {targets.get_backend(n).output_kind} for {n}" for n in names)
     p.add_argument("-o", "--output", help=f"output path ({kinds})")
-    p.add_argument("--preset", default=None,
-                   help="architecture of a bare state dict (e.g. cifar10-4-384); checkpoints from spk-train carry "
-                        "their own")
-    p.add_argument("--ssa-order", default="auto", choices=SSA_ORDERS,
-                   help="SSA product order: auto picks the one with fewer neurons (default auto)")
     p.add_argument("--device", default="cpu", help="device for loading the checkpoint (default cpu); the "
                                                    "conversion itself runs in float64 on the CPU")
     p.add_argument("--list-targets", action="store_true", help="list the output targets and exit")
-    for name, _ in hw_backends.list_backends():
-        hw_backends.get_backend(name).add_arguments(p.add_argument_group(f"target {name}"))
+    add_conversion_arguments(p)
     add_common_args(p)
     return p
 
@@ -75,18 +73,26 @@ def ssa_summary(graph) -> list[str]:
     return lines
 
 
-def _run(args: argparse.Namespace) -> int:
-    import hw_backends
+def _print_loihi_forms(summary: dict, out) -> None:
+    forms = summary["ssa"]
+    for form, tot in forms["by_form"].items():
+        mark = " (chosen)" if form == forms["chosen"] else ""
+        print(f"  loihi SSA {form}{mark}: {tot['cores']:,} cores, {tot['chips']:,} chips, "
+              f"{tot['neurons']:,} neurons, {tot['synapses']:,} synapses, depth {tot['pipeline_depth']}")
+    if summary["warnings"]:
+        print(f"  loihi: {summary['warnings']} warnings, see {out}/summary.md")
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.list_targets:
-        for name, desc in hw_backends.list_backends():
+        for name, desc in targets.list_backends():
             print(f"{name:8s} {desc}")
-        for name, reason in sorted(hw_backends.unavailable().items()):
+        for name, reason in sorted(targets.unavailable().items()):
             print(f"{name:8s} (unavailable: {reason})")
         return 0
     if not args.checkpoint:
         raise UserError("give a checkpoint file (or --list-targets)")
-    backend = hw_backends.get_backend(args.target)  # unknown target: fails before any work
+    backend = targets.get_backend(args.target)  # unknown target: fails before any work
     if not args.output:
         raise UserError(f"give an output path with -o (e.g. -o model{backend.default_suffix or '.out'})")
     out = backend.check_output(args.output)
@@ -97,34 +103,21 @@ def _run(args: argparse.Namespace) -> int:
         import torch
         if not torch.cuda.is_available():
             raise UserError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-
-    from convert.frontend import spikformer_to_ir
-    from convert.pipeline import file_sha256, tag_input_grid
-    from spikformer.checkpoint import load_checkpoint
+    options = conversion_options(args, args.target, device=args.device)
 
     t0 = time.perf_counter()
-    model, cfg, meta = load_checkpoint(ckpt, preset=args.preset, device=args.device)
+    build = convert(ckpt, options)
     t1 = time.perf_counter()
-    frontend = spikformer_to_ir(model)
-    tag_input_grid(frontend, meta)
+    summary = build.export(out, converter=PROG)
     t2 = time.perf_counter()
-    options = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "output", "list_targets", "debug")}
-    graph = backend.prepare(frontend, options)
-    graph.validate()
-    t3 = time.perf_counter()
-    info = {"name": ckpt.name, "checkpoint_sha256": file_sha256(ckpt),
-            "preset": args.preset or meta.get("preset"), "config": cfg.to_dict(),
-            "dataset": meta.get("dataset"), "test_accuracy": meta.get("test_accuracy"),
-            "checkpoint_source": meta.get("source"), "converter": PROG,
-            "options": {k: v for k, v in options.items() if k != "target"}}
-    summary = backend.export(graph, info, out, options)
-    t4 = time.perf_counter()
 
+    graph, cfg = build.lowered, build.source.config
     shapes = graph.shapes()
     neurons = sum(math.prod(shapes[n.name]) for n in graph.nodes.values() if n.spiking)
-    print(f"{PROG}: {ckpt} ({info['preset'] or 'config from checkpoint'}, {cfg.depth} blocks x {cfg.embed_dim}, "
+    preset = build.source.facts()["preset"]
+    print(f"{PROG}: {ckpt} ({preset or 'config from checkpoint'}, {cfg.depth} blocks x {cfg.embed_dim}, "
           f"T={cfg.T}) -> target {backend.name}")
-    print(f"  time: load {t1 - t0:.2f} s, frontend {t2 - t1:.2f} s, lower {t3 - t2:.2f} s, export {t4 - t3:.2f} s")
+    print(f"  time: load, frontend and build {t1 - t0:.2f} s, export {t2 - t1:.2f} s")
     print(f"  IR: {len(graph.nodes)} nodes ({_fmt_count(graph.summary())}), {len(graph.edges)} edges, "
           f"{neurons:,} spiking neurons")
     if "nir_nodes" in summary:
@@ -132,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
               f"{summary['nir_edges']} edges")
     for line in ssa_summary(graph):
         print(f"  {line}")
+    if summary.get("ssa"):
+        _print_loihi_forms(summary, out)
     for path in summary.get("artifacts", []):
         size = Path(path).stat().st_size if Path(path).is_file() else None
         print(f"  wrote {path}" + (f" ({_size(size)})" if size is not None else ""))

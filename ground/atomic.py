@@ -2,7 +2,7 @@
 there. Files are written to a temporary sibling and renamed into place; directories are built in a temporary
 sibling and swapped in only when complete. An OSError on the way (disk full, read-only file system, ...) gets a
 `destination` attribute naming the path that was not written, for the one-line message of
-spikformer.cli_support.run_cli."""
+ground.cli.run_cli."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,38 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def _usual_permissions(path) -> None:
+    """mkstemp/mkdtemp make private files; an output gets the permissions the umask gives."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling path for a writer that takes a file name (h5py, nir.write); on success the
+    file is fsynced and renamed to `path`, on failure removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        mark_destination(e, path)
+        raise
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        _usual_permissions(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        mark_destination(e, path)
+        raise
 
 
 @contextlib.contextmanager
@@ -27,9 +59,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result gets the usual permissions
+        _usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
@@ -68,9 +98,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
     try:
         yield stage
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the result gets the usual permissions
+        _usual_permissions(stage)
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
@@ -88,3 +116,36 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         mark_destination(e, path)
         raise
+
+
+def replace_files(out_dir, files: dict[str, bytes]) -> list[Path]:
+    """Several files into `out_dir` as one change (other files there are kept): every file is first written
+    completely to a temporary sibling, and only when all of them are written are they renamed into place, so a
+    failure while writing (disk full, interrupt) leaves the earlier files untouched and no temporary files
+    behind."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a directory")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, data in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=out)
+            staged.append((tmp, out / name))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in staged:
+            _usual_permissions(tmp)
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if still empty
+        raise
+    return [path for _, path in staged]

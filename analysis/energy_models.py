@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from spikformer.cli_support import UserError
+from ground.errors import UserError
 
 ENERGY_FIELDS = ("mac_pj", "ac_pj", "neuron_update_inactive_pj", "neuron_update_active_pj", "spike_pj")
 TEXT_FIELDS = ("name", "description", "source", "notes")

@@ -41,9 +41,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from convert import ir
+from convert import ir, kernels
+from sim.engine import Engine
 
-from . import kernels
+from .reference import record_reference
 
 NEURON_TYPES = tuple(getattr(ir, n) for n in ("LIF", "Threshold", "Integrator", "LoihiLIF", "GradedNeuron",
                                                "ProductNeuron") if hasattr(ir, n))
@@ -381,7 +382,7 @@ class Records:
 
 def reference_records(graph: ir.Graph, images: torch.Tensor, ref_spikes: dict[str, torch.Tensor],
                       T: int) -> dict[str, torch.Tensor]:
-    """A record dict for `graph` from the PyTorch reference (`sim.reference.record_reference`): the analog input
+    """A record dict for `graph` from the PyTorch reference (`analysis.reference.record_reference`): the analog input
     repeated at every step (direct encoding) and the spikes of every LIF / max-pool module, whose IR nodes carry
     the module path as their name. Everything else is recomputed on demand by `Records`."""
     rec = {}
@@ -563,18 +564,14 @@ def needed_records(graph: ir.Graph) -> list[str]:
     return [n for n, node in graph.nodes.items() if not isinstance(node, ir.Output)]
 
 
-def activity_from_simulator(graph: ir.Graph, images: torch.Tensor, device="cpu") -> Activity:
-    """Counts from the float simulator's records (Engine(graph).run(images, record='all'))."""
-    from .engine import Engine
-
-    res = Engine(graph, device=device).run(images, record="all")
+def activity_from_simulator(graph: ir.Graph, images: torch.Tensor, device="cpu", numeric: str = "float") -> Activity:
+    """Counts from the simulator's records (Engine(graph, numeric).run(images, record='all'))."""
+    res = Engine(graph, numeric, device=device).run(images, record="all")
     return ActivityCounter(graph, device)(res.records)
 
 
 def activity_from_reference(model, graph: ir.Graph, images: torch.Tensor) -> Activity:
-    """Counts from the PyTorch reference's recorded spikes (sim.reference.record_reference) for the same images;
+    """Counts from the PyTorch reference's recorded spikes (analysis.reference.record_reference) for the same images;
     the synapse layers and stateless SSA neurons are recomputed from those spikes."""
-    from .reference import record_reference
-
     _, spikes = record_reference(model, images)
     return ActivityCounter(graph)(reference_records(graph, images, spikes, model.T))

@@ -34,8 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +41,11 @@ import numpy as np
 
 import nir
 
-from spikformer import sandbox
-from spikformer.atomic import mark_destination
-from spikformer.cli_support import UserError
+from ground import sandbox
+from ground.atomic import atomic_path
+from ground.errors import UserError
 
-from . import ir
+from convert import ir
 
 FORMAT = "spikformer-nir"
 FORMAT_VERSION = 1
@@ -65,7 +63,7 @@ THRESHOLD_CONVENTION = (
     ">; thresholds are stored unchanged. Threshold nodes are stateless per step")
 GROUPS_NOTE = (
     "Conv1d/Conv2d use groups; NIR 1.0.8 type inference takes weight.shape[1] (= C_in/groups) as the input "
-    "channel count, so read with type_check=False on stock NIR or with convert.nir_io.grouped_conv_types()")
+    "channel count, so read with type_check=False on stock NIR or with hw_backends.nir.nir_io.grouped_conv_types()")
 
 _EXPORTABLE = (ir.Input, ir.Output, ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.Flatten, ir.LIF, ir.Threshold,
                ir.Integrator, ir.Delay, ir.AxisSynapse)
@@ -649,23 +647,8 @@ def write_nir(path, graph: ir.Graph, model_info: dict | None = None, compression
     path = Path(path)
     cache = WeightCache()
     ng = to_nir(graph, model_info, cache)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        mark_destination(e, path)
-        raise
-    try:
+    with atomic_path(path) as tmp:
         nir.write(tmp, StreamingGraph(ng), compression=compression)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        mark_destination(e, path)  # a full disk: "cannot write PATH: No space left on device"
-        raise
     counts: dict[str, int] = {}
     for n in ng.nodes.values():
         counts[type(n).__name__] = counts.get(type(n).__name__, 0) + 1
@@ -679,7 +662,7 @@ def read_nir(path, structured: str = "axis") -> ir.Graph:
 
 
 def read_nir_graph(path) -> nir.NIRGraph:
-    """nir.read(path, type_check=True), with the HDF5 parsing in a child process (spikformer.sandbox: a deadline
+    """nir.read(path, type_check=True), with the HDF5 parsing in a child process (ground.sandbox: a deadline
     and an address-space limit, plain arrays and strings sent back): a crafted file that makes the HDF5 library
     hang or crash is refused with NIRReadError like any other malformed file. The NIR nodes are then built
     here from those values exactly as nir.read builds them (nir.serialization.hdf2dict + dict2NIRNode)."""

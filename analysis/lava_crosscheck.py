@@ -1,0 +1,89 @@
+"""The Lava cross-check: the same images through lava-nc's bit-accurate runtime (hw_backends.loihi.lava_run, an
+isolated process) and through the fixed-point simulator (sim.engine), compared exactly: spikes (graded
+populations: integer payloads) of every recorded population and the readout's v at every logical step.
+`make_sim_runner(build)` is the `sim_runner` of analysis.parity (`spk-parity --engine lava`)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from convert import ir
+from hw_backends.loihi.lava_graph import check_matrix_sizes, readout_population
+from hw_backends.loihi.lava_run import graph_and_schedule, populations, record_list, run_lava
+from sim.engine import Engine
+
+
+def crosscheck(export_dir_or_built, images, record="all", sim_graph: ir.Graph | None = None,
+               timeout_s: float = 600.0, progress: bool = True, pin_models: bool = False) -> dict:
+    """Runs the same images through Lava and through the fixed-point simulator (sim.engine, logical time) and
+    counts the differences: spikes (graded populations: integer payloads) of every recorded population and the
+    readout's v at every logical step (readout_steps=True).
+    `sim_graph`: the graph for the simulator (default: the one Lava runs); `pin_models`: see run_lava."""
+    g, sched = graph_and_schedule(export_dir_or_built)
+    sg = sim_graph if sim_graph is not None else g
+    rec = record_list(g, record)
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float64)
+    t0 = time.perf_counter()
+    readout = readout_population(g)
+    sim = Engine(sg, numeric="loihi_fixed").run(x, record=rec + [readout])
+    sim_s = time.perf_counter() - t0
+    lava = run_lava((g, sched), images, record=rec, timeout_s=timeout_s, progress=progress,
+                    pin_models=pin_models, readout_steps=True)
+    out = sg.outputs()[0]
+    sim_v = sim.outputs[out].numpy()
+    sim_v_steps = sim.records[readout].reshape(lava.readout_v_steps.shape).numpy()
+    # exact comparison: 0/1 spikes of LIF populations, integer payloads of graded ones
+    spikes = {n: int((lava.spikes[n] != sim.records[n].numpy()).sum()) for n in rec}
+    graded = [n for n in rec if not isinstance(g.nodes[n], ir.LoihiLIF)]
+    return {"readout": lava.readout, "readout_mismatches": int((lava.readout_v != sim_v).sum()),
+            "readout_max_abs_diff": float(np.abs(lava.readout_v - sim_v).max()),
+            "readout_step_mismatches": int((lava.readout_v_steps != sim_v_steps).sum()),
+            "spike_mismatches": spikes, "total_spike_mismatches": int(sum(spikes.values())),
+            "firing_rates": {n: float((sim.records[n] != 0).double().mean()) for n in rec},
+            "graded_payload_max": {n: float(sim.records[n].abs().max()) for n in graded},
+            "spikes_compared": int(sum(sim.records[n].numel() for n in rec)),
+            "samples": int(x.shape[0]), "sim_s": sim_s, "lava": lava.timing, "network": lava.network,
+            "lava_result": lava, "sim_result": sim}
+
+
+def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin_models: bool = True):
+    """The `sim_runner` of analysis.parity.run_parity for the Lava engine (`spk-parity --engine lava`).
+
+    `built`: a Loihi build (or an export directory, or a (graph, schedule) pair). Returns
+    `runner(images [B, C, H, W] float tensor, layer_names) -> (logits_v, records)`: `logits_v` is the readout's
+    v at the last logical step, float64 [B, classes], *not* divided by graph.metadata['readout_scale'] (parity
+    divides), and `records` maps every requested name to a float64 tensor [T, B, *shape] in the IR layout
+    (images (C, H, W), tokens (C, N)): spikes of a LIF population, payloads of a graded one, and for the
+    readout its v at every logical step (the simulator's record of it). Every requested population is recorded
+    in this run, whatever the export's own record list; a name that is not a population raises ValueError.
+    One isolated Lava run (run_lava, killed after `timeout_s`) per call; `runner.last_result` keeps the last
+    LavaResult (timing, process counts)."""
+    g, sched = graph_and_schedule(built)
+    check_matrix_sizes(g, sched)  # refuse big networks before any Lava run
+    pops = set(populations(g))
+    readout = readout_population(g)
+
+    def runner(images, layer_names):
+        names = list(dict.fromkeys(layer_names))
+        bad = [n for n in names if n not in pops]
+        if bad:
+            raise ValueError(f"the Lava engine records populations only; not populations of the network: {bad}")
+        rec = [n for n in names if n != readout]
+        x = images.detach().to("cpu", torch.float64).numpy() if isinstance(images, torch.Tensor) \
+            else np.asarray(images, dtype=np.float64)
+        res = run_lava((g, sched), x, record=rec, timeout_s=timeout_s, progress=progress, pin_models=pin_models,
+                       readout_steps=readout in names)
+        runner.last_result = res
+        records = {n: torch.from_numpy(res.spikes[n].astype(np.float64)) for n in rec}
+        if readout in names:
+            shape = tuple(g.shapes()[readout])
+            v = res.readout_v_steps
+            records[readout] = torch.from_numpy(v.astype(np.float64).reshape(v.shape[0], v.shape[1], *shape))
+        logits_v = torch.from_numpy(res.readout_v.astype(np.float64)).reshape(res.readout_v.shape[0], -1)
+        return logits_v, {n: records[n] for n in names}
+
+    runner.last_result = None
+    runner.graph, runner.schedule, runner.readout = g, sched, readout
+    return runner

@@ -1,0 +1,44 @@
+"""The conversion options every command takes, built once from convert.options.ConversionOptions: the same
+flags with the same defaults in spk-convert, spk-parity and spk-report, so they name the same network."""
+from __future__ import annotations
+
+import argparse
+
+from convert.options import (DEFAULT_INPUT_SCALE, SSA_CHOICES, SSA_ORDERS, WEIGHT_BITS_CHOICES, ConversionOptions,
+                             OptionsError)
+from ground.errors import UserError
+from spikformer.presets import PRESETS
+
+DEFAULTS = ConversionOptions()
+
+
+def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("conversion (the same in spk-convert, spk-parity and spk-report)")
+    g.add_argument("--preset", default=DEFAULTS.preset,
+                   help=f"architecture of a bare state dict: {', '.join(sorted(PRESETS))}; checkpoints from "
+                        "spk-train carry their own")
+    g.add_argument("--ssa", "--ssa-form", dest="ssa", default=DEFAULTS.ssa, choices=SSA_CHOICES,
+                   help="SSA lowering: binary spikes and threshold neurons (any chip, NIR), or Loihi 2 graded spikes, "
+                        "product neurons and graded residual relays; auto: the target's cheaper form (NIR: binary; "
+                        f"Loihi: the one that needs fewer cores) (default {DEFAULTS.ssa})")
+    g.add_argument("--ssa-order", default=DEFAULTS.ssa_order, choices=SSA_ORDERS,
+                   help=f"SSA product order; auto picks the one with fewer neurons (default {DEFAULTS.ssa_order})")
+    g.add_argument("--weight-bits", type=int, default=DEFAULTS.weight_bits, choices=WEIGHT_BITS_CHOICES,
+                   help="loihi: 16 carries each dense weight in two 8-bit synapse groups (high and low part, more "
+                        f"synapses, near-float accuracy); 8 uses one group (default {DEFAULTS.weight_bits})")
+    g.add_argument("--vth-mant", type=int, default=DEFAULTS.vth_mant,
+                   help="loihi: threshold mantissa of LIF layers; sets the fixed-point scale lambda = (64 vth + 1) / "
+                        f"theta (default {DEFAULTS.vth_mant})")
+    g.add_argument("--input-scale", type=int, default=DEFAULTS.input_scale,
+                   help="loihi: graded input payload = round(x * SCALE) for x in [0, 1] (default: the training data's "
+                        f"exact grid recorded in the checkpoint, e.g. 256 for the digits at 16x16, else "
+                        f"{DEFAULT_INPUT_SCALE})")
+
+
+def conversion_options(args: argparse.Namespace, target: str, device: str = "cpu") -> ConversionOptions:
+    try:
+        return ConversionOptions(target=target, ssa=args.ssa, ssa_order=args.ssa_order, weight_bits=args.weight_bits,
+                                 vth_mant=args.vth_mant, input_scale=args.input_scale, preset=args.preset,
+                                 device=device)
+    except OptionsError as e:
+        raise UserError(str(e)) from None

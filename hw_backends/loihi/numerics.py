@@ -1,0 +1,51 @@
+"""Loihi's fixed-point arithmetic facts that both sides use: the fixed-point simulator (sim.fixed_point) and
+the Lava side (lava_graph, lava_run), which never import each other (docs/loihi_fixed_point.md).
+
+- state range: u wraps and v saturates in 24-bit two's complement (lava-nc 0.10.0, lif/models.py);
+- synaptic input: 16 bit on chip (the LIF's a_in port);
+- input encoding: the image as a graded payload round(clip(x, 0, 1) * input_scale);
+- value bounds: an upper bound of |output| of every node of a quantised graph, from its weights."""
+from __future__ import annotations
+
+import numpy as np
+
+from convert import ir
+
+from . import limits as L
+
+STATE_RANGE = 2 ** (L.STATE_BITS - 1)  # u wraps beyond +-2**23; v saturates at +-(2**23 - 1) = limits.STATE_MAX
+ACTIVATION_MAX = L.ACTIVATION_MAX      # |a_in| on chip (16-bit synaptic input)
+
+
+def encode_input(images, input_scale: int):
+    """The graded input payload round(clip(x, 0, 1) * input_scale) (round half to even) of a torch tensor."""
+    return (images.clamp(0, 1) * input_scale).round()
+
+
+def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
+    """An upper bound of |output| of every node of a fixed-point graph (spikes 1, graded payloads and synaptic
+    sums from the weights): proves that float32 sums are exact and that graded payloads fit their messages."""
+    bound: dict[str, float] = {}
+    for name in g.topo_order():
+        node = g.nodes[name]
+        ins = sum(bound[e.src] for e in g.in_edges(name))
+        if isinstance(node, ir.Input):
+            bound[name] = float(input_scale)
+        elif isinstance(node, ir.LoihiLIF):
+            bound[name] = float(STATE_RANGE) if node.readout else 1.0
+        elif isinstance(node, ir.ProductNeuron):
+            a = sum(bound[e.src] for e in g.in_edges(name, "in1"))
+            b = sum(bound[e.src] for e in g.in_edges(name, "in2"))
+            bound[name] = a * b
+        elif node.is_synapse:
+            w = node.weight
+            if isinstance(w, np.ndarray):
+                row = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max())
+            elif isinstance(node, ir.AxisSynapse):
+                row = abs(float(w)) * node.fan_in
+            else:  # SumPool2d
+                row = abs(float(w)) * node.kernel[0] * node.kernel[1]
+            bound[name] = row * ins * 2.0 ** max(float(np.max(node.weight_exp)), 0.0)
+        else:
+            bound[name] = ins
+    return bound

@@ -1,0 +1,52 @@
+"""The Loihi 2 target (lava-nc): lower (SSA in the form that needs fewer cores unless one is asked for),
+quantise, schedule, map, and write the artifact directory atomically. Registers `loihi`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from convert import ir
+from convert.options import SSA_FORMS, ConversionOptions
+from convert.passes import lower
+from ground.atomic import atomic_dir
+
+from ..base import Backend, TargetBuild, register
+from .export import build, write_artifacts
+
+
+@register
+class LoihiBackend(Backend):
+    name = "loihi"
+    description = ("Intel Loihi 2 via lava-nc: 8-bit fixed point, hardware timing (delays, relays, resets), "
+                   "network.h5 + quantization.json + resources.json; runnable with "
+                   "Loihi2SimCfg(select_tag='fixed_pt')")
+    output_kind = "dir"
+    default_suffix = "_loihi"
+    ssa_forms = SSA_FORMS
+
+    def build(self, frontend: ir.Graph, options: ConversionOptions) -> TargetBuild:
+        """Builds every SSA form (the export reports the cost of each) and keeps the requested one, or for
+        "auto" the one that needs fewer cores."""
+        self.resolve_ssa(options.ssa)
+        builds, totals = {}, {}
+        for form in SSA_FORMS:
+            b = build(lower(frontend, ssa_order=options.ssa_order, ssa_form=form), vth_mant=options.vth_mant,
+                      weight_bits=options.weight_bits, input_scale=options.input_scale)
+            totals[form] = dict(b.resources["total"], pipeline_depth=b.schedule["max_depth"])
+            builds[form] = b
+        chosen = min(SSA_FORMS, key=lambda f: totals[f]["cores"]) if options.ssa == "auto" else options.ssa
+        b = builds[chosen]
+        b.ssa_forms = {"chosen": chosen, "requested": options.ssa, "by_form": totals}
+        b.resources["ssa_forms"] = b.ssa_forms
+        return b
+
+    def export(self, build, out_path, model_info: dict) -> dict:
+        t = build.target
+        q = t.quantization
+        options = {"target": "loihi", "ssa": t.ssa_form, "ssa_requested": build.options.ssa,
+                   "ssa_order": build.options.ssa_order, "vth_mant": q["vth_mant_target"],
+                   "weight_bits": q["weight_bits"], "input_scale": q["input"]["payload_scale"]}
+        with atomic_dir(Path(out_path)) as stage:
+            manifest = write_artifacts(stage, t, model_info, options)
+        return {"manifest": manifest, "ssa": t.ssa_forms, "resources": t.resources["total"],
+                "warnings": len(t.warnings),
+                "artifacts": [str(Path(out_path) / f) for f in ["manifest.json", *manifest["files"]]]}

@@ -1,0 +1,30 @@
+"""The NIR target: the lowered graph (binary SSA, standard node types only) as one gzip-compressed NIR 1.0.8
+file, written atomically. See nir_io.py for the mapping and the time convention."""
+from __future__ import annotations
+
+from convert import ir
+from convert.options import ConversionOptions
+from convert.passes import lower
+
+from ..base import Backend, TargetBuild, register
+from . import nir_io
+
+
+@register
+class NIRBackend(Backend):
+    name = "nir"
+    description = ("NIR 1.0.8 graph file (HDF5, gzip): standard nodes only, dt = 1 time convention, SSA as "
+                   "threshold neurons and structured Conv1d synapses")
+    output_kind = "file"
+    default_suffix = ".nir"
+    ssa_forms = ("binary",)  # graded spikes and product neurons have no NIR node type
+
+    def build(self, frontend: ir.Graph, options: ConversionOptions) -> TargetBuild:
+        form = self.resolve_ssa(options.ssa)
+        g = lower(frontend, ssa_order=options.ssa_order, ssa_form=form)
+        return TargetBuild(lowered=g, graph=g, numeric="float", ssa_form=form)
+
+    def export(self, build, out_path, model_info: dict) -> dict:
+        summary = nir_io.write_nir(out_path, build.graph, model_info=model_info)
+        summary["artifacts"] = [summary["path"]]
+        return summary

@@ -1,0 +1,49 @@
+"""The layer order of docs/architecture.md, enforced by import-linter (the contracts in pyproject.toml): a
+module imports only from layers below its own, at module level or inside a function."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("ground", "spikformer", "convert", "hw_backends", "sim", "analysis", "commands")
+
+
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert exe, "import-linter is not installed (it is in the dev extra of pyproject.toml)"
+    return subprocess.run([exe, "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(cwd), "PATH": str(Path(sys.executable).parent)})
+
+
+def test_every_layer_contract_is_kept():
+    res = lint_imports(ROOT)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "broken" not in res.stdout.lower().replace("0 broken", "")
+
+
+def test_the_contract_names_every_top_level_package():
+    text = (ROOT / "pyproject.toml").read_text()
+    layers = text.split('type = "layers"', 1)[1].split("]", 1)[0]
+    assert [p for p in PACKAGES if f'"{p}"' not in layers] == []
+    found = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    assert found == set(PACKAGES), f"a top-level package outside the layer contract: {found ^ set(PACKAGES)}"
+
+
+@pytest.mark.parametrize("low,high", [("sim", "analysis"), ("hw_backends", "sim"), ("convert", "hw_backends"),
+                                      ("ground", "spikformer")])
+def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path, low, high):
+    """The referee catches what the layering forbids: a copy of the tree with one import that runs up, hidden in
+    a function, fails."""
+    for p in PACKAGES:
+        shutil.copytree(ROOT / p, tmp_path / p, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with open(tmp_path / low / "__init__.py", "a") as f:
+        f.write(f"\n\ndef _sneaky():\n    import {high}  # noqa: F401\n")
+    res = lint_imports(tmp_path)
+    assert res.returncode != 0
+    assert f"{low} is not allowed to import {high}" in res.stdout or f"{low} -> {high}" in res.stdout, res.stdout[-3000:]
