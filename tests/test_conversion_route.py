@@ -1,0 +1,101 @@
+"""One conversion route: the three commands take the same conversion options with the same defaults, and the
+network they export, check and report is the one convert() builds from those options."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from commands import convert as convert_cmd
+from commands import parity as parity_cmd
+from commands import report as report_cmd
+from convert.options import ConversionOptions
+from hw_backends.conversion import convert
+from sim.engine import Engine
+from spikformer.checkpoint import save_checkpoint
+
+from .conftest import assert_one_line_error
+from .helpers_models import randomized_model
+
+FLAGS = ("--preset", "--ssa", "--ssa-order", "--weight-bits", "--vth-mant", "--input-scale")
+TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("route") / "tiny.pt"
+    save_checkpoint(path, randomized_model("digits-2-64", seed=4, attn_drive=1.0, **TINY),
+                    {"dataset": {"spec": "digits", "value_grid": 256}})
+    return path
+
+
+def _actions(parser) -> dict:
+    return {s: a for a in parser._actions for s in a.option_strings}
+
+
+def test_the_commands_share_every_conversion_flag_and_default():
+    parsers = {m.__name__: _actions(m.build_parser()) for m in (convert_cmd, parity_cmd, report_cmd)}
+    defaults = ConversionOptions()
+    for flag in FLAGS:
+        seen = {name: (a[flag].dest, a[flag].default, tuple(a[flag].choices or ())) for name, a in parsers.items()}
+        assert len(set(seen.values())) == 1, f"{flag} differs between the commands: {seen}"
+        dest, default, _ = next(iter(seen.values()))
+        assert default == getattr(defaults, dest), f"{flag}: default {default!r} is not ConversionOptions'"
+
+
+def test_options_are_checked_once(ckpt):
+    with pytest.raises(ValueError, match="unknown SSA form 'fast'"):
+        ConversionOptions(ssa="fast")
+    with pytest.raises(ValueError, match="weight bits must be one of"):
+        ConversionOptions(weight_bits=4)
+    with pytest.raises(ValueError, match="runs the SSA form"):  # NIR has no graded spikes
+        convert(ckpt, ConversionOptions(target="nir", ssa="graded"))
+
+
+def test_build_states_its_arithmetic(ckpt):
+    b = convert(ckpt, ConversionOptions(target="loihi"))
+    assert b.numeric == "loihi_fixed" and b.ssa_form in ("binary", "graded")
+    assert b.target.ssa_forms["chosen"] == b.ssa_form
+    assert b.quantization["input"]["payload_scale"] == 256  # the checkpoint's data grid reached the target
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    graph, numeric = b.runnable("fixed")
+    Engine(graph, numeric).run(x)
+    with pytest.raises(ValueError, match="numeric 'float' does not fit"):
+        Engine(graph, "float")  # a quantised graph in float semantics is refused, not silently misread
+    lowered, numeric = b.runnable("float")
+    assert numeric == "float" and lowered is b.lowered
+    with pytest.raises(ValueError, match="numeric 'loihi_fixed' does not fit"):
+        Engine(lowered, "loihi_fixed")
+    assert convert(ckpt, ConversionOptions(target="nir")).numeric == "float"
+
+
+def test_report_and_parity_use_the_exported_network(ckpt, tmp_path, cli):
+    """spk-report and spk-parity with --weight-bits 8 run the network spk-convert exports with --weight-bits 8
+    (before the shared route, spk-report had no quantisation options at all)."""
+    rc, _, err = cli(convert_cmd.main, [ckpt, "--target", "loihi", "--weight-bits", "8", "-o", tmp_path / "ex"])
+    assert rc == 0, err
+    manifest = json.loads((tmp_path / "ex" / "manifest.json").read_text())
+    assert manifest["options"]["weight_bits"] == 8 and manifest["model"]["options"]["weight_bits"] == 8
+    ops = {}
+    for bits in (8, 16):
+        out = tmp_path / f"r{bits}"
+        rc, _, err = cli(report_cmd.main, [ckpt, "--target", "loihi", "--weight-bits", bits, "--samples", "2",
+                                           "--device", "cpu", "--no-progress", "-o", out])
+        assert rc == 0, err
+        rep = json.loads((out / "energy.json").read_text())
+        ops[bits] = rep["totals"]["event_ops"]["effective_ac"] + rep["totals"]["event_ops"]["effective_mac"]
+    assert ops[16] > ops[8]  # the 16-bit network has a second (low-part) synapse group per weight
+    rc, _, err = cli(parity_cmd.main, [ckpt, "--target", "loihi", "--weight-bits", "8", "--samples", "2",
+                                       "--device", "cpu", "--no-progress", "--min-agreement", "0",
+                                       "-o", tmp_path / "p"])
+    assert rc == 0, err
+    facts = json.loads((tmp_path / "p" / "parity.json").read_text())["run"]
+    assert facts["quantization"]["weight_bits"] == 8
+
+
+def test_a_bad_option_is_one_line_in_every_command(ckpt, tmp_path, cli):
+    for main, extra in ((convert_cmd.main, ["--target", "nir"]), (parity_cmd.main, ["--target", "nir"]),
+                        (report_cmd.main, ["--target", "nir"])):
+        rc, _, err = cli(main, [ckpt, *extra, "--ssa", "graded", "-o", tmp_path / "x"])
+        assert_one_line_error(rc, err, "error:", "graded")
