@@ -47,25 +47,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    except OSError as e:
-        mark_destination(e, path)
-        raise
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        _usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        mark_destination(e, path)
-        raise
+    """An open file whose content replaces `path` only when the block completes."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def mark_destination(e: BaseException, path) -> None:
