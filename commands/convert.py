@@ -1,6 +1,6 @@
 """spk-convert: a trained Spikformer checkpoint -> a hardware graph.
 
-    spk-convert model.pt --target nir|loihi -o OUT [--preset NAME] [--ssa auto|binary|graded]
+    spk-convert model.pt --target nir|loihi [-o OUT] [--preset NAME] [--weights model|ema] [--ssa auto|binary|graded]
                 [--ssa-order auto|kv_first|qk_first] [--weight-bits 8|16] [--vth-mant N] [--input-scale N]
                 [--device cpu|cuda] [--debug]
     spk-convert --list-targets
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt) written by spk-train, or a state dict")
     p.add_argument("--target", default="nir", help=f"output target (default nir); one of: {', '.join(names)}")
     kinds = ", ".join(f"a {targets.get_backend(n).output_kind} for {n}" for n in names)
-    p.add_argument("-o", "--output", help=f"output path ({kinds})")
+    p.add_argument("-o", "--output", help=f"output path ({kinds}; default: beside the checkpoint, model.nir or "
+                                               "model_loihi/)")
     p.add_argument("--device", default="cpu", help="device for loading the checkpoint (default cpu); the "
                                                    "conversion itself runs in float64 on the CPU")
     p.add_argument("--list-targets", action="store_true", help="list the output targets and exit")
@@ -73,6 +74,11 @@ def ssa_summary(graph) -> list[str]:
     return lines
 
 
+def default_output(ckpt: Path, backend) -> Path:
+    """Beside the checkpoint: model.pt -> model.nir (a file target), model_loihi/ (a directory target)."""
+    return ckpt.with_name(ckpt.stem + (backend.default_suffix or f".{backend.name}"))
+
+
 def _print_loihi_forms(summary: dict, out) -> None:
     forms = summary["ssa"]
     for form, tot in forms["by_form"].items():
@@ -93,12 +99,12 @@ def _run(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         raise UserError("give a checkpoint file (or --list-targets)")
     backend = targets.get_backend(args.target)  # unknown target: fails before any work
-    if not args.output:
-        raise UserError(f"give an output path with -o (e.g. -o model{backend.default_suffix or '.out'})")
-    out = backend.check_output(args.output)
     ckpt = Path(args.checkpoint)
     if not ckpt.exists():
         raise UserError(f"checkpoint {ckpt} does not exist")
+    out = backend.check_output(args.output or default_output(ckpt, backend))
+    if out.exists():
+        print(f"{PROG}: {out} exists and will be replaced when the conversion succeeds")
     if str(args.device).startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
@@ -115,8 +121,9 @@ def _run(args: argparse.Namespace) -> int:
     shapes = graph.shapes()
     neurons = sum(math.prod(shapes[n.name]) for n in graph.nodes.values() if n.spiking)
     preset = build.source.facts()["preset"]
-    print(f"{PROG}: {ckpt} ({preset or 'config from checkpoint'}, {cfg.depth} blocks x {cfg.embed_dim}, "
-          f"T={cfg.T}) -> target {backend.name}")
+    matched = " matched by parameter names and shapes" if build.source.metadata.get("preset_matched") else ""
+    print(f"{PROG}: {ckpt} ({preset or 'config from checkpoint'}{matched}, {cfg.depth} blocks x {cfg.embed_dim}, "
+          f"T={cfg.T}) -> target {backend.name}: {out}")
     print(f"  time: load, frontend and build {t1 - t0:.2f} s, export {t2 - t1:.2f} s")
     print(f"  IR: {len(graph.nodes)} nodes ({_fmt_count(graph.summary())}), {len(graph.edges)} edges, "
           f"{neurons:,} spiking neurons")

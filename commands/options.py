@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from convert.options import (DEFAULT_INPUT_SCALE, SSA_CHOICES, SSA_ORDERS, WEIGHT_BITS_CHOICES, ConversionOptions,
-                             OptionsError)
+from convert.options import (DEFAULT_INPUT_SCALE, SSA_CHOICES, SSA_ORDERS, WEIGHT_BITS_CHOICES, WEIGHTS_CHOICES,
+                             ConversionOptions, OptionsError)
 from ground.errors import UserError
 from spikformer.presets import PRESETS
 
 DEFAULTS = ConversionOptions()
 
 
+def add_source_arguments(g) -> None:
+    """Which model a checkpoint holds: also spk-eval's."""
+    g.add_argument("--preset", default=DEFAULTS.preset,
+                   help=f"architecture of a state dict: {', '.join(sorted(PRESETS))} (default: the one preset whose "
+                        "parameter names and shapes match; checkpoints from spk-train carry their own)")
+    g.add_argument("--weights", default=DEFAULTS.weights, choices=WEIGHTS_CHOICES,
+                   help="a training checkpoint's weights: 'model' (its state_dict, as the official test script "
+                        f"loads them) or 'ema' (state_dict_ema) (default {DEFAULTS.weights})")
+
+
 def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("conversion (the same in spk-convert, spk-parity and spk-report)")
-    g.add_argument("--preset", default=DEFAULTS.preset,
-                   help=f"architecture of a bare state dict: {', '.join(sorted(PRESETS))}; checkpoints from "
-                        "spk-train carry their own")
+    add_source_arguments(g)
     g.add_argument("--ssa", "--ssa-form", dest="ssa", default=DEFAULTS.ssa, choices=SSA_CHOICES,
                    help="SSA lowering: binary spikes and threshold neurons (any chip, NIR), or Loihi 2 graded spikes, "
                         "product neurons and graded residual relays; auto: the target's cheaper form (NIR: binary; "
@@ -39,6 +47,6 @@ def conversion_options(args: argparse.Namespace, target: str, device: str = "cpu
     try:
         return ConversionOptions(target=target, ssa=args.ssa, ssa_order=args.ssa_order, weight_bits=args.weight_bits,
                                  vth_mant=args.vth_mant, input_scale=args.input_scale, preset=args.preset,
-                                 device=device)
+                                 weights=args.weights, device=device)
     except OptionsError as e:
         raise UserError(str(e)) from None

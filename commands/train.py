@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ground.errors import UserError
-
 from ground.cli import add_common_args, run_cli
-
-from spikformer.train import default_device
+from ground.errors import UserError
 from spikformer.presets import DEFAULT_PRESET, PRESETS, UnknownPresetError, get_preset
+from spikformer.train import default_device
+
+from .options import add_source_arguments
 
 PROG = "spk-train"
 EVAL_PROG = "spk-eval"
@@ -111,9 +111,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=EVAL_PROG, description="Evaluate a Spikformer checkpoint's test accuracy.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file (spk-train output or an official state dict)")
-    p.add_argument("--preset", default=None,
-                   help="architecture of a bare/official state dict (our checkpoints carry their own); one of: "
-                        f"{', '.join(sorted(PRESETS))}")
+    add_source_arguments(p)
     p.add_argument("--data", default=None,
                    help=f"data spec (default: the one stored in the checkpoint, else digits): {SPEC_HELP}")
     p.add_argument("--seed", type=int, default=None,
@@ -132,7 +130,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or default_device())
     if device.type == "cpu":
         configure_threads()
-    model, config, meta = load_checkpoint(args.checkpoint, preset=args.preset, device=device)
+    model, config, meta = load_checkpoint(args.checkpoint, preset=args.preset, device=device,
+                                         weights=args.weights)
+    if meta.get("preset_matched"):
+        print(f"architecture: preset {meta['preset']} (matched by parameter names and shapes)")
     stored = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     spec = args.data or stored.get("spec") or "digits"
     seed = args.seed if args.seed is not None else (meta.get("split_seed") if isinstance(meta.get("split_seed"), int)

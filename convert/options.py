@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, replace
 SSA_FORMS = ("binary", "graded")           # how SSA's spike products are lowered (convert.passes)
 SSA_CHOICES = ("auto",) + SSA_FORMS        # auto: the target's cheaper form (binary where it is the only one)
 SSA_ORDERS = ("auto", "kv_first", "qk_first")
+WEIGHTS_CHOICES = ("model", "ema")
 WEIGHT_BITS_CHOICES = (8, 16)              # Loihi: one 8-bit synapse group, or a high and a low 8-bit part
 DEFAULT_WEIGHT_BITS = 16
 DEFAULT_VTH_MANT = 4096  # lambda * theta = 64 * 4096 + 1: 2**-18 theta resolution, |v| up to 32 theta
@@ -26,7 +27,8 @@ class ConversionOptions:
     weight_bits: int = DEFAULT_WEIGHT_BITS
     vth_mant: int = DEFAULT_VTH_MANT
     input_scale: int | None = None  # None: the checkpoint's data grid, else DEFAULT_INPUT_SCALE
-    preset: str | None = None       # architecture of a bare state dict
+    preset: str | None = None       # architecture of a state dict (None: the preset its names and shapes match)
+    weights: str = "model"          # a training checkpoint's "state_dict" (as the official test script) or "ema"
     device: str = "cpu"             # where the checkpoint is loaded; the conversion runs in float64 on the CPU
 
     def __post_init__(self):
@@ -34,6 +36,8 @@ class ConversionOptions:
             raise OptionsError(f"unknown SSA form {self.ssa!r}; choose one of {', '.join(SSA_CHOICES)}")
         if self.ssa_order not in SSA_ORDERS:
             raise OptionsError(f"unknown SSA order {self.ssa_order!r}; choose one of {', '.join(SSA_ORDERS)}")
+        if self.weights not in WEIGHTS_CHOICES:
+            raise OptionsError(f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS_CHOICES)}")
         if self.weight_bits not in WEIGHT_BITS_CHOICES:
             raise OptionsError(f"weight bits must be one of {WEIGHT_BITS_CHOICES}, got {self.weight_bits!r}")
         # vth_mant and input_scale are checked by the target that uses them, against its limits

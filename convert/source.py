@@ -31,8 +31,8 @@ class ModelSource:
                 "test_accuracy": self.metadata.get("test_accuracy"), "checkpoint_source": self.metadata.get("source")}
 
 
-def load_source(path, preset: str | None = None, device: str = "cpu") -> ModelSource:
-    model, config, meta = load_checkpoint(path, preset=preset, device=device)
+def load_source(path, preset: str | None = None, device: str = "cpu", weights: str = "model") -> ModelSource:
+    model, config, meta = load_checkpoint(path, preset=preset, device=device, weights=weights)
     return ModelSource(model, config, meta, Path(path).name, file_sha256(path), preset)
 
 

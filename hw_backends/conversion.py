@@ -89,7 +89,7 @@ def convert(source, options: ConversionOptions | None = None) -> Build:
     if not isinstance(source, ModelSource):
         if not Path(source).exists():
             raise UserError(f"checkpoint {source} does not exist")
-        source = load_source(source, preset=options.preset, device=options.device)
+        source = load_source(source, preset=options.preset, device=options.device, weights=options.weights)
     frontend = spikformer_to_ir(source.model)
     if source.input_grid is not None:  # a fixed-point target encodes the input on the training data's grid
         frontend.metadata["input_value_grid"] = source.input_grid

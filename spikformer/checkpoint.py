@@ -5,8 +5,17 @@ Format (a torch zip file, written atomically, no timestamps, the same bytes for 
      "config": SpikformerConfig.to_dict(), "state_dict": {name: tensor (CPU)}, "metadata": {...}}
 
 Loading always uses torch.load(weights_only=True): a file that would need full unpickling (and so could run code)
-is refused. A bare state dict (official checkpoints), or one wrapped as {"model": ...} / {"state_dict": ...},
-loads only when a preset names its architecture. Mismatching parameters are listed by name.
+is refused. The one exception is the argparse.Namespace that timm's training scripts (the official Spikformer
+ones) store as "args": such a file is read with spikformer.restricted_unpickler, which rebuilds exactly what
+weights_only does plus that Namespace, whose values are reduced to plain data.
+
+Accepted: our own format; a bare state dict (official checkpoints); a state dict wrapped as {"model": ...} /
+{"state_dict": ...} / {"model_state_dict": ...}; timm's training checkpoints ({"state_dict", "state_dict_ema",
+"optimizer", "epoch", "arch", "args", "metric", ...}: `weights="model"` takes "state_dict" as the official
+test script does (timm's resume_checkpoint), `weights="ema"` the EMA weights); "module." (DataParallel/DDP) and
+"_orig_mod." (torch.compile) prefixes are stripped. Without a preset, the architecture of a state dict is found
+by matching its parameter names and shapes against every preset: exactly one must match. Mismatching
+parameters are listed by name.
 """
 from __future__ import annotations
 
@@ -20,12 +29,15 @@ import torch
 
 from ground.atomic import write_bytes
 from ground.errors import UserError
+from . import restricted_unpickler
 from .model import Spikformer
-from .presets import SpikformerConfig, UnknownPresetError, get_preset
+from .presets import PRESETS, SpikformerConfig, UnknownPresetError, get_preset
 
 FORMAT = "spikformer-checkpoint"
 FORMAT_VERSION = 1
 MAX_LISTED = 12  # names listed per kind of mismatch before "... and N more"
+WEIGHTS = ("model", "ema")  # which weights of a training checkpoint: "state_dict" or "state_dict_ema"
+TRAINING_FACTS = ("epoch", "arch", "metric", "version")  # kept (plain) from a training checkpoint
 
 
 class CheckpointError(UserError):
@@ -128,7 +140,14 @@ def _torch_load(path: Path, map_location):
     if is_zip:
         _check_zip_crc(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "Unsupported class argparse.Namespace" not in str(e):
+                raise
+            # a training checkpoint's "args": the same restrictions plus argparse.Namespace (see the docstring)
+            return torch.load(path, map_location=map_location, weights_only=False,
+                              pickle_module=restricted_unpickler)
     except pickle.UnpicklingError as e:
         text = str(e)
         if "Weights only load failed" in text or "Unsupported" in text or "WeightsUnpickler" in text:
@@ -177,11 +196,74 @@ def _strip_prefix(state: dict) -> dict:
     return state
 
 
-def load_checkpoint(path, preset: str | None = None, device: str | torch.device = "cpu"
+def _training_facts(obj: dict) -> dict:
+    """What a training checkpoint says about its run, as plain data (its "args" Namespace as a dict)."""
+    facts = {k: plain(obj[k]) for k in TRAINING_FACTS if k in obj}
+    args = obj.get("args")
+    if args is not None:
+        facts["args"] = plain(vars(args) if hasattr(args, "__dict__") else args)
+    return facts
+
+
+def _select_state(obj, weights: str, path: Path) -> tuple[dict, str, dict]:
+    """(state dict, what it was, training facts) of a file that is not in our format."""
+    if weights == "ema" and not (isinstance(obj, dict) and _is_state_dict(obj.get("state_dict_ema"))):
+        raise CheckpointError(f"{path} holds no EMA weights ('state_dict_ema'); use --weights model")
+    if _is_state_dict(obj):
+        return obj, "bare state dict", {}
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is neither a spikformer checkpoint nor a state dict of tensors")
+    facts = _training_facts(obj)
+    if weights == "ema":
+        return obj["state_dict_ema"], "EMA weights (state_dict_ema) of a training checkpoint", facts
+    for key in ("state_dict", "model", "model_state_dict"):
+        if _is_state_dict(obj.get(key)):
+            kind = "training checkpoint ('state_dict')" if "optimizer" in obj or "args" in obj or "epoch" in obj \
+                else f"state dict under {key!r}"
+            return obj[key], kind, facts
+    raise CheckpointError(f"{path} is neither a spikformer checkpoint nor a state dict of tensors")
+
+
+def _mismatch(config: SpikformerConfig, state: dict) -> tuple[int, int, int] | None:
+    """(missing, unexpected, mis-shaped) parameter counts of `state` against the preset's model, or None when
+    the config cannot build a model."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in Spikformer(config).state_dict().items()}
+    except (RuntimeError, ValueError, TypeError):
+        return None
+    missing = sum(k not in state for k in expected)
+    unexpected = sum(k not in expected for k in state)
+    misshaped = sum(tuple(state[k].shape) != v for k, v in expected.items() if k in state)
+    return missing, unexpected, misshaped
+
+
+def match_preset(state: dict, source: str = "the state dict") -> str:
+    """The one preset whose parameter names and shapes are those of `state`; CheckpointError (one line, every
+    candidate with what differs) when none or several match."""
+    diffs = {name: _mismatch(cfg, state) for name, cfg in PRESETS.items()}
+    exact = [n for n, d in diffs.items() if d == (0, 0, 0)]
+    if len(exact) == 1:
+        return exact[0]
+    if len(exact) > 1:
+        raise CheckpointError(f"{source} matches several presets ({', '.join(exact)}: same parameter names and "
+                              f"shapes); choose one with --preset")
+    def what(d):
+        return "cannot be built" if d is None else ", ".join(
+            f"{n} {k}" for n, k in zip(d, ("missing", "unexpected", "mis-shaped")) if n) or "matches"
+    near = sorted(diffs, key=lambda n: (diffs[n] is None, sum(diffs[n] or (0,))))
+    raise CheckpointError(f"{source} matches no preset ({'; '.join(f'{n}: {what(diffs[n])}' for n in near)}); "
+                          f"its architecture is not one this tool builds, or pass --preset to see every difference")
+
+
+def load_checkpoint(path, preset: str | None = None, device: str | torch.device = "cpu", weights: str = "model"
                     ) -> tuple[Spikformer, SpikformerConfig, dict]:
-    """-> (model in eval mode, config, metadata). Our format carries its config; a bare/wrapped state dict needs
-    `preset`. If both are present they must agree."""
+    """-> (model in eval mode, config, metadata). Our format carries its config; the architecture of any other
+    state dict is `preset`, or the one preset its parameter names and shapes match. If both are present they
+    must agree. `weights`: "model" or "ema" for a training checkpoint (see the module docstring)."""
     path = Path(path)
+    if weights not in WEIGHTS:
+        raise CheckpointError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     obj = _torch_load(path, map_location=device)
     preset_cfg = None
     if preset is not None:
@@ -210,22 +292,18 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
             raise CheckpointError(f"{path} has no valid state_dict entry")
         metadata = dict(metadata, source="spikformer-checkpoint")
     else:
-        state = None
-        if _is_state_dict(obj):
-            state, kind = obj, "bare state dict"
-        elif isinstance(obj, dict):
-            for key in ("model", "state_dict", "model_state_dict"):
-                if _is_state_dict(obj.get(key)):
-                    state, kind = obj[key], f"state dict under {key!r}"
-                    break
-        if state is None:
-            raise CheckpointError(f"{path} is neither a spikformer checkpoint nor a state dict of tensors")
-        if preset_cfg is None:
-            raise CheckpointError(f"{path} holds a {kind} without its architecture; pass --preset NAME "
-                                  f"(e.g. --preset cifar10-4-384 for the official CIFAR-10 model)")
+        state, kind, facts = _select_state(obj, weights, path)
+        state = _strip_prefix(state)
+        matched = preset is None
+        if matched:
+            preset = match_preset(state, str(path))
+            preset_cfg = get_preset(preset)
         config = preset_cfg
         metadata = {"source": kind, "preset": preset}
-        state = _strip_prefix(state)
+        if matched:
+            metadata["preset_matched"] = True  # found by parameter names and shapes, not given
+        if facts:
+            metadata["training"] = facts
 
     try:  # expected shapes without allocating anything: a damaged config cannot make us build a huge model
         with torch.device("meta"):

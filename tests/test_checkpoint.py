@@ -81,7 +81,7 @@ def test_trained_checkpoint_metadata(trained_digits):
 # ---------------------------------------------------------------------------------------- official / bare dicts
 
 @pytest.mark.parametrize("wrap", [None, "model", "state_dict", "module-prefix"])
-def test_official_state_dict_needs_and_uses_preset(tmp_path, wrap):
+def test_official_state_dict_finds_or_takes_its_preset(tmp_path, wrap):
     sd = random_official_state_dict()
     obj = sd
     if wrap == "module-prefix":
@@ -90,11 +90,12 @@ def test_official_state_dict_needs_and_uses_preset(tmp_path, wrap):
         obj = {wrap: sd, "epoch": 299}
     path = tmp_path / "official.pth"
     torch.save(obj, path)
-    with pytest.raises(CheckpointError, match="--preset"):
-        load_checkpoint(path)
+    found, cfg, meta = load_checkpoint(path)  # no preset: the one whose names and shapes match
+    assert cfg == get_preset("cifar10-4-384") and meta["preset"] == "cifar10-4-384" and meta["preset_matched"]
     model, cfg, meta = load_checkpoint(path, preset="cifar10-4-384")
-    assert cfg == get_preset("cifar10-4-384")
+    assert cfg == get_preset("cifar10-4-384") and "preset_matched" not in meta
     assert torch.equal(model.state_dict()["head.weight"], sd["head.weight"])
+    assert torch.equal(found.state_dict()["head.weight"], sd["head.weight"])
 
 
 def test_preset_must_agree_with_saved_config(digits_model, tmp_path):
@@ -198,3 +199,75 @@ def test_load_on_requested_device(digits_model, tmp_path):
     model, _, _ = load_checkpoint(path, device="cpu")
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert isinstance(model, Spikformer)
+
+
+# ---------------------------------------------------------------------------------------- training checkpoints
+
+def _timm_checkpoint(sd: dict, ema: dict, args) -> dict:
+    """What timm's CheckpointSaver writes (the official training scripts use it), from a DDP run."""
+    model = Spikformer(get_preset("digits-2-64"))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.rand(2, 1, 16, 16)).sum().backward()
+    opt.step()
+    return {"epoch": 299, "arch": "spikformer", "state_dict": {f"module.{k}": v for k, v in sd.items()},
+            "optimizer": opt.state_dict(), "version": 2, "args": args, "metric": 95.2,
+            "state_dict_ema": {f"module.{k}": v for k, v in ema.items()}}
+
+
+def test_training_checkpoint_loads_without_running_code(digits_model, tmp_path):
+    import argparse
+    sd = digits_model.state_dict()
+    ema = {k: (v + 1 if v.is_floating_point() else v) for k, v in sd.items()}
+    args = argparse.Namespace(model="spikformer", lr=5e-4, epochs=300, img_size=16, mean=[0.5], amp=True)
+    path = tmp_path / "checkpoint-299.pth.tar"
+    torch.save(_timm_checkpoint(sd, ema, args), path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)  # the case this supports: weights_only alone refuses the Namespace
+    model, cfg, meta = load_checkpoint(path)  # the official test script's choice: state_dict
+    assert cfg == get_preset("digits-2-64") and meta["preset_matched"]
+    assert torch.equal(model.state_dict()["head.weight"], sd["head.weight"])
+    assert meta["training"]["epoch"] == 299 and meta["training"]["metric"] == 95.2
+    assert meta["training"]["args"] == {"model": "spikformer", "lr": 5e-4, "epochs": 300, "img_size": 16,
+                                        "mean": [0.5], "amp": True}
+    model, _, meta = load_checkpoint(path, weights="ema")
+    assert torch.equal(model.state_dict()["head.weight"], ema["head.weight"])
+    assert "EMA" in meta["source"]
+    bare = tmp_path / "bare.pt"
+    torch.save(sd, bare)
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        load_checkpoint(bare, weights="ema")
+
+
+def test_training_checkpoint_with_code_in_its_args_is_refused(digits_model, tmp_path):
+    import argparse
+    marker = tmp_path / "pwned"
+    sd = digits_model.state_dict()
+    path = tmp_path / "evil.pth.tar"
+    torch.save(_timm_checkpoint(sd, sd, argparse.Namespace(lr=0.1, hook=Exploit(marker))), path)
+    with pytest.raises(CheckpointError, match="refused.*full unpickling"):
+        load_checkpoint(path)
+    assert not marker.exists(), "loading ran the payload"
+
+
+def test_a_state_dict_that_fits_no_preset_lists_the_candidates(digits_model, tmp_path):
+    sd = dict(digits_model.state_dict())
+    sd["head.weight"] = torch.zeros(7, 64)
+    sd["head.bias"] = torch.zeros(7)
+    path = tmp_path / "odd.pt"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    msg = str(ei.value)
+    assert "\n" not in msg and "matches no preset" in msg
+    assert "digits-2-64: 2 mis-shaped" in msg and "cifar10-4-384:" in msg
+
+
+def test_several_matching_presets_is_an_error(digits_model, tmp_path, monkeypatch):
+    import spikformer.checkpoint as ck
+    monkeypatch.setitem(ck.PRESETS, "digits-2-64-t8", get_preset("digits-2-64").with_(T=8))
+    path = tmp_path / "sd.pt"
+    torch.save(digits_model.state_dict(), path)
+    with pytest.raises(CheckpointError, match="matches several presets.*digits-2-64, digits-2-64-t8.*--preset"):
+        load_checkpoint(path)
+    _, cfg, _ = load_checkpoint(path, preset="digits-2-64")
+    assert cfg.T == 4

@@ -194,3 +194,19 @@ def test_loihi_quantisation_options(cli, ckpt, tmp_path):
         rc, _, err = cli(main, [ckpt, "--target", "loihi", "-o", bad, *args])
         assert_one_line_error(rc, err, needle)
         assert rc == 2 and not bad.exists()
+
+
+def test_the_literal_command_writes_beside_the_checkpoint(cli, ckpt, tmp_path):
+    """`spk-convert model.pt --target loihi` as typed: model_loihi/ beside the checkpoint (model.nir for nir), the
+    path printed; converting again says the old output is replaced."""
+    import shutil
+    model = tmp_path / "model.pt"
+    shutil.copy(ckpt, model)
+    for target, want in (("loihi", tmp_path / "model_loihi"), ("nir", tmp_path / "model.nir")):
+        rc, out, err = cli(main, [model, "--target", target])
+        assert rc == 0, err
+        assert want.exists() and str(want) in out and "replaced" not in out
+        rc, out, err = cli(main, [model, "--target", target])
+        assert rc == 0, err
+        assert f"{want} exists and will be replaced" in out
+    assert (tmp_path / "model_loihi" / "manifest.json").is_file()
