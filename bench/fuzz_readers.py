@@ -25,6 +25,10 @@ Readers (READERS) and the valid files they are fed (make_samples, from a small r
                                                                                           NetworkFileError
     npz         spikformer.data (npz:FILE data spec)        data.npz, stored and deflated DataError
     cifar       spikformer.data CIFAR-10 batch reader       a python-pickle batch         DataError
+    events      spikformer.data (events:DIR data spec)      a SpikingJelly events_np folder (train/test, two
+                classes, .npz files stored and deflated) with one file mutated (its bytes, or one array's
+                bytes re-zipped with valid CRCs), read with the inferred sensor size or with
+                events:DIR:16x16                                                          DataError
 
 Mutations (seeded, `mutate`): bit flips (1-8 bits), byte overwrites (1-16 bytes, random or boundary values),
 truncations, insertions (1-64 bytes), deletions (1-64 bytes); offsets are uniform over the file half the time
@@ -78,6 +82,8 @@ OUT = ROOT / "bench" / "results"
 SAMPLE_MODEL = dict(preset="digits-2-64", seed=3, attn_drive=1.0, img_size=8, embed_dim=16, num_heads=2, depth=1,
                     T=2)
 EXPORT_MUTATED = ("network.h5", "manifest.json", "quantization.json")
+EVENT_SAMPLE_FILES = (("train", "a"), ("train", "b"), ("test", "a"), ("test", "b"))
+EVENT_SAMPLE = dict(img_size=8, in_channels=2, seed=0, T=2)  # sensor 16x16 (inferred or given), binned to 8x8
 BYTE_MUTATIONS = ("bitflip", "overwrite", "truncate", "insert", "delete")
 EDGE_WINDOW = 4096
 OUTCOMES_HANDLED = ("ok", "refused")
@@ -205,6 +211,14 @@ def make_samples(dest) -> Path:
     batch = {b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in y[:6]],
              b"data": rng.integers(0, 256, size=(6, 3072), dtype=np.uint8), b"filenames": [b"a.png"] * 6}
     (dest / "data_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    for i, (split, cls) in enumerate(EVENT_SAMPLE_FILES):  # SpikingJelly's events_np layout and dtypes
+        n = 60 + 7 * i
+        save = np.savez_compressed if i % 2 else np.savez
+        d = dest / "events" / "events_np" / split / cls
+        d.mkdir(parents=True, exist_ok=True)
+        save(d / f"{cls}_0.npz", t=np.sort(rng.integers(0, 10 ** 6, n)).astype(">u4"),
+             x=rng.integers(0, 16, n).astype(np.uint32), y=rng.integers(0, 16, n).astype(np.uint32),
+             p=rng.integers(0, 2, n).astype(np.int64))
     return dest
 
 
@@ -241,6 +255,34 @@ def _forged_network_case(samples: Path, case_dir: Path, rng: random.Random):
     path = case_dir / "network.h5"
     path.write_bytes(header + body)
     return path, dict(desc, file="export/network.h5", checksum="recomputed")
+
+
+def _events_case(samples: Path, case_dir: Path, rng: random.Random):
+    """The sample events folder with one .npz mutated: half the time its bytes, half the time the bytes of one
+    array (.npy header and data) inside it, re-zipped with valid CRCs (what reaches the .npy header checks and
+    the event checks: dtypes, shapes, coordinates, polarity, timestamps). The spec gives the sensor size half the
+    time."""
+    import zipfile
+
+    d = case_dir / "events"
+    shutil.copytree(samples / "events", d)
+    split, cls = EVENT_SAMPLE_FILES[rng.randrange(len(EVENT_SAMPLE_FILES))]
+    name = f"events_np/{split}/{cls}/{cls}_0.npz"
+    if rng.random() < 0.5:
+        data, desc = mutate_bytes((d / name).read_bytes(), rng)
+        (d / name).write_bytes(data)
+    else:
+        with zipfile.ZipFile(d / name) as zf:
+            members = [(i, zf.read(i)) for i in zf.infolist()]
+        k = rng.randrange(len(members))
+        data, desc = mutate_bytes(members[k][1], rng)
+        members[k] = (members[k][0], data)
+        with zipfile.ZipFile(d / name, "w") as zf:
+            for info, body in members:
+                zf.writestr(info, body, compress_type=info.compress_type)
+        desc = dict(desc, member=members[k][0].filename, rezipped=True)
+    spec = f"events:{d}" + (":16x16" if rng.random() < 0.5 else "")
+    return spec, dict(desc, file=name, spec=spec[len(f"events:{d}"):] or "inferred sensor")
 
 
 def _export_case(samples: Path, case_dir: Path, rng: random.Random):
@@ -383,6 +425,17 @@ def _check_data(result):
     assert x.numel() == 0 or (float(x.min()) >= 0.0 and float(x.max()) <= 1.0), "values outside [0, 1]"
 
 
+def _check_events(result):
+    import torch
+    split, info = result
+    T, size = EVENT_SAMPLE["T"], EVENT_SAMPLE["img_size"]
+    for x, y in ((split.x_train, split.y_train), (split.x_test, split.y_test)):
+        assert x.ndim == 5 and tuple(x.shape[1:]) == (T, 2, size, size), f"frames of shape {list(x.shape)}"
+        assert len(y) == len(x) and x.dtype == torch.float32
+        assert x.numel() == 0 or (float(x.min()) >= 0.0 and bool((x == x.round()).all())), "not event counts"
+    assert info["value_grid"] == 1
+
+
 def _check_cifar(result):
     x, y = result
     assert x.shape[1:] == (3, 32, 32) and len(y) == len(x)
@@ -416,6 +469,11 @@ def _load_export(path):
 def _load_npz(path):
     from spikformer.data import load_dataset_with_info
     return load_dataset_with_info(f"npz:{path}", img_size=8, in_channels=1, seed=0)
+
+
+def _load_events(spec):
+    from spikformer.data import load_dataset_with_info
+    return load_dataset_with_info(spec, **EVENT_SAMPLE)
 
 
 def _read_cifar(path):
@@ -454,6 +512,8 @@ READERS: dict[str, Reader] = {r.name: r for r in (
            _load_npz, _check_data),
     Reader("cifar", "spikformer.data.read_cifar_batch", _errors("cifar"), _file_case("data_batch"), _read_cifar,
            _check_cifar),
+    Reader("events", "spikformer.data.load_dataset('events:DIR')", _errors("events"), _events_case, _load_events,
+           _check_events),
 )}
 
 

@@ -12,6 +12,16 @@ labels. Data specs:
 - `npz:FILE`: a numpy .npz with arrays `x` ([N,H,W], [N,C,H,W] or [N,H,W,C]) and integer labels `y` [N]; loaded
   with allow_pickle=False and split 80/20 (stratified when every class has at least two samples) with the seed.
 
+Event data (spikformer/events.py; they need the number of time steps, `T=`): x_train/x_test are float32 frames
+[N, T, 2, H, W] of event counts per polarity (channel 0 OFF, 1 ON), integrated as SpikingJelly's
+integrate_events_by_fixed_frames_number(split_by='number', frames_num=T), at the model's image size:
+
+- `events:DIR` (or `events:DIR:HxW` to give the sensor size): SpikingJelly's processed event data sets,
+  DIR/events_np/[train|test/]<class>/*.npz with arrays t, x, y, p, read with allow_pickle=False; their own
+  train/test folders, or a seeded stratified 80/20 split when there are none (CIFAR10-DVS).
+- `event-digits`: the digits above rendered as N-MNIST-style saccade recordings (nothing is read or downloaded);
+  the same split as `digits` for the same seed.
+
 Every problem with a spec or its files raises `UserError` with one sentence.
 """
 from __future__ import annotations
@@ -28,7 +38,9 @@ import torch.nn.functional as F
 
 from ground.errors import UserError
 
-SPEC_HELP = "digits, cifar10:DIR (cifar-10-batches-py folder) or npz:FILE (arrays x and y)"
+SPEC_HELP = ("digits, cifar10:DIR (cifar-10-batches-py folder), npz:FILE (arrays x and y), event-digits or "
+             "events:DIR[:HxW] (SpikingJelly events_np folder)")
+EVENT_KINDS = ("events", "event-digits")
 TEST_FRACTION = 0.2
 CIFAR10_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_TEST_BATCH = "test_batch"
@@ -48,16 +60,17 @@ class Split(NamedTuple):
 # --------------------------------------------------------------------------------------------------- spec parsing
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """'digits' -> ('digits', None); 'cifar10:DIR' -> ('cifar10', 'DIR'); 'npz:FILE' -> ('npz', 'FILE')."""
+    """'digits' -> ('digits', None); 'cifar10:DIR' -> ('cifar10', 'DIR'); 'npz:FILE' -> ('npz', 'FILE');
+    'event-digits' -> ('event-digits', None); 'events:DIR[:HxW]' -> ('events', 'DIR[:HxW]')."""
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"empty data spec; use one of: {SPEC_HELP}")
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
-    if kind == "digits":
+    if kind in ("digits", "event-digits"):
         if sep and arg:
-            raise DataError(f"data spec 'digits' takes no argument, got {spec!r}")
-        return "digits", None
-    if kind in ("cifar10", "npz"):
+            raise DataError(f"data spec '{kind}' takes no argument, got {spec!r}")
+        return kind, None
+    if kind in ("cifar10", "npz", "events"):
         if not arg:
             raise DataError(f"data spec {spec!r} needs a path after '{kind}:'; use one of: {SPEC_HELP}")
         return kind, arg
@@ -263,7 +276,10 @@ def value_grid(*tensors: torch.Tensor) -> int | None:
     """The smallest N of VALUE_GRID_CANDIDATES with every value x * N an integer (up to float32 rounding of x:
     |x N - round(x N)| <= N 2**-22), or None.
     A fixed-point target encodes x as round(x * N): on this grid the encoding is exact (e.g. the digits, 0..16
-    upsampled bilinearly to 16x16, lie on multiples of 1/256; 8-bit images on multiples of 1/255)."""
+    upsampled bilinearly to 16x16, lie on multiples of 1/256; 8-bit images on multiples of 1/255).
+    Event frames (5-D tensors [N, T, 2, H, W] of counts): count_value_grid, i.e. 1 (or None if not integers)."""
+    if tensors and all(t.ndim == 5 for t in tensors):
+        return count_value_grid(*tensors)
     vals = torch.cat([t.reshape(-1) for t in tensors]).double().unique()
     for n in VALUE_GRID_CANDIDATES:
         scaled = vals * n
@@ -272,11 +288,47 @@ def value_grid(*tensors: torch.Tensor) -> int | None:
     return None
 
 
+def count_value_grid(*tensors: torch.Tensor) -> int | None:
+    """The value grid of event frames: 1 when every value is a non-negative integer (event counts), else None.
+    (value_grid would answer 255 for integers: its candidates are fractions of [0, 1].) A fixed-point target
+    encodes an event frame as the integer counts themselves (input scale 1, no clipping to [0, 1]); the largest
+    count (dataset info 'max_count') must fit its input payload."""
+    for t in tensors:
+        flat = t.reshape(-1)
+        for i in range(0, flat.numel(), 1 << 24):  # in chunks: event data sets can be gigabytes
+            v = flat[i:i + (1 << 24)]
+            if not bool(((v >= 0) & (v == v.round())).all()):
+                return None
+    return 1
+
+
+def _load_events(kind: str, arg: str | None, img_size: int, in_channels: int, seed: int, T):
+    from . import events
+    if kind == "event-digits":
+        return events.load_event_digits(T, img_size, in_channels, seed)
+    return events.load_events_dir(arg, T, img_size, in_channels, seed)
+
+
 def load_dataset_with_info(spec: str, img_size: int, in_channels: int, seed: int = 0,
-                           num_classes: int | None = None) -> tuple[Split, dict]:
+                           num_classes: int | None = None, T: int | None = None) -> tuple[Split, dict]:
     """Like load_dataset, plus metadata for checkpoints: spec, name, split, split_seed, sizes, classes, image
-    size/channels after conversion and a sha256 of the converted tensors."""
+    size/channels after conversion and a sha256 of the converted tensors.
+    Event specs (events:DIR, event-digits) need T and give frames [N, T, 2, img_size, img_size] of event counts
+    (in_channels must be 2); their info adds T, sensor, sensor_source, integration, resize, n_events, max_count,
+    and value_grid 1 (count_value_grid). T is ignored by the image specs."""
     kind, arg = parse_spec(spec)
+    if kind in EVENT_KINDS:
+        x_tr, y_tr, x_te, y_te, info = _load_events(kind, arg, img_size, in_channels, seed, T)
+        n_cls = int(max(y_tr.max(initial=-1), y_te.max(initial=-1))) + 1
+        if num_classes is not None and n_cls > num_classes:
+            raise DataError(f"data spec {spec!r} has labels up to {n_cls - 1} but the model has {num_classes} "
+                            f"classes")
+        split = Split(*(torch.from_numpy(np.ascontiguousarray(a)) for a in (x_tr, y_tr, x_te, y_te)))
+        info = dict(info, spec=spec, n_train=len(y_tr), n_test=len(y_te), num_classes=n_cls, img_size=img_size,
+                    in_channels=in_channels, sha256=_digest(*split),
+                    value_grid=value_grid(split.x_train, split.x_test),
+                    max_count=int(max((float(a.max()) for a in (x_tr, x_te) if a.size), default=0.0)))
+        return split, info
     if kind == "digits":
         x_tr, y_tr, x_te, y_te, info = _load_digits(seed)
     elif kind == "cifar10":
@@ -296,11 +348,12 @@ def load_dataset_with_info(spec: str, img_size: int, in_channels: int, seed: int
 
 
 def load_dataset(spec: str, img_size: int, in_channels: int, seed: int = 0,
-                 num_classes: int | None = None) -> Split:
-    """(x_train, y_train, x_test, y_test): float32 [N, in_channels, img_size, img_size] in [0, 1], int64 labels."""
-    return load_dataset_with_info(spec, img_size, in_channels, seed, num_classes)[0]
+                 num_classes: int | None = None, T: int | None = None) -> Split:
+    """(x_train, y_train, x_test, y_test): float32 [N, in_channels, img_size, img_size] in [0, 1], int64 labels
+    (event specs: float32 counts [N, T, 2, img_size, img_size])."""
+    return load_dataset_with_info(spec, img_size, in_channels, seed, num_classes, T=T)[0]
 
 
-def dataset_info(spec: str, img_size: int, in_channels: int, seed: int = 0) -> dict:
+def dataset_info(spec: str, img_size: int, in_channels: int, seed: int = 0, T: int | None = None) -> dict:
     """Metadata of a data spec (name, split, split seed, sizes, digest) as stored in checkpoints."""
-    return load_dataset_with_info(spec, img_size, in_channels, seed)[1]
+    return load_dataset_with_info(spec, img_size, in_channels, seed, T=T)[1]

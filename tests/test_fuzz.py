@@ -49,7 +49,8 @@ def test_unmutated_samples_read_correctly(samples):
         arg = {"checkpoint": samples / "model.pt", "nir": samples / "model.nir",
                "nir_graph": F._nir_graph(samples), "network": samples / "export" / "network.h5",
                "network_forged": samples / "export" / "network.h5",
-               "export": samples / "export", "npz": samples / "data.npz", "cifar": samples / "data_batch"}[name]
+               "export": samples / "export", "npz": samples / "data.npz", "cifar": samples / "data_batch",
+               "events": f"events:{samples / 'events'}"}[name]
         assert F.classify(reader, lambda: reader.call(arg)) == {"outcome": "ok"}, name
 
 
