@@ -352,3 +352,46 @@ def render_all(report: dict) -> dict[str, bytes]:
     files = {"energy.json": _json_bytes(report), "energy.csv": _csv_bytes(report),
              "energy.md": _md(doc).encode(), **pngs, "report.html": _html(doc, pngs).encode()}
     return files
+
+
+def _background(image) -> "object":
+    """A 2-D picture of one input: the channel mean of an image [C, H, W], or the event counts of all steps and
+    both polarities of event frames [T, 2, H, W]."""
+    x = image.double()
+    while x.dim() > 2:
+        x = x.mean(0) if x.dim() == 3 else x.sum(0)
+    return x.numpy()
+
+
+def chart_attention(maps: dict, images) -> bytes:
+    """Per sample two rows (PyTorch reference, simulated hardware network): the input, then one panel per head
+    with the attention each token receives, on the token grid, drawn over the input."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch.nn.functional as F
+
+    heads, (gh, gw) = maps["heads"], maps["grid"]
+    n = maps["samples"]
+    fig, axes = plt.subplots(2 * n, heads + 1, figsize=(1.6 * (heads + 1), 1.7 * 2 * n), squeeze=False)
+    for i in range(n):
+        bg = _background(images[i])
+        h, w = bg.shape
+        for r, (label, key) in enumerate((("reference", "reference"), ("hardware", "simulation"))):
+            row = axes[2 * i + r]
+            row[0].imshow(bg, cmap="gray")
+            row[0].set_title(f"sample {i}: {label}", fontsize=7)
+            for j in range(heads):
+                m = maps[key][i, j].reshape(1, 1, gh, gw).float()
+                up = F.interpolate(m, size=(h, w), mode="nearest")[0, 0].numpy()
+                top = max(float(maps["reference"][i, j].max()), float(maps["simulation"][i, j].max()), 1.0)
+                row[j + 1].imshow(bg, cmap="gray")
+                row[j + 1].imshow(up, cmap="inferno", alpha=0.6, vmin=0.0, vmax=top)  # one scale per sample/head
+                row[j + 1].set_title(f"head {j} (sum {int(maps[key][i, j].sum())})", fontsize=6)
+            for ax in row:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.suptitle(f"SSA attention received per token, block {maps['block']}, step {maps['step']} ({maps['mode']} "
+                 f"mode): {maps['equal_entries']}/{maps['entries']} map entries equal", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)

@@ -59,7 +59,8 @@ def _run(a: argparse.Namespace) -> int:
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     build = convert(a.checkpoint, conversion_options(a, a.target))
     cfg = build.source.config
-    split, data_info = load_dataset_with_info(a.data, cfg.img_size, cfg.in_channels, a.seed, cfg.num_classes)
+    split, data_info = load_dataset_with_info(a.data, cfg.img_size, cfg.in_channels, a.seed, cfg.num_classes,
+                                                  T=cfg.T)
     x, y = split.x_test, split.y_test
     if a.samples:
         x, y = x[:a.samples], y[:a.samples]

@@ -13,14 +13,17 @@ permutation of the data set's test split; the same arguments give byte-identical
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from analysis.attention import attention_maps
+from analysis.attention import summary as attention_summary
 from analysis.energy_models import BUILTIN_MODELS, load_energy_model
-from analysis.render import render_all
+from analysis.render import chart_attention, render_all
 from analysis.report import DEFAULT_ENERGY_MODEL, MODES, TARGETS, build_report
 from ground.atomic import replace_files
 from ground.cli import add_common_args, run_cli
@@ -53,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and the sample choice (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, default=16, help="images per simulator batch (default 16)")
+    p.add_argument("--attention-samples", type=int, default=4,
+                   help="draw the per-head SSA attention maps (Q K^T) of this many samples, simulation beside the "
+                        "PyTorch reference, into attention.png and attention.json (default 4; 0: none)")
+    p.add_argument("--attention-block", type=int, default=None, help="block of the attention maps (default: last)")
+    p.add_argument("--attention-step", type=int, default=None, help="time step of the attention maps (default: last)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--out", required=True, help="output directory")
     add_common_args(p)
@@ -67,6 +75,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--samples must be >= 1, got {args.samples}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.attention_samples < 0:
+        raise UserError(f"--attention-samples must be >= 0, got {args.attention_samples}")
     args.mode = args.mode or ("fixed" if args.target == "loihi" else "float")  # what spk-convert exports
     if args.target not in MODES[args.mode][0]:
         raise UserError(f"--mode {args.mode} runs on --target {' or '.join(MODES[args.mode][0])}, not "
@@ -83,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     build = convert(args.checkpoint, conversion_options(args, args.target))
     config, meta = build.source.config, build.source.metadata
     split, info = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
-                                         num_classes=config.num_classes)
+                                         num_classes=config.num_classes, T=config.T)
     n_test = len(split.y_test)
     if n_test == 0:
         raise UserError(f"data {args.data!r} has no test images")
@@ -103,7 +113,16 @@ def _run(args: argparse.Namespace) -> int:
     res = build_report(build, mode=args.mode, images=images, labels=labels, energy_model=energy_model,
                        checkpoint=checkpoint, data=data, seed=args.seed, device=device, batch_size=args.batch_size,
                        progress=not args.no_progress)
-    paths = replace_files(out, render_all(res.report))
+    files = render_all(res.report)
+    if args.attention_samples > 0:
+        k = min(args.attention_samples, n)
+        try:
+            maps = attention_maps(build, args.mode, images[:k], args.attention_block, args.attention_step)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        files["attention.png"] = chart_attention(maps, images[:k])
+        files["attention.json"] = (json.dumps(attention_summary(maps), indent=1) + "\n").encode()
+    paths = replace_files(out, files)
     t = res.report["totals"]
     print(f"{PROG}: {n} samples, energy model {energy_model.name}, mode {args.mode}, target {args.target}")
     print(f"  event-based  {t['event_pj'] / 1e6:.4g} uJ per inference (SSA decomposition "
@@ -112,6 +131,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  Spikingformer {t['spikingformer_pj'] / 1e6:.4g} uJ")
     print(f"  ANN          {t['ann_pj'] / 1e6:.4g} uJ")
     print(f"  wrote {len(paths)} files to {out}")
+    if args.attention_samples > 0:
+        print(f"  attention maps (block {maps['block']}, step {maps['step']}): {maps['equal_entries']}/{maps['entries']} "
+              f"entries equal to the reference -> {out / 'attention.png'}")
     return 0
 
 

@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device or default_device())
     data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
-                                  num_classes=config.num_classes)
+                                  num_classes=config.num_classes, T=config.T)
     info = data[1]
     print(f"{PROG}: preset {args.preset}, data {args.data} ({info['n_train']} train / {info['n_test']} test), "
           f"{args.epochs} epochs on {device}", flush=True)
@@ -139,7 +139,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else (meta.get("split_seed") if isinstance(meta.get("split_seed"), int)
                                                     else 0)
     (_, _, x_te, y_te), info = load_dataset_with_info(spec, config.img_size, config.in_channels, seed=seed,
-                                                      num_classes=config.num_classes)
+                                                      num_classes=config.num_classes, T=config.T)
     acc = evaluate(model, x_te, y_te)
     n = info["n_test"]
     print(f"test accuracy: {100 * acc:.2f} % ({round(acc * n)}/{n}) on {spec} (split seed {seed})")

@@ -112,7 +112,7 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
     if dev.type == "cpu":
         configure_threads()
     split, info = data if data is not None else load_dataset_with_info(
-        data_spec, config.img_size, config.in_channels, seed=seed, num_classes=config.num_classes)
+        data_spec, config.img_size, config.in_channels, seed=seed, num_classes=config.num_classes, T=config.T)
     x_tr, y_tr, x_te, y_te = split
     if len(y_tr) == 0:
         raise UserError(f"data spec {data_spec!r} has no training samples")

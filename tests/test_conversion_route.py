@@ -99,3 +99,20 @@ def test_a_bad_option_is_one_line_in_every_command(ckpt, tmp_path, cli):
                         (report_cmd.main, ["--target", "nir"])):
         rc, _, err = cli(main, [ckpt, *extra, "--ssa", "graded", "-o", tmp_path / "x"])
         assert_one_line_error(rc, err, "error:", "graded")
+
+
+def test_attention_maps_of_the_float_lowering_equal_the_reference(ckpt, tmp_path, cli):
+    """spk-report draws per-head Q K^T maps of the simulated network beside the PyTorch reference; in float
+    semantics the lowering is spike-exact, so every map entry agrees."""
+    out = tmp_path / "r"
+    rc, stdout, err = cli(report_cmd.main, [ckpt, "--target", "nir", "--samples", "3", "--attention-samples", "2",
+                                            "--device", "cpu", "--no-progress", "-o", out])
+    assert rc == 0, err
+    a = json.loads((out / "attention.json").read_text())
+    assert (a["block"], a["step"], a["heads"], a["samples"]) == (0, 1, 2, 2)
+    assert a["entries"] == 2 * 2 * a["tokens"] and a["equal_entries"] == a["entries"]
+    assert sum(map(sum, a["per_sample_head"]["reference_total"])) > 0  # the attention is not silent
+    assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
+    rc, _, err = cli(report_cmd.main, [ckpt, "--samples", "2", "--attention-block", "3", "--no-progress",
+                                       "--device", "cpu", "-o", tmp_path / "bad"])
+    assert_one_line_error(rc, err, "--attention-block 3", "blocks 0..0")
