@@ -55,7 +55,9 @@ COUNTING_RULES = [
     "effective fan-out (NeuroBench's definition). Energy uses effective ops. Biases are not synaptic operations.",
     "AC or MAC per stream: values only in {-1, 0, 1} (spikes) -> one AC per effective op; any other stream (the "
     "analog image into the first conv, the integer-encoded image in fixed mode, graded spikes of the graded SSA) "
-    "-> one MAC per effective op. The first conv runs at every step (T times), as the graph does.",
+    "-> one MAC per effective op. The first conv runs at every step (T times), as the graph does. Event input "
+    "(event-camera frames) is spikes: a count of k at a pixel and step is k input events, each one AC per "
+    "effective connection.",
     "NeuroBench rule (`combined_ops`): non-zero positions of the summed input x effective fan-out; it differs from "
     "ours where a residual sum holds values > 1 (NeuroBench: one MAC per non-zero position; ours: one AC per spike) "
     "and at the head (NeuroBench sees one averaged vector per sample; the graph feeds every spike of every step).",

@@ -322,13 +322,14 @@ def readout_population(graph: ir.Graph) -> str:
     return src
 
 
-def input_schedule(payload: np.ndarray, T: int, period: int) -> np.ndarray:
-    """Source RingBuffer data (n_in, B * period): sample n's payload in columns n P .. n P + T - 1."""
+def input_schedule(payload: np.ndarray, T: int, period: int, per_step: bool = False) -> np.ndarray:
+    """Source RingBuffer data (n_in, B * period): sample n's payload in columns n P .. n P + T - 1 (the same
+    payload at every step, or with `per_step` payload[n, t] at step t: event frames)."""
     B = payload.shape[0]
-    flat = payload.reshape(B, -1).astype(np.int32)
-    data = np.zeros((flat.shape[1], B * period), dtype=np.int32)
+    steps = payload.reshape(B, T, -1) if per_step else np.broadcast_to(payload.reshape(B, 1, -1), (B, T, payload[0].size))
+    data = np.zeros((steps.shape[2], B * period), dtype=np.int32)
     for n in range(B):
-        data[:, n * period:n * period + T] = flat[n][:, None]
+        data[:, n * period:n * period + T] = steps[n].T.astype(np.int32)
     return data
 
 
@@ -446,11 +447,13 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
         raise LavaGraphError(f"expected one Input node, found {inputs}")
     T, P = int(schedule["T"]), int(schedule["sample_period"])
     payload = np.asarray(payload)
-    if payload.shape[1:] != tuple(shapes[inputs[0]]):
-        raise LavaGraphError(f"payload shape {payload.shape[1:]} is not the input shape {shapes[inputs[0]]}")
-    top = int(graph.metadata.get("input_payload_scale", 255))
+    per_step = bool(graph.metadata.get("input_per_step", False))  # event frames: one payload per step
+    want = (T, *shapes[inputs[0]]) if per_step else tuple(shapes[inputs[0]])
+    if payload.shape[1:] != tuple(want):
+        raise LavaGraphError(f"payload shape {payload.shape[1:]} is not the input shape {want}")
+    top = L.GRADED_PAYLOAD_MAX if per_step else int(graph.metadata.get("input_payload_scale", 255))
     if not np.all(payload == np.rint(payload)) or payload.min() < 0 or payload.max() > top:
-        raise LavaGraphError(f"payload must be integers 0..{top} (graded input spikes, input_payload_scale)")
+        raise LavaGraphError(f"payload must be integers 0..{top} (graded input spikes)")
     if matrices is None:
         matrices = prepare_matrices(graph, schedule, max_matrix_entries)
     if len(matrices) != len(schedule["projections"]):
@@ -458,7 +461,7 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
     B = payload.shape[0]
     # the last step of the run: the last logical step of the last sample in the deepest population
     n_steps = (B - 1) * P + T + int(schedule["max_depth"])
-    source = Source(data=input_schedule(payload, T, P))
+    source = Source(data=input_schedule(payload, T, P, per_step))
 
     pops = {}
     for name in graph.topo_order():

@@ -128,7 +128,8 @@ def encode_images(g: ir.Graph, images) -> np.ndarray:
 
     from .numerics import encode_input
     x = torch.as_tensor(np.asarray(images), dtype=torch.float64)
-    return encode_input(x, int(g.metadata.get("input_payload_scale", 255))).numpy().astype(np.int64)
+    counts = bool(g.metadata.get("input_per_step", False))  # event frames
+    return encode_input(x, int(g.metadata.get("input_payload_scale", 255)), counts).numpy().astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------- in process

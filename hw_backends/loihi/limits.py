@@ -19,6 +19,7 @@ STATE_MAX = 2 ** 23 - 1              # u wraps, v saturates at 24 bit
 ACTIVATION_MAX = 2 ** 15 - 1         # a_in is an int16 port on the LIF (16-bit synaptic input on chip)
 GRADED_PAYLOAD_BITS = 16             # graded input spikes (the analog image): payload kept within 16 bits, far
                                      # inside the 24-bit signed graded message of lava's ports (precision 24)
+GRADED_PAYLOAD_MAX = 2 ** GRADED_PAYLOAD_BITS - 1
 ACT_SHIFT = VTH_SHIFT = 6
 
 # --- Loihi 2 chip resources (Intel Loihi 2 brief, "Taking Neuromorphic Computing to the Next Level with

@@ -3,7 +3,9 @@ the Lava side (lava_graph, lava_run), which never import each other (docs/loihi_
 
 - state range: u wraps and v saturates in 24-bit two's complement (lava-nc 0.10.0, lif/models.py);
 - synaptic input: 16 bit on chip (the LIF's a_in port);
-- input encoding: the image as a graded payload round(clip(x, 0, 1) * input_scale);
+- input encoding: the image as a graded payload round(clip(x, 0, 1) * input_scale); event frames (spike counts
+  per polarity, pixel and step) as graded payloads round(count * input_scale), only clipped at the payload's
+  range (the quantiser records which);
 - value bounds: an upper bound of |output| of every node of a quantised graph, from its weights."""
 from __future__ import annotations
 
@@ -17,8 +19,14 @@ STATE_RANGE = 2 ** (L.STATE_BITS - 1)  # u wraps beyond +-2**23; v saturates at 
 ACTIVATION_MAX = L.ACTIVATION_MAX      # |a_in| on chip (16-bit synaptic input)
 
 
-def encode_input(images, input_scale: int):
-    """The graded input payload round(clip(x, 0, 1) * input_scale) (round half to even) of a torch tensor."""
+PAYLOAD_MAX = L.GRADED_PAYLOAD_MAX  # the graded input payload's range
+
+
+def encode_input(images, input_scale: int, counts: bool = False):
+    """The graded input payload of a torch tensor (round half to even): round(clip(x, 0, 1) * input_scale) for
+    an image, round(clip(x * input_scale, 0, PAYLOAD_MAX)) for event counts (`counts`)."""
+    if counts:
+        return (images * input_scale).clamp(0, PAYLOAD_MAX).round()
     return (images.clamp(0, 1) * input_scale).round()
 
 
@@ -29,8 +37,8 @@ def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
     for name in g.topo_order():
         node = g.nodes[name]
         ins = sum(bound[e.src] for e in g.in_edges(name))
-        if isinstance(node, ir.Input):
-            bound[name] = float(input_scale)
+        if isinstance(node, ir.Input):  # event counts: only the payload's range bounds them
+            bound[name] = float(PAYLOAD_MAX if g.metadata.get("input_per_step") else input_scale)
         elif isinstance(node, ir.LoihiLIF):
             bound[name] = float(STATE_RANGE) if node.readout else 1.0
         elif isinstance(node, ir.ProductNeuron):

@@ -323,7 +323,10 @@ class Quantizer:
         for node in g.of_type(ir.Conv2d):  # the first conv: analog image as graded 8-bit spikes
             if any(isinstance(g.nodes[e.src], ir.Input) for e in g.in_edges(node.name)):
                 node.weight = node.weight / self.input_scale
-        self.report["input"] = {"encoding": f"graded spikes, payload round(clip(x, 0, 1) * {self.input_scale})",
+        encoding = (f"event frames as graded spikes, payload round(count * {self.input_scale}) per polarity, pixel "
+                    f"and step (clipped at {2 ** L.GRADED_PAYLOAD_BITS - 1})" if g.metadata.get("input_per_step")
+                    else f"graded spikes, payload round(clip(x, 0, 1) * {self.input_scale})")
+        self.report["input"] = {"encoding": encoding,
                                 "payload_scale": self.input_scale,
                                 "payload_bits": int(self.input_scale).bit_length()}
         g.metadata["input_payload_scale"] = self.input_scale

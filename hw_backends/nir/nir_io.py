@@ -61,6 +61,9 @@ LIF_MAPPING = (
 THRESHOLD_CONVENTION = (
     "the reference fires on >= (LIF: H >= v_threshold; Threshold: x >= threshold; ties fire) while NIR writes "
     ">; thresholds are stored unchanged. Threshold nodes are stateless per step")
+EVENT_INPUT_CONVENTION = (
+    "event input: the Input node receives one frame per time step (spike counts per polarity and pixel, "
+    "integrated from the event stream), not a repeated image; a count of k is k input spikes")
 GROUPS_NOTE = (
     "Conv1d/Conv2d use groups; NIR 1.0.8 type inference takes weight.shape[1] (= C_in/groups) as the input "
     "channel count, so read with type_check=False on stock NIR or with hw_backends.nir.nir_io.grouped_conv_types()")
@@ -392,7 +395,7 @@ def graph_metadata(graph: ir.Graph, model_info: dict | None = None) -> dict:
     """h5py-writable graph metadata: scalars and strings; nested dicts as JSON strings."""
     md = graph.metadata
     ssa = md.get("ssa", {})
-    return {
+    out = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dt": DT,
@@ -406,6 +409,9 @@ def graph_metadata(graph: ir.Graph, model_info: dict | None = None) -> dict:
         "ir_metadata": _dumps(md),
         "model_info": _dumps(model_info or {}),
     }
+    if md.get("input_per_step"):
+        out["input_convention"] = EVENT_INPUT_CONVENTION
+    return out
 
 
 # ------------------------------------------------------------------------------------ NIR -> IR
