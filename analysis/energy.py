@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spikformer.model import stage_suffix
+from spikformer.model import stage_suffix, synapse_suffix
 from spikformer.presets import PRESETS, SpikformerConfig
 
 from .activity import CATEGORY_LABELS, Activity
@@ -69,16 +69,17 @@ def dense_flops(cfg: SpikformerConfig) -> list[FlopEntry]:
         if pooled[i]:
             size = (size + 2 - 3) // 2 + 1
     D, N, h = cfg.embed_dim, size * size, cfg.num_heads
+    sfx = synapse_suffix(cfg.layout)  # q_linear (CIFAR code) or q_conv (ImageNet, DVS code): the same MACs
     out.append(FlopEntry("patch_embed.rpe_conv", "conv", N * D * D * 9))
     for b in range(cfg.depth):
         p = f"block.{b}"
         for t in ("q", "k", "v"):
-            out.append(FlopEntry(f"{p}.attn.{t}_linear", "linear", N * D * D))
+            out.append(FlopEntry(f"{p}.attn.{t}_{sfx}", "linear", N * D * D))
         out.append(FlopEntry(f"{p}.attn.q@k^T", "ssa_matmul", h * N * N * (D // h)))
         out.append(FlopEntry(f"{p}.attn.attn@v", "ssa_matmul", h * N * N * (D // h)))
-        out.append(FlopEntry(f"{p}.attn.proj_linear", "linear", N * D * D))
-        out.append(FlopEntry(f"{p}.mlp.fc1_linear", "linear", N * D * cfg.hidden_dim))
-        out.append(FlopEntry(f"{p}.mlp.fc2_linear", "linear", N * cfg.hidden_dim * D))
+        out.append(FlopEntry(f"{p}.attn.proj_{sfx}", "linear", N * D * D))
+        out.append(FlopEntry(f"{p}.mlp.fc1_{sfx}", "linear", N * D * cfg.hidden_dim))
+        out.append(FlopEntry(f"{p}.mlp.fc2_{sfx}", "linear", N * cfg.hidden_dim * D))
     out.append(FlopEntry("head", "head", D * cfg.num_classes))
     return out
 
@@ -203,7 +204,12 @@ def conventions(act: Activity, cfg: SpikformerConfig, model: EnergyModel) -> dic
     rows = []
     for e in dense_flops(cfg):
         row = {"layer": e.layer, "kind": e.kind, "flops": e.flops, "ann_pj": e.flops * model.mac_pj}
-        if e.kind == "first_conv":
+        if e.kind == "first_conv" and cfg.event_input:  # event frames are spikes: AC per spike, every step
+            sop = rate(e.layer) * T * e.flops
+            row.update(input_rate=rate(e.layer), input="spikes (event frames)", paper_op="AC", paper_ops=sop,
+                       paper_pj=sop * model.ac_pj, spikingformer_op="AC", spikingformer_ops=sop,
+                       spikingformer_pj=sop * model.ac_pj)
+        elif e.kind == "first_conv":
             row.update(input_rate=rate(e.layer), input="analog", paper_op="MAC", paper_ops=e.flops,
                        paper_pj=e.flops * model.mac_pj, spikingformer_op="MAC", spikingformer_ops=e.flops * T,
                        spikingformer_pj=e.flops * T * model.mac_pj)
@@ -242,7 +248,7 @@ def conventions(act: Activity, cfg: SpikformerConfig, model: EnergyModel) -> dic
                "input_rate": None, "input": f"spikes q/k/v (fr {fq:.4f}/{fk:.4f}/{fv:.4f})",
                "paper_op": "AC", "paper_ops": sop, "paper_pj": sop * model.ac_pj, "spikingformer_op": "AC",
                "spikingformer_ops": sop, "spikingformer_pj": sop * model.ac_pj, "formula": formula}
-        at = next(i for i, r in enumerate(rows) if r["layer"] == f"{p}.v_linear") + 1
+        at = next(i for i, r in enumerate(rows) if r["layer"] == f"{p}.v_{synapse_suffix(cfg.layout)}") + 1
         rows.insert(at, row)
     totals = {k: sum(r[f"{k}_pj"] for r in rows) for k in ("paper", "spikingformer", "ann")}
     return {"rows": rows, "total_pj": totals, "T": T, "product_order": cfg.product_order}

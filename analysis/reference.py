@@ -1,5 +1,6 @@
 """Recording the PyTorch reference: every LIF and max-pool module's output per time step, in the IR layout
-(images (C, H, W), tokens (C, N)), keyed by module path."""
+(images (C, H, W), tokens (C, N)), keyed by module path. `images` is the model's input: [B, C, H, W], or
+[B, T, C, H, W] for event input (config.event_input)."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,7 @@ TOKEN_LAYOUT_PREFIXES = ("block.",)
 
 def record_reference(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     T = model.T
+    tokens_last = getattr(model, "tokens_last", True)  # CIFAR layout [T, B, N, C]; ImageNet/DVS channels first
     recs: dict[str, torch.Tensor] = {}
     hooks = []
 
@@ -19,8 +21,11 @@ def record_reference(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tens
             y = out.detach()
             if isinstance(mod, nn.MaxPool2d):
                 y = y.reshape(T, -1, *y.shape[1:])
-            elif y.dim() == 4 and name.startswith(TOKEN_LAYOUT_PREFIXES):  # [T, B, N, C] -> [T, B, C, N]
-                y = y.transpose(-1, -2)
+            elif name.startswith(TOKEN_LAYOUT_PREFIXES):
+                if y.dim() == 5:  # ImageNet layout [T, B, C, H, W] -> [T, B, C, N]
+                    y = y.flatten(-2)
+                elif y.dim() == 4 and tokens_last:  # [T, B, N, C] -> [T, B, C, N]
+                    y = y.transpose(-1, -2)
             recs[name] = y.clone()
         return f
 

@@ -1,5 +1,11 @@
 """PyTorch Spikformer -> IR. The graph mirrors the module tree one to one (BatchNorm, max-pool, residual adds,
-the SSA product and the head stay high-level nodes); the passes lower them to spike-only synaptic operations."""
+the SSA product and the head stay high-level nodes); the passes lower them to spike-only synaptic operations.
+
+Every layout of spikformer.model lowers to the same graph shape: the token-wise synapses (nn.Linear of the CIFAR
+layout, kernel-1 nn.Conv1d of the ImageNet/DVS layouts, the ImageNet MLP's 1x1 nn.Conv2d) all become IR Conv1d
+nodes over token tensors (C, N), bias None where the module has none (the ImageNet/DVS q/k/v). For event input
+(config.event_input, the DVS layout) the Input node is one frame (C, H, W) and `metadata["input_per_step"]` is
+True: the engine feeds images[:, t] at step t instead of repeating one image."""
 from __future__ import annotations
 
 import warnings
@@ -39,7 +45,7 @@ def check_numerics(model: nn.Module) -> list[dict]:
                                           f"refusing to convert")
     found = []
     for path, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and not bool(torch.any(m.weight != 0)):
+        if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)) and not bool(torch.any(m.weight != 0)):
             found.append({"node": path, "what": "all-zero weights",
                           "detail": f"{type(m).__name__} {path}.weight is all zero: the layer passes only its bias "
                                     f"(a constant input to the next neuron)"})
@@ -52,11 +58,12 @@ def check_numerics(model: nn.Module) -> list[dict]:
     return found
 
 
-SUPPORTED_MODULES = ("Spikformer", "SPS", "Block", "SSA", "MLP", "Conv2d(bias=False)", "Linear",
+SUPPORTED_MODULES = ("Spikformer", "SPS", "Block", "SSA", "MLP", "Conv2d (SPS 3x3 bias=False; 1x1 MLP)",
+                     "Conv1d (kernel 1)", "Linear",
                      "BatchNorm1d/2d (eval statistics)", "MaxPool2d", "spikingjelly LIFNode (hard reset, "
                      "decay_input=True)", "LayerNorm (unused, as upstream)")
-_KNOWN = (Spikformer, SPS, Block, SSA, MLP, nn.ModuleList, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d,
-          nn.MaxPool2d, nn.LayerNorm, neuron.LIFNode)
+_KNOWN = (Spikformer, SPS, Block, SSA, MLP, nn.ModuleList, nn.Conv2d, nn.Conv1d, nn.Linear, nn.BatchNorm1d,
+          nn.BatchNorm2d, nn.MaxPool2d, nn.LayerNorm, neuron.LIFNode)
 
 
 def _np(t) -> np.ndarray:
@@ -80,6 +87,12 @@ def check_supported(model: nn.Module) -> None:
         if isinstance(m, nn.Conv2d) and (m.dilation != (1, 1) or m.padding_mode != "zeros"):
             raise UnsupportedModuleError(f"module {path!r}: Conv2d with dilation/padding_mode "
                                          f"{m.dilation}/{m.padding_mode} is not supported")
+        token_wise = isinstance(m, nn.Conv1d) or (isinstance(m, nn.Conv2d) and path.startswith("block."))
+        if token_wise and (set(m.kernel_size) != {1} or set(m.stride) != {1} or set(m.padding) != {0}
+                           or set(m.dilation) != {1} or m.groups != 1):
+            raise UnsupportedModuleError(f"module {path!r}: only token-wise {type(m).__name__} (kernel 1, stride 1, "
+                                         f"no padding, groups 1) is supported in blocks, got kernel "
+                                         f"{m.kernel_size} stride {m.stride} padding {m.padding} groups {m.groups}")
 
 
 def _lif(name: str, m: neuron.LIFNode) -> ir.LIF:
@@ -93,8 +106,11 @@ def _bn(name: str, m) -> ir.BatchNorm:
                         running_var=_np(m.running_var), eps=float(m.eps))
 
 
-def _linear(name: str, m: nn.Linear) -> ir.Conv1d:
-    return ir.Conv1d(name, name, weight=_np(m.weight)[:, :, None],
+def _linear(name: str, m: nn.Module) -> ir.Conv1d:
+    """A token-wise synapse (nn.Linear, kernel-1 nn.Conv1d, or 1x1 nn.Conv2d over the token grid) as an IR Conv1d
+    with kernel 1 over (C, N)."""
+    w = _np(m.weight)
+    return ir.Conv1d(name, name, weight=w.reshape(w.shape[0], w.shape[1], 1),
                      bias=None if m.bias is None else _np(m.bias))
 
 
@@ -108,7 +124,8 @@ class _Builder:
         return x
 
     def linear_bn_lif(self, prefix: str, mod: nn.Module, tag: str, x: str) -> str:
-        return self.chain(x, _linear(f"{prefix}.{tag}_linear", getattr(mod, f"{tag}_linear")),
+        syn = f"{tag}_{mod.syn}"  # q_linear (CIFAR layout) or q_conv (ImageNet/DVS layouts)
+        return self.chain(x, _linear(f"{prefix}.{syn}", getattr(mod, syn)),
                           _bn(f"{prefix}.{tag}_bn", getattr(mod, f"{tag}_bn")),
                           _lif(f"{prefix}.{tag}_lif", getattr(mod, f"{tag}_lif")))
 
@@ -118,6 +135,8 @@ def spikformer_to_ir(model: Spikformer) -> ir.Graph:
     numeric_warnings = check_numerics(model)
     cfg = model.config
     g = ir.Graph(metadata={"config": cfg.to_dict(), "T": cfg.T})
+    if cfg.event_input:
+        g.metadata["input_per_step"] = True  # images [B, T, C, H, W]: frame t drives step t
     if numeric_warnings:
         g.metadata["warnings"] = numeric_warnings
     b = _Builder(g)

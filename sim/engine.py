@@ -35,20 +35,31 @@ class SimResult:
     T: int = 0
 
 
+def input_per_step(graph: ir.Graph) -> bool:
+    """True when the graph takes one input frame per time step (event input: images [B, T, C, H, W]); else one
+    image [B, C, H, W] drives every step."""
+    return bool(graph.metadata.get("input_per_step", False))
+
+
 def check_images(graph: ir.Graph, images, fixed: bool = False, warn: bool = True) -> None:
-    """Raises InputError unless `images` is a [B, *input shape] tensor of finite values; with `fixed` (Loihi
-    fixed point) and `warn`, warns (InputRangeWarning) when values outside [0, 1] will be clipped by the graded
-    input encoding (float mode takes any value, as the PyTorch reference does)."""
+    """Raises InputError unless `images` is a [B, *input shape] tensor of finite values ([B, T, *input shape]
+    for a graph with metadata["input_per_step"]); with `fixed` (Loihi fixed point) and `warn`, warns
+    (InputRangeWarning) when image values outside [0, 1] will be clipped by the graded input encoding (float mode
+    takes any value, as the PyTorch reference does; event counts are not limited to [0, 1]: their encoding clips
+    only at the payload's range, which the quantiser records)."""
     shape = tuple(int(s) for s in graph.nodes[graph.inputs()[0]].shape)
+    axes = "(batch, channels, height, width)"
+    if input_per_step(graph):
+        shape = (int(graph.metadata.get("T", 1)), *shape)
+        axes = "(batch, time steps, channels, height, width)"
     want = f"[B, {', '.join(str(s) for s in shape)}]"
     if not isinstance(images, torch.Tensor):
         raise InputError(f"input images must be a tensor {want}, got {type(images).__name__}")
     if images.dim() != len(shape) + 1 or tuple(images.shape[1:]) != shape:
-        raise InputError(f"input images have shape {list(images.shape)}; this network expects {want} "
-                         f"(batch, channels, height, width)")
+        raise InputError(f"input images have shape {list(images.shape)}; this network expects {want} {axes}")
     if images.is_floating_point() and not bool(torch.isfinite(images).all()):
         raise InputError(f"input images hold {int((~torch.isfinite(images)).sum())} NaN/infinite values")
-    if fixed and warn and images.numel():
+    if fixed and warn and images.numel() and not input_per_step(graph):
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
             n = int(((images < 0) | (images > 1)).sum())
@@ -112,13 +123,19 @@ class Engine:
         check_images(self.graph, images, self.fixed)
 
     def run(self, images: torch.Tensor, T: int | None = None, record=None, extra_steps: int = 0) -> SimResult:
-        """images [B, C, H, W] (direct encoding: the same analog input at every step)."""
+        """images [B, C, H, W] (direct encoding: the same analog input at every step), or [B, T, C, H, W] for a
+        graph with metadata["input_per_step"] (event frames: images[:, t] at step t). After the input (steps
+        beyond its T, `extra_steps`) the input is zero."""
         T = int(T or self.graph.metadata.get("T", 1))
         rec = _select(self.graph, record)
         self.check_input(images)
+        per_step = input_per_step(self.graph)
+        if per_step and T > images.shape[1]:
+            raise InputError(f"{T} time steps asked of an input with {images.shape[1]} frames")
         x_in = images.to(self.device, self.dtype)
         if self.fixed:
-            x_in = encode_input(x_in, self.input_scale)
+            x_in = encode_input(x_in, self.input_scale, counts=per_step)  # as hw_backends.loihi.lava_run
+        zeros = torch.zeros_like(x_in[:, 0] if per_step else x_in)
         state = {n: {} for n in self.order}
         records = {n: [] for n in rec}
         last = {}
@@ -128,7 +145,7 @@ class Engine:
                 for name in self.order:
                     node = self.graph.nodes[name]
                     if isinstance(node, ir.Input):
-                        vals[name] = x_in if t < T else torch.zeros_like(x_in)
+                        vals[name] = zeros if t >= T else x_in[:, t] if per_step else x_in
                     else:
                         inp = {}
                         for port, srcs in self.in_edges[name].items():

@@ -22,8 +22,9 @@ def randomized_model(preset: str = "digits-2-64", seed: int = 0, attn_drive: flo
                 mod.running_var.uniform_(0.5, 2.0)
                 mod.weight.uniform_(0.5, 2.0)
                 mod.bias.uniform_(-0.2, 0.8)
-            if isinstance(mod, torch.nn.Linear):
-                mod.weight.normal_(0, 0.25)
+            if isinstance(mod, torch.nn.Linear) or (isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d))
+                                                     and mod.kernel_size in ((1,), (1, 1))):
+                mod.weight.normal_(0, 0.25)  # the token-wise synapses of every layout (Linear or kernel-1 conv)
         for name, mod in m.named_modules():
             if name.endswith(("q_bn", "k_bn", "v_bn")):
                 mod.bias += attn_drive
