@@ -271,3 +271,13 @@ def test_several_matching_presets_is_an_error(digits_model, tmp_path, monkeypatc
         load_checkpoint(path)
     _, cfg, _ = load_checkpoint(path, preset="digits-2-64")
     assert cfg.T == 4
+
+
+def test_every_preset_is_found_from_its_own_state_dict():
+    """The shapes of the eight presets are distinct: each one's state dict matches exactly itself."""
+    from spikformer.checkpoint import match_preset
+    from spikformer.presets import PRESETS
+    for name, cfg in PRESETS.items():
+        with torch.device("meta"):
+            sd = Spikformer(cfg).state_dict()
+        assert match_preset(sd) == name

@@ -116,3 +116,44 @@ def test_attention_maps_of_the_float_lowering_equal_the_reference(ckpt, tmp_path
     rc, _, err = cli(report_cmd.main, [ckpt, "--samples", "2", "--attention-block", "3", "--no-progress",
                                        "--device", "cpu", "-o", tmp_path / "bad"])
     assert_one_line_error(rc, err, "--attention-block 3", "blocks 0..0")
+
+
+@pytest.mark.parametrize("layout", ["imagenet", "dvs"])
+def test_every_command_runs_the_official_imagenet_and_dvs_layouts(layout, tmp_path, cli):
+    """The ImageNet layout (bias-free Conv1d q/k/v, 1x1 Conv2d MLP) and the DVS layout (event frames, one per
+    step) through every command: exported to NIR and Loihi, spike-exact in float semantics, reported."""
+    import numpy as np
+
+    from spikformer.checkpoint import save_checkpoint as save
+    from spikformer.synthetic import randomized_model
+
+    from .test_official_layouts import SMALL
+    preset, changes = SMALL[layout]
+    model = randomized_model(preset, seed=3, attn_drive=1.0, **changes)
+    ckpt = tmp_path / f"{layout}.pt"
+    save(ckpt, model, {})
+    if layout == "imagenet":
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+                 y=np.arange(40) % model.config.num_classes)
+        data = f"npz:{tmp_path / 'd.npz'}"
+    else:
+        data = "event-digits"
+    for target in ("nir", "loihi"):
+        rc, _, err = cli(convert_cmd.main, [ckpt, "--target", target, "-o", tmp_path / f"out_{target}"])
+        assert rc == 0, err
+    rc, _, err = cli(parity_cmd.main, [ckpt, "--target", "nir", "--data", data, "--samples", "6",
+                                       "--min-agreement", "1.0", "--min-layer-agreement", "1.0", "--device", "cpu",
+                                       "--no-progress", "-o", tmp_path / "p"])
+    assert rc == 0, err
+    overall = json.loads((tmp_path / "p" / "parity.json").read_text())["overall"]
+    assert overall["total_spike_mismatches"] == 0
+    for target in ("nir", "loihi"):
+        rc, _, err = cli(report_cmd.main, [ckpt, "--target", target, "--data", data, "--samples", "4",
+                                           "--attention-samples", "1", "--device", "cpu", "--no-progress",
+                                           "-o", tmp_path / f"r_{target}"])
+        assert rc == 0, err
+    rep = json.loads((tmp_path / "r_nir" / "energy.json").read_text())
+    first = next(r for r in rep["conventions"] if r["kind"] == "first_conv")
+    assert first["paper_op"] == ("AC" if layout == "dvs" else "MAC")  # event frames are spikes
+    assert any(r["layer"].endswith(".attn.q_conv") for r in rep["conventions"])
