@@ -93,6 +93,9 @@ def convert(source, options: ConversionOptions | None = None) -> Build:
     frontend = spikformer_to_ir(source.model)
     if source.input_grid is not None:  # a fixed-point target encodes the input on the training data's grid
         frontend.metadata["input_value_grid"] = source.input_grid
+    dataset = source.metadata.get("dataset") if isinstance(source.metadata.get("dataset"), dict) else {}
+    if frontend.metadata.get("input_per_step") and dataset.get("max_count") == 1:
+        frontend.metadata["input_binary"] = True  # event frames of 0/1: binary spikes on chip, not graded
     target = backend.build(frontend, options)
     target.graph.validate()
     return Build(options, source, backend, frontend, target)

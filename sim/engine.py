@@ -59,6 +59,9 @@ def check_images(graph: ir.Graph, images, fixed: bool = False, warn: bool = True
         raise InputError(f"input images have shape {list(images.shape)}; this network expects {want} {axes}")
     if images.is_floating_point() and not bool(torch.isfinite(images).all()):
         raise InputError(f"input images hold {int((~torch.isfinite(images)).sum())} NaN/infinite values")
+    if fixed and graph.metadata.get("input_binary") and images.numel() and float(images.max()) > 1:
+        raise InputError(f"this network takes binary event frames (its training data held counts 0/1 only, so its "
+                         f"input is binary spikes on chip); these frames hold counts up to {float(images.max()):g}")
     if fixed and warn and images.numel() and not input_per_step(graph):
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:

@@ -157,3 +157,26 @@ def test_every_command_runs_the_official_imagenet_and_dvs_layouts(layout, tmp_pa
     first = next(r for r in rep["conventions"] if r["kind"] == "first_conv")
     assert first["paper_op"] == ("AC" if layout == "dvs" else "MAC")  # event frames are spikes
     assert any(r["layer"].endswith(".attn.q_conv") for r in rep["conventions"])
+
+
+def test_binary_event_frames_enter_as_binary_spikes(tmp_path):
+    """Event data whose counts are all 0/1 (dataset max_count 1): the Loihi input is binary spikes (no graded
+    payload), recorded in the quantisation; frames with larger counts are refused, not clipped."""
+    from spikformer.checkpoint import save_checkpoint as save
+    from spikformer.synthetic import randomized_model
+    model = randomized_model("event-digits-2-64", seed=2, attn_drive=1.0, depth=1, T=2)
+    for max_count, binary in ((1, True), (3, False)):
+        path = tmp_path / f"m{max_count}.pt"
+        save(path, model, {"dataset": {"spec": "event-digits", "max_count": max_count, "value_grid": 1}})
+        b = convert(path, ConversionOptions(target="loihi"))
+        assert bool(b.graph.metadata.get("input_binary")) == binary
+        assert ("binary spikes" in b.quantization["input"]["encoding"]) == binary
+    from hw_backends.loihi.lava_graph import message_bits
+    b = convert(tmp_path / "m1.pt", ConversionOptions(target="loihi"))
+    assert message_bits(b.graph.nodes["input"], b.graph) == 0
+    frames = torch.zeros(1, 2, 2, 16, 16)
+    frames[0, 0, 0, 3, 3] = 1.0
+    Engine(b.graph, "loihi_fixed").run(frames)
+    frames[0, 1, 1, 5, 5] = 2.0
+    with pytest.raises(ValueError, match="binary event frames.*counts up to 2"):
+        Engine(b.graph, "loihi_fixed").run(frames)

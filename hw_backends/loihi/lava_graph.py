@@ -88,10 +88,11 @@ def is_graded(node) -> bool:
     return isinstance(node, GRADED_TYPES)
 
 
-def message_bits(node) -> int:
-    """num_message_bits of a Sparse whose pre is `node`: 0 for binary spikes, > 0 for graded payloads."""
+def message_bits(node, graph: ir.Graph | None = None) -> int:
+    """num_message_bits of a Sparse whose pre is `node`: 0 for binary spikes, > 0 for graded payloads (the input:
+    graded, except binary event frames, metadata "input_binary")."""
     if isinstance(node, ir.Input):
-        return INPUT_MESSAGE_BITS
+        return 0 if graph is not None and graph.metadata.get("input_binary") else INPUT_MESSAGE_BITS
     return GRADED_MESSAGE_BITS if is_graded(node) else 0
 
 
@@ -304,7 +305,8 @@ class LavaNetwork:
         for p in self.populations.values():
             kinds[type(p).__name__] = kinds.get(type(p).__name__, 0) + 1
         return {"processes": len(self.processes()), "populations": len(self.populations), "population_kinds": kinds,
-                "graded_connections": sum(1 for p, _ in self.connections if message_bits(self.graph.nodes[p.pre])),
+                "graded_connections": sum(1 for p, _ in self.connections
+                                          if message_bits(self.graph.nodes[p.pre], self.graph)),
                 "sparse": len(self.connections) - delayed, "delay_sparse": delayed, "sinks": len(self.sinks),
                 "sources": 1, "n_steps": self.n_steps, "sample_period": self.period, "T": self.T,
                 "max_depth": int(self.schedule["max_depth"]),
@@ -451,7 +453,8 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
     want = (T, *shapes[inputs[0]]) if per_step else tuple(shapes[inputs[0]])
     if payload.shape[1:] != tuple(want):
         raise LavaGraphError(f"payload shape {payload.shape[1:]} is not the input shape {want}")
-    top = L.GRADED_PAYLOAD_MAX if per_step else int(graph.metadata.get("input_payload_scale", 255))
+    top = (1 if graph.metadata.get("input_binary") else L.GRADED_PAYLOAD_MAX) if per_step \
+        else int(graph.metadata.get("input_payload_scale", 255))
     if not np.all(payload == np.rint(payload)) or payload.min() < 0 or payload.max() > top:
         raise LavaGraphError(f"payload must be integers 0..{top} (graded input spikes)")
     if matrices is None:
@@ -474,7 +477,7 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, rec
         node = graph.nodes[proj.synapse]
         pre_node = graph.nodes[proj.pre]
         for e, w in exponent_groups(node, w_all, shapes[proj.post]):
-            kw = dict(weights=w, weight_exp=e, num_weight_bits=8, num_message_bits=message_bits(pre_node),
+            kw = dict(weights=w, weight_exp=e, num_weight_bits=8, num_message_bits=message_bits(pre_node, graph),
                       name=f"{proj.synapse}:{proj.pre}->{proj.post}" + (f":exp{e}" if np.ndim(node.weight_exp)
                                                                          else ""))
             if proj.delay > 0:

@@ -323,9 +323,13 @@ class Quantizer:
         for node in g.of_type(ir.Conv2d):  # the first conv: analog image as graded 8-bit spikes
             if any(isinstance(g.nodes[e.src], ir.Input) for e in g.in_edges(node.name)):
                 node.weight = node.weight / self.input_scale
-        encoding = (f"event frames as graded spikes, payload round(count * {self.input_scale}) per polarity, pixel "
-                    f"and step (clipped at {2 ** L.GRADED_PAYLOAD_BITS - 1})" if g.metadata.get("input_per_step")
-                    else f"graded spikes, payload round(clip(x, 0, 1) * {self.input_scale})")
+        if g.metadata.get("input_binary"):
+            encoding = "event frames as binary spikes, one per polarity, pixel and step (the data's counts are 0/1)"
+        elif g.metadata.get("input_per_step"):
+            encoding = (f"event frames as graded spikes, payload round(count * {self.input_scale}) per polarity, "
+                        f"pixel and step (clipped at {2 ** L.GRADED_PAYLOAD_BITS - 1})")
+        else:
+            encoding = f"graded spikes, payload round(clip(x, 0, 1) * {self.input_scale})"
         self.report["input"] = {"encoding": encoding,
                                 "payload_scale": self.input_scale,
                                 "payload_bits": int(self.input_scale).bit_length()}
