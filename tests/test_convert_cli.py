@@ -74,7 +74,7 @@ def test_console_script(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown_target", "missing_file", "not_a_checkpoint", "output_parent_is_file",
-                                  "output_is_dir", "no_output", "bare_state_dict", "unknown_preset"])
+                                  "output_is_dir", "state_dict_of_no_preset", "unknown_preset"])
 def test_bad_input(cli, ckpt, tmp_path, case):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -100,14 +100,11 @@ def test_bad_input(cli, ckpt, tmp_path, case):
     elif case == "output_is_dir":
         args[2] = out_dir
         needle = "is a directory"
-    elif case == "no_output":
-        args = [ckpt]
-        needle = "-o"
-    elif case == "bare_state_dict":
+    elif case == "state_dict_of_no_preset":
         sd = tmp_path / "sd.pt"
-        torch.save(randomized_model("digits-2-64").state_dict(), sd)
+        torch.save(randomized_model("digits-2-64", num_classes=7).state_dict(), sd)
         args[0] = sd
-        needle = "--preset"
+        needle = "matches no preset"
     elif case == "unknown_preset":
         args += ["--preset", "nope-1-1"]
         needle = "unknown preset 'nope-1-1'"

@@ -115,7 +115,7 @@ def _official(tmp_path, mutate=None):
 @pytest.mark.parametrize("case,extra,needle", [
     ("missing-file", [], "does not exist"),
     ("not-a-checkpoint", [], "not a PyTorch checkpoint"),
-    ("bare-without-preset", [], "pass --preset"),
+    ("fits-no-preset", [], "matches no preset (cifar10-4-384: 2 mis-shaped"),
     ("missing-params", ["--preset", "cifar10-4-384"], "2 missing: block.3.mlp.fc2_bn.weight, head.bias"),
     ("misshaped", ["--preset", "cifar10-4-384"], "head.weight (expected [10, 384], got [100, 384])"),
     ("unexpected", ["--preset", "cifar10-4-384"], "1 unexpected: pos_embed"),
@@ -130,8 +130,9 @@ def test_eval_checkpoint_errors(tmp_path, cli, case, extra, needle):
         path.write_text("just text\n")
     elif case == "missing-params":
         path = _official(tmp_path, lambda sd: (sd.pop("block.3.mlp.fc2_bn.weight"), sd.pop("head.bias")))
-    elif case == "misshaped":
-        path = _official(tmp_path, lambda sd: sd.__setitem__("head.weight", torch.zeros(100, 384)))
+    elif case in ("misshaped", "fits-no-preset"):
+        path = _official(tmp_path, lambda sd: (sd.__setitem__("head.weight", torch.zeros(100, 384)),
+                                               sd.__setitem__("head.bias", torch.zeros(100))))
     elif case == "unexpected":
         path = _official(tmp_path, lambda sd: sd.__setitem__("pos_embed", torch.zeros(1, 64, 384)))
     else:
