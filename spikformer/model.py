@@ -62,31 +62,26 @@ def _conv_bn(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(T, B, *y.shape[1:]).contiguous()
 
 
+def _mlp_synapse(layout: str, c_in: int, c_out: int) -> tuple[nn.Module, nn.Module]:
+    """An MLP layer's synapse and BatchNorm as each official file builds them: Linear + BatchNorm1d (cifar), 1x1
+    Conv2d + BatchNorm2d (imagenet), kernel-1 Conv1d + BatchNorm1d (dvs)."""
+    if layout == "cifar":
+        return nn.Linear(c_in, c_out), nn.BatchNorm1d(c_out)
+    if layout == "imagenet":
+        return nn.Conv2d(c_in, c_out, kernel_size=1, stride=1), nn.BatchNorm2d(c_out)
+    return nn.Conv1d(c_in, c_out, kernel_size=1, stride=1), nn.BatchNorm1d(c_out)
+
+
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int, layout: str = "cifar"):
         super().__init__()
         self.layout = layout
         self.syn = synapse_suffix(layout)
-        if layout == "cifar":
-            self.fc1_linear = nn.Linear(dim, hidden)
-            self.fc1_bn = nn.BatchNorm1d(hidden)
-        elif layout == "imagenet":
-            self.fc1_conv = nn.Conv2d(dim, hidden, kernel_size=1, stride=1)
-            self.fc1_bn = nn.BatchNorm2d(hidden)
-        else:
-            self.fc1_conv = nn.Conv1d(dim, hidden, kernel_size=1, stride=1)
-            self.fc1_bn = nn.BatchNorm1d(hidden)
-        self.fc1_lif = make_lif()
-        if layout == "cifar":
-            self.fc2_linear = nn.Linear(hidden, dim)
-            self.fc2_bn = nn.BatchNorm1d(dim)
-        elif layout == "imagenet":
-            self.fc2_conv = nn.Conv2d(hidden, dim, kernel_size=1, stride=1)
-            self.fc2_bn = nn.BatchNorm2d(dim)
-        else:
-            self.fc2_conv = nn.Conv1d(hidden, dim, kernel_size=1, stride=1)
-            self.fc2_bn = nn.BatchNorm1d(dim)
-        self.fc2_lif = make_lif()
+        for name, c_in, c_out in (("fc1", dim, hidden), ("fc2", hidden, dim)):
+            syn, bn = _mlp_synapse(layout, c_in, c_out)
+            setattr(self, f"{name}_{self.syn}", syn)  # registration order as upstream: synapse, bn, lif
+            setattr(self, f"{name}_bn", bn)
+            setattr(self, f"{name}_lif", make_lif())
 
     def forward(self, x):
         if self.layout == "cifar":

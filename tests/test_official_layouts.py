@@ -31,6 +31,7 @@ from spikformer.model import Spikformer, count_parameters, functional, lif_modul
 from spikformer.presets import PRESETS, SpikformerConfig, get_preset
 
 from .helpers_models import mismatches
+from .test_model import EXPECTED_PARAMS, PAPER_PARAMS_M
 
 LAYOUT_OF = {"cifar10-4-384": "cifar", "digits-2-64": "cifar", "imagenet-8-384": "imagenet",
              "imagenet-8-512": "imagenet", "imagenet-8-768": "imagenet", "cifar10dvs-2-256": "dvs",
@@ -38,20 +39,10 @@ LAYOUT_OF = {"cifar10-4-384": "cifar", "digits-2-64": "cifar", "imagenet-8-384":
 
 # Parameter counts of the official module structures (measured on the reference below, all parameters including
 # the never-called LayerNorms and, for DVS, pos_embed and norm).
-OFFICIAL_PARAMS = {
-    "cifar10-4-384": 9_330_874,
-    "imagenet-8-384": 16_828_312,
-    "imagenet-8-512": 29_705_768,
-    "imagenet-8-768": 66_363_208,
-    "cifar10dvs-2-256": 2_585_610,
-    "dvs128-2-256": 2_585_867,
-    "digits-2-64": 164_418,
-    "event-digits-2-64": 165_258,
-}
+OFFICIAL_PARAMS = EXPECTED_PARAMS  # one table: tests/test_model.py
 # The papers' figures (Zhou et al. 2023, Tables 1-3) leave out the parameters that the forward never uses
-# (LayerNorms norm1/norm2 of every block; DVS: pos_embed and norm): what remains rounds to them within 0.01M.
-PAPER_PARAMS_M = {"cifar10-4-384": 9.32, "imagenet-8-384": 16.81, "imagenet-8-512": 29.68, "imagenet-8-768": 66.34,
-                  "cifar10dvs-2-256": 2.57, "dvs128-2-256": 2.57}
+# (LayerNorms norm1/norm2 of every block; DVS: pos_embed and norm): what remains rounds to them within 0.01M
+# (PAPER_PARAMS_M, also from tests/test_model.py).
 
 
 def test_every_preset_has_a_layout_and_count():
