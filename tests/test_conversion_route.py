@@ -84,6 +84,7 @@ def test_report_and_parity_use_the_exported_network(ckpt, tmp_path, cli):
                                            "--device", "cpu", "--no-progress", "-o", out])
         assert rc == 0, err
         rep = json.loads((out / "energy.json").read_text())
+        assert rep["run"]["conversion"]["weight_bits"] == bits and rep["run"]["quantization"]["weight_bits"] == bits
         ops[bits] = rep["totals"]["event_ops"]["effective_ac"] + rep["totals"]["event_ops"]["effective_mac"]
     assert ops[16] > ops[8]  # the 16-bit network has a second (low-part) synapse group per weight
     rc, _, err = cli(parity_cmd.main, [ckpt, "--target", "loihi", "--weight-bits", "8", "--samples", "2",
