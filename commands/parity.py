@@ -70,7 +70,9 @@ def _run(a: argparse.Namespace) -> int:
         from analysis.lava_crosscheck import make_sim_runner
         sim_runner = make_sim_runner(build.target)
     facts = {"model": build.source.name, "checkpoint_sha256": build.source.sha256,
-             "preset": a.preset or "from checkpoint", "config": cfg.to_dict(), "target": a.target, "mode": mode,
+             "preset": a.preset or ("matched: " + build.source.metadata["preset"]
+                                    if build.source.metadata.get("preset_matched") else "from checkpoint"),
+             "config": cfg.to_dict(), "target": a.target, "mode": mode,
              "engine": a.engine, "ssa_form": build.ssa_form,
              "data": a.data, "data_sha256": data_info.get("sha256"), "seed": a.seed, "device": device,
              "reference_dtype": "float64" if mode == "float" else "float32",

@@ -106,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
                          + (f" (asked for {args.samples})" if args.samples > n_test else ""),
             "images_sha256": array_sha256(images)}
     checkpoint = {"checkpoint": build.source.name, "sha256": build.source.sha256,
-                  "preset": args.preset or meta.get("preset"), "source": meta.get("source"),
+                  "preset": args.preset or meta.get("preset"), "preset_matched": bool(meta.get("preset_matched")),
+                  "source": meta.get("source"),
                   "trained_test_accuracy": meta.get("test_accuracy"),
                   "trained_on": (meta.get("dataset") or {}).get("spec") if isinstance(meta.get("dataset"), dict)
                   else meta.get("dataset")}  # metadata of a checkpoint from elsewhere may hold anything

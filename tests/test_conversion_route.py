@@ -181,3 +181,21 @@ def test_binary_event_frames_enter_as_binary_spikes(tmp_path):
     frames[0, 1, 1, 5, 5] = 2.0
     with pytest.raises(ValueError, match="binary event frames.*counts up to 2"):
         Engine(b.graph, "loihi_fixed").run(frames)
+
+
+def test_a_matched_preset_is_named_in_every_output(tmp_path, cli):
+    from spikformer.synthetic import randomized_model
+    path = tmp_path / "official.pth"
+    torch.save({f"module.{k}": v for k, v in randomized_model("digits-2-64", seed=1).state_dict().items()}, path)
+    rc, out, err = cli(convert_cmd.main, [path, "--target", "nir"])
+    assert rc == 0, err
+    assert "digits-2-64 matched by parameter names and shapes" in out
+    rc, _, err = cli(parity_cmd.main, [path, "--target", "nir", "--samples", "2", "--min-agreement", "0",
+                                       "--device", "cpu", "--no-progress", "-o", tmp_path / "p"])
+    assert rc == 0, err
+    assert json.loads((tmp_path / "p" / "parity.json").read_text())["run"]["preset"] == "matched: digits-2-64"
+    rc, _, err = cli(report_cmd.main, [path, "--samples", "2", "--attention-samples", "0", "--device", "cpu",
+                                       "--no-progress", "-o", tmp_path / "r"])
+    assert rc == 0, err
+    model = json.loads((tmp_path / "r" / "energy.json").read_text())["model"]
+    assert model["preset"] == "digits-2-64" and model["preset_matched"] is True
