@@ -158,7 +158,8 @@ def test_atomic_dir_refuses_to_replace_a_file(tmp_path):
 
 
 _SLOW_WRITER = r"""
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the runner started us with SIGINT ignored
 sys.path.insert(0, sys.argv[3])
 from ground.atomic import atomic_dir, atomic_file
 dest, kind = sys.argv[1], sys.argv[2]
