@@ -14,9 +14,9 @@ import torch
 from tqdm import tqdm
 
 from convert import ir
-
 from sim.engine import Engine, check_images
 from spikformer.model import lif_modules
+
 from .reference import record_reference
 
 

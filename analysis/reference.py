@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from spikformer.model import neuron  # imported through spikformer.model, which silences its banner
+
+from spikformer.model import neuron  # SpikingJelly's, through spikformer.model, which silences its banner
 
 TOKEN_LAYOUT_PREFIXES = ("block.",)
 

@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 import torch
 import torch.nn as nn
-from spikformer.model import neuron  # imported through spikformer.model, which silences its banner
 
 from ground.errors import UserError
-from spikformer.model import SPS, SSA, Block, MLP, Spikformer, stage_suffix
+from spikformer.model import MLP, SPS, SSA, Block, Spikformer, stage_suffix
+from spikformer.model import neuron  # SpikingJelly's, through spikformer.model, which silences its banner
 
 from . import ir
 

@@ -41,11 +41,10 @@ import numpy as np
 
 import nir
 
+from convert import ir
 from ground import sandbox
 from ground.atomic import atomic_path
 from ground.errors import UserError
-
-from convert import ir
 
 FORMAT = "spikformer-nir"
 FORMAT_VERSION = 1
