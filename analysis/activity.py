@@ -485,12 +485,8 @@ class ActivityCounter:
         origin = self.graph.nodes[_origin(self.graph, src)]
         event_counts = (isinstance(origin, ir.Input) and self.graph.metadata.get("input_per_step")
                         and not bool((flat < 0).any()) and bool((flat == torch.round(flat)).all()))
-        if event_counts:  # event frames: a count of k at a pixel is k input spikes, each one AC per connection
-            counts = flat.sum(0).to(torch.float64).reshape(x.shape[2:])
-            values = counts
-            events = int(counts.sum().item())
-            kind = "spikes" if events else "none"
-        elif origin.spiking and not bool((flat.ne(0) & flat.ne(1)).any()):  # 0/1: values are the events
+        # 0/1 spikes, or event frames (a count of k at a pixel is k input spikes): the values are the events
+        if event_counts or (origin.spiking and not bool((flat.ne(0) & flat.ne(1)).any())):
             counts = flat.sum(0).to(torch.float64).reshape(x.shape[2:])
             values = counts
             events = int(counts.sum().item())

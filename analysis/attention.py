@@ -26,17 +26,24 @@ def _received(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
     return torch.einsum("bhdn,bhdm->bhm", qh, kh)
 
 
-def attention_maps(build, mode: str, images: torch.Tensor, block: int | None = None,
-                   step: int | None = None) -> dict:
-    """Per-head attention maps of `images` (a few samples) in the simulated network (`build.runnable(mode)`)
-    and in the PyTorch reference, at `block` (default: the last) and time step `step` (default: the last)."""
-    cfg = build.source.config
+def attention_position(cfg, block: int | None = None, step: int | None = None) -> tuple[int, int]:
+    """(block, time step) of the maps, checked against the model (defaults: the last of each); ValueError
+    naming the flag otherwise."""
     block = cfg.depth - 1 if block is None else int(block)
     step = cfg.T - 1 if step is None else int(step)
     if not 0 <= block < cfg.depth:
         raise ValueError(f"--attention-block {block}: the model has blocks 0..{cfg.depth - 1}")
     if not 0 <= step < cfg.T:
         raise ValueError(f"--attention-step {step}: the model has time steps 0..{cfg.T - 1}")
+    return block, step
+
+
+def attention_maps(build, mode: str, images: torch.Tensor, block: int | None = None,
+                   step: int | None = None) -> dict:
+    """Per-head attention maps of `images` (a few samples) in the simulated network (`build.runnable(mode)`)
+    and in the PyTorch reference, at `block` (default: the last) and time step `step` (default: the last)."""
+    cfg = build.source.config
+    block, step = attention_position(cfg, block, step)
     q_name, k_name = f"block.{block}.attn.q_lif", f"block.{block}.attn.k_lif"
     graph, numeric = build.runnable(mode)
     sim = Engine(graph, numeric).run(images, record=[q_name, k_name])

@@ -208,9 +208,7 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
                 "ssa_order_used": sorted({m.get("order") for m in ssa_meta.values()}),
                 "conversion": build.options.recorded(),
                 "quantization": None if mode != "fixed" else {
-                    "weight_bits": build.quantization["weight_bits"], "vth_mant": build.quantization["vth_mant_target"],
-                    "input_payload_scale": build.quantization["input"]["payload_scale"],
-                    "input_encoding": build.quantization["input"]["encoding"]},
+                    **build.quantization_facts(), "input_encoding": build.quantization["input"]["encoding"]},
                 "accuracy_on_samples": (acc["correct"] / acc["samples"]) if labels is not None and acc["samples"]
                 else None,
                 "data": data,

@@ -43,6 +43,12 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_INPUT_SCALE})")
 
 
+def default_mode(target: str) -> str:
+    """What a target's build runs by default: Loihi fixed point for loihi (the network spk-convert exports),
+    reference float semantics otherwise."""
+    return "fixed" if target == "loihi" else "float"
+
+
 def conversion_options(args: argparse.Namespace, target: str, device: str = "cpu") -> ConversionOptions:
     try:
         return ConversionOptions(target=target, ssa=args.ssa, ssa_order=args.ssa_order, weight_bits=args.weight_bits,

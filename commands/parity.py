@@ -16,7 +16,7 @@ from hw_backends.conversion import convert
 from spikformer.data import load_dataset_with_info
 from spikformer.train import default_device
 
-from .options import add_conversion_arguments, conversion_options
+from .options import add_conversion_arguments, conversion_options, default_mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(a: argparse.Namespace) -> int:
-    mode = a.mode or ("fixed" if a.target == "loihi" else "float")
+    mode = a.mode or default_mode(a.target)
     if a.target == "nir" and mode == "fixed":
         raise UserError("--target nir has float semantics; use --mode float")
     if a.samples is not None and a.samples < 1:
@@ -78,9 +78,7 @@ def _run(a: argparse.Namespace) -> int:
              "reference_dtype": "float64" if mode == "float" else "float32",
              "determinism": set_reference_determinism(device)}
     if mode == "fixed":
-        q = build.quantization
-        facts["quantization"] = {"weight_bits": q["weight_bits"], "vth_mant": q["vth_mant_target"],
-                                 "input_payload_scale": q["input"]["payload_scale"]}
+        facts["quantization"] = build.quantization_facts()
     facts["ssa_order"] = sorted({v["order"] for v in build.lowered.metadata.get("ssa", {}).values()})
     res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
                      sim_runner=sim_runner, numeric=numeric)

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from analysis.attention import attention_maps
+from analysis.attention import attention_maps, attention_position
 from analysis.attention import summary as attention_summary
 from analysis.energy_models import BUILTIN_MODELS, load_energy_model
 from analysis.render import chart_attention, render_all
@@ -33,7 +33,7 @@ from hw_backends.conversion import convert
 from spikformer.data import SPEC_HELP, load_dataset_with_info
 from spikformer.train import default_device
 
-from .options import add_conversion_arguments, conversion_options
+from .options import add_conversion_arguments, conversion_options, default_mode
 
 PROG = "spk-report"
 
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.attention_samples < 0:
         raise UserError(f"--attention-samples must be >= 0, got {args.attention_samples}")
-    args.mode = args.mode or ("fixed" if args.target == "loihi" else "float")  # what spk-convert exports
+    args.mode = args.mode or default_mode(args.target)
     if args.target not in MODES[args.mode][0]:
         raise UserError(f"--mode {args.mode} runs on --target {' or '.join(MODES[args.mode][0])}, not "
                         f"{args.target}")
@@ -92,6 +92,11 @@ def _run(args: argparse.Namespace) -> int:
 
     build = convert(args.checkpoint, conversion_options(args, args.target))
     config, meta = build.source.config, build.source.metadata
+    if args.attention_samples > 0:  # checked before the run, not after it
+        try:
+            attention_position(config, args.attention_block, args.attention_step)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     split, info = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
                                          num_classes=config.num_classes, T=config.T)
     n_test = len(split.y_test)
@@ -117,10 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     files = render_all(res.report)
     if args.attention_samples > 0:
         k = min(args.attention_samples, n)
-        try:
-            maps = attention_maps(build, args.mode, images[:k], args.attention_block, args.attention_step)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        maps = attention_maps(build, args.mode, images[:k], args.attention_block, args.attention_step)
         files["attention.png"] = chart_attention(maps, images[:k])
         files["attention.json"] = (json.dumps(attention_summary(maps), indent=1) + "\n").encode()
     paths = replace_files(out, files)
@@ -133,8 +135,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  ANN          {t['ann_pj'] / 1e6:.4g} uJ")
     print(f"  wrote {len(paths)} files to {out}")
     if args.attention_samples > 0:
-        print(f"  attention maps (block {maps['block']}, step {maps['step']}): {maps['equal_entries']}/{maps['entries']} "
-              f"entries equal to the reference -> {out / 'attention.png'}")
+        print(f"  attention maps (block {maps['block']}, step {maps['step']}): "
+              f"{maps['equal_entries']}/{maps['entries']} entries equal to the reference -> {out / 'attention.png'}")
     return 0
 
 

@@ -24,6 +24,12 @@ class ModelSource:
     def input_grid(self) -> int | None:
         return input_grid_of(self.metadata)
 
+    @property
+    def binary_events(self) -> bool:
+        """The training data's event frames held counts 0/1 only (dataset max_count 1)."""
+        ds = self.metadata.get("dataset")
+        return isinstance(ds, dict) and ds.get("max_count") == 1
+
     def facts(self) -> dict:
         """The model facts artifacts record (name, checksum, config, training data and accuracy)."""
         return {"name": self.name, "checkpoint_sha256": self.sha256, "preset": self.preset or self.metadata.get("preset"),

@@ -10,14 +10,11 @@ spk-parity, spk-report and Python users all take it, so the same options give th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from convert import ir
 from convert.frontend import spikformer_to_ir
 from convert.options import ConversionOptions
 from convert.source import ModelSource, load_source
-
-from ground.errors import UserError
 
 from .base import Backend, TargetBuild, get_backend
 
@@ -74,6 +71,12 @@ class Build:
             return self.graph, self.numeric
         raise ValueError(f"unknown mode {mode!r}; use float or fixed")
 
+    def quantization_facts(self) -> dict | None:
+        """The quantisation choices parity and energy reports record (None for a float target)."""
+        q = self.quantization
+        return None if q is None else {"weight_bits": q["weight_bits"], "vth_mant": q["vth_mant_target"],
+                                       "input_payload_scale": q["input"]["payload_scale"]}
+
     def model_info(self, **extra) -> dict:
         """What the artifacts record about the model and the conversion."""
         return {**self.source.facts(), **extra, "options": self.options.recorded()}
@@ -86,15 +89,12 @@ def convert(source, options: ConversionOptions | None = None) -> Build:
     """`source`: a checkpoint path (loaded safely, torch.load weights_only) or a ModelSource."""
     options = options or ConversionOptions()
     backend = get_backend(options.target)  # an unknown target fails before any work
-    if not isinstance(source, ModelSource):
-        if not Path(source).exists():
-            raise UserError(f"checkpoint {source} does not exist")
+    if not isinstance(source, ModelSource):  # a missing or unsafe file: CheckpointError from spikformer.checkpoint
         source = load_source(source, preset=options.preset, device=options.device, weights=options.weights)
     frontend = spikformer_to_ir(source.model)
     if source.input_grid is not None:  # a fixed-point target encodes the input on the training data's grid
         frontend.metadata["input_value_grid"] = source.input_grid
-    dataset = source.metadata.get("dataset") if isinstance(source.metadata.get("dataset"), dict) else {}
-    if frontend.metadata.get("input_per_step") and dataset.get("max_count") == 1:
+    if frontend.metadata.get("input_per_step") and source.binary_events:
         frontend.metadata["input_binary"] = True  # event frames of 0/1: binary spikes on chip, not graded
     target = backend.build(frontend, options)
     target.graph.validate()

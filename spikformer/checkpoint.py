@@ -171,13 +171,22 @@ def _list(items: list[str]) -> str:
     return shown + (f" ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-def check_state_dict(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """Raise CheckpointError naming every missing, unexpected and mis-shaped parameter/buffer."""
-    expected = model.state_dict()
+BUILD_ERRORS = (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError)  # a config that builds no model
+
+
+def state_differences(expected: dict, state: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mis-shaped) entries of `state` against the `expected` state dict; the mis-shaped ones
+    with both shapes."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     misshaped = [f"{k} (expected {list(expected[k].shape)}, got {list(state[k].shape)})"
                  for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    return missing, unexpected, misshaped
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
+    """Raise CheckpointError naming every missing, unexpected and mis-shaped parameter/buffer."""
+    missing, unexpected, misshaped = state_differences(model.state_dict(), state)
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing: {_list(missing)}")
@@ -229,13 +238,10 @@ def _mismatch(config: SpikformerConfig, state: dict) -> tuple[int, int, int] | N
     the config cannot build a model."""
     try:
         with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in Spikformer(config).state_dict().items()}
-    except (RuntimeError, ValueError, TypeError):
+            expected = Spikformer(config).state_dict()
+    except BUILD_ERRORS:
         return None
-    missing = sum(k not in state for k in expected)
-    unexpected = sum(k not in expected for k in state)
-    misshaped = sum(tuple(state[k].shape) != v for k, v in expected.items() if k in state)
-    return missing, unexpected, misshaped
+    return tuple(len(d) for d in state_differences(expected, state))
 
 
 def match_preset(state: dict, source: str = "the state dict") -> str:
@@ -308,7 +314,7 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
     try:  # expected shapes without allocating anything: a damaged config cannot make us build a huge model
         with torch.device("meta"):
             skeleton = Spikformer(config)
-    except (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError) as e:
+    except BUILD_ERRORS as e:
         raise CheckpointError(f"{path}: its model config cannot build a Spikformer ({_short(e)})") from None
     check_state_dict(skeleton, state, source=str(path))
     model = Spikformer(config)
