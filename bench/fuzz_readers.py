@@ -375,7 +375,7 @@ def _nir_graph_case(samples: Path, case_dir: Path, rng: random.Random):
         n = names[rng.randrange(len(names))]
         node = g.nodes[n]
         md = dict(node.metadata or {})
-        k = rng.choice(sorted(md) + ["axis_synapse", "ir_name", "ir_bias"])
+        k = rng.choice(sorted(md) + ["ir_name", "role", "part"])
         md[k] = rng.choice(["{not json", '{"in_axes": 3}', "[]", '{"in_axes": ["a"], "out_axes": ["b"], '
                             '"sizes": {"a": 1e9, "b": -1}, "weight": "w"}', "", "other", 7])
         node.metadata = md

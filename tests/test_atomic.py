@@ -223,20 +223,19 @@ def tiny(tmp_path_factory):
 
 
 def test_nir_write_failure_keeps_the_old_file(tiny, tmp_path, monkeypatch):
-    import nir
-
+    from hw_backends.nir import h5_writer
     from hw_backends.nir.nir_io import write_nir
     _, conv = tiny
     dest = tmp_path / "model.nir"
     dest.write_bytes(b"an older NIR file")
-    real = nir.write
+    real = h5_writer.write_graph
 
     def half_write(path, graph, *a, **k):
         real(path, graph, *a, **k)
         with open(path, "r+b") as f:
             f.truncate(1000)
         raise Boom("disk full")
-    monkeypatch.setattr(nir, "write", half_write)
+    monkeypatch.setattr(h5_writer, "write_graph", half_write)
     with pytest.raises(Boom):
         write_nir(dest, conv.lowered)
     assert dest.read_bytes() == b"an older NIR file" and leftovers(tmp_path) == []
