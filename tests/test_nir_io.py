@@ -265,7 +265,7 @@ def _run_parts(parts, node, x, grid):
     """The NIR parts applied as NIR defines them, on (B, C, Ht, Wt) (tokens on the grid, (C, 1, 1) without)."""
     for p in parts:
         if p.kind == "conv":
-            x = F.conv2d(x, torch.as_tensor(p.weight, dtype=x.dtype))
+            x = F.conv2d(x, torch.tensor(np.array(p.weight), dtype=x.dtype))
         elif p.kind == "pool_sum":
             x = x.sum(dim=(2, 3), keepdim=True)
         elif p.kind == "pool_broadcast":  # SumPool2d, window = grid, padding grid - 1, on a 1x1 input

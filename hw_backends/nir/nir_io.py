@@ -239,7 +239,15 @@ def to_nir(graph: ir.Graph, model_info: dict | None = None, cache: StructureCach
         elif isinstance(node, ir.Flatten):
             through[name] = through.get(srcs[0], srcs[0])
         elif isinstance(node, (ir.Conv2d, ir.Conv1d)):
-            nodes[name] = _conv(node, in_shape, out_shape, grid, const)
+            if _sums_tokens(node, in_shape, grid):  # the head: sum the grid per channel, then a 1x1 Conv2d
+                first_part[name] = pool = f"{name}.pool_sum"
+                nodes[pool] = nir.SumPool2d(kernel_size=np.array(grid), stride=np.array([1, 1]),
+                                            padding=np.array([0, 0]), metadata=_meta(node, ir_name=name, part=0,
+                                                                                      role="pool_sum"))
+                nodes[name] = _conv(node, (in_shape[0], 1, 1), out_shape, None, const)
+                edges.append((pool, name))
+            else:
+                nodes[name] = _conv(node, in_shape, out_shape, grid, const)
         elif isinstance(node, ir.SumPool2d):
             nodes[name] = nir.SumPool2d(kernel_size=np.array(node.kernel), stride=np.array(node.stride),
                                         padding=np.array(node.padding), metadata=_meta(node))
@@ -273,9 +281,20 @@ def to_nir(graph: ir.Graph, model_info: dict | None = None, cache: StructureCach
         raise NIRExportError(f"NIR rejected the exported graph: {_short(e)}") from None
 
 
+def _sums_tokens(node, in_shape, grid) -> bool:
+    """An IR Conv1d whose kernel spans all N tokens with the same weights at every token (the head's readout
+    synapses, W / (N T) per token): in NIR a whole-grid SumPool2d then a 1x1 Conv2d (N times fewer weights)."""
+    if not isinstance(node, ir.Conv1d) or grid is None or int(node.padding) != 0 or len(in_shape) != 3:
+        return False
+    w = node.weight
+    return w.shape[2] == grid[0] * grid[1] > 1 and tuple(in_shape[1:]) == tuple(grid) and \
+        bool(np.all(w == w[:, :, :1]))
+
+
 def _conv(node, in_shape, out_shape, grid, const) -> nir.Conv2d:
     """IR Conv2d as is; IR Conv1d over tokens as a Conv2d on the token grid: kernel 1 -> 1x1, a kernel spanning
-    all N tokens without padding (the head's readout synapses) -> a kernel spanning the grid."""
+    all N tokens without padding -> a kernel spanning the grid; after a token sum (`_sums_tokens`, grid None)
+    the kernel's first tap as a 1x1 Conv2d."""
     w = node.weight
     if isinstance(node, ir.Conv2d):
         stride, padding = tuple(int(x) for x in node.stride), tuple(int(x) for x in node.padding)
@@ -287,7 +306,9 @@ def _conv(node, in_shape, out_shape, grid, const) -> nir.Conv2d:
     else:
         k = int(w.shape[2])
         n = int(in_shape[1] * in_shape[2])
-        if int(node.stride) == 1 and int(node.padding) == 0 and k == 1:
+        if grid is None and in_shape[1:] == (1, 1):
+            w = w[:, :, :1].reshape(*w.shape[:2], 1, 1)
+        elif int(node.stride) == 1 and int(node.padding) == 0 and k == 1:
             w = w.reshape(*w.shape[:2], 1, 1)
         elif int(node.padding) == 0 and k == n and in_shape[1:] == tuple(grid or ()):
             w = w.reshape(*w.shape[:2], *grid)
@@ -438,6 +459,8 @@ def _ir_node(s: dict, ng: nir.NIRGraph) -> ir.Node:
                                f"{type(stored).__name__ if stored is not None else 'nothing'}")
         shape = tuple(int(x) for x in params.pop("weight_shape"))
         weight = np.asarray(stored.weight)
+        if f"{name}.pool_sum" in ng.nodes and kind == "Conv1d" and weight.ndim == 4 and len(shape) == 3:
+            weight = np.repeat(weight.reshape(*weight.shape[:2], 1), shape[2], axis=2)  # same weight per token
         if weight.size != math.prod(shape):
             raise NIRReadError(f"NIR node {name!r}: weight has {weight.size} entries, the IR layer {shape}")
         params["weight"] = weight.reshape(shape)
@@ -480,15 +503,18 @@ def _same_graph(expected: nir.NIRGraph, actual: nir.NIRGraph) -> None:
 
 
 # ------------------------------------------------------------------------------------ files
-def write_nir(path, graph: ir.Graph, model_info: dict | None = None, compression: str | None = "gzip") -> dict:
+def write_nir(path, graph: ir.Graph, model_info: dict | None = None, compression: str | None = "gzip",
+              compression_opts=1) -> dict:
     """Writes `graph` as a NIR file atomically (into a temporary sibling, fsync, rename; nothing is left at `path`
     on failure and an existing file stays as it was), in nir.write's layout (`h5_writer`). Returns a summary
-    (path, bytes, node counts by NIR type, shared structure arrays, constant / hard-linked / stored arrays)."""
+    (path, bytes, node counts by NIR type, shared structure arrays, constant / hard-linked / stored arrays).
+    gzip level 1 with HDF5's shuffle filter: float64 weights shrink to ~91 % either way, level 1 at ~3/4 of the
+    time of nir.write's default level (bench/bench_convert.py)."""
     path = Path(path)
     cache = StructureCache()
     ng = to_nir(graph, model_info, cache)
     with atomic_path(path) as tmp:
-        stats = h5_writer.write_graph(tmp, ng, compression=compression)
+        stats = h5_writer.write_graph(tmp, ng, compression=compression, compression_opts=compression_opts)
     counts: dict[str, int] = {}
     for n in ng.nodes.values():
         counts[type(n).__name__] = counts.get(type(n).__name__, 0) + 1
