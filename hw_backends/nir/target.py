@@ -13,8 +13,9 @@ from . import nir_io
 @register
 class NIRBackend(Backend):
     name = "nir"
-    description = ("NIR 1.0.8 graph file (HDF5, gzip): standard nodes only, dt = 1 time convention, SSA as "
-                   "threshold neurons and structured Conv1d synapses")
+    description = ("NIR 1.0.8 graph file (HDF5): standard nodes only, type-checked by stock nir.read, dt = 1e-4, "
+                   "thresholds that reproduce the model's >= under NIR's >, SSA as threshold neurons and 1x1 "
+                   "Conv2d / SumPool2d / Scale synapses on the token grid")
     output_kind = "file"
     default_suffix = ".nir"
     ssa_forms = ("binary",)  # graded spikes and product neurons have no NIR node type
