@@ -13,7 +13,7 @@ The file follows NIR's semantics with its own time step, spike for spike with th
 - Thresholds: NIR fires on v > threshold, the model on v >= threshold. Every LIF and Threshold stores the largest
   float32 below the model's threshold (`strict_threshold`): no float32 lies between the two, so for every float32
   value `v > stored` holds exactly when `v >= threshold` (proved over the values each layer can receive in
-  tests/test_nir_spec.py).
+  tests/test_nir_io.py; the file runs spike for spike under a literal NIR executor in tests/test_nir_spec.py).
 - Layout: token tensors (C, N) are stored as (C, Ht, Wt) on the patch grid they were flattened from (no Flatten
   node), so that the SSA's structured synapses need no grouped convolutions, which nir 1.0.8's type inference
   cannot type (`structured.py`). IR Conv1d layers over tokens become Conv2d (1x1, or the whole grid for the
