@@ -229,7 +229,7 @@ def test_delay_and_integrator_round_trip(tmp_path):
 # ------------------------------------------------------------------------------------------------ structured weights
 def _synthetic_synapses():
     sizes = {"h": 3, "c": 5, "e": 4, "i": 9, "j": 9, "one": 1}
-    cases = [  # every case of axis_synapse_parts, with sizes that do not divide each other
+    cases = [  # every case of structured.synapse_parts, with sizes that do not divide each other
         (("h", "c", "j"), ("h", "c", "e", "j"), 1.0),      # token kept, broadcast over a channel axis
         (("h", "e", "j"), ("h", "c", "e", "j"), 1.0),      # token kept, group prefix h only
         (("h", "c", "e", "j"), ("h", "c", "e", "one"), 1.0),  # sum over tokens
