@@ -72,7 +72,8 @@ def _args(extra, analog):
 
 
 def _run(cli, cmd, ckpt, extra, out, ray_args=(), analog=None):
-    argv = [ckpt, *_args(extra, analog), "--samples", SAMPLES, "--batch-size", BATCH, "--no-progress", "-o", out, *ray_args]
+    argv = [ckpt, *_args(extra, analog), "--samples", SAMPLES, "--batch-size", BATCH, "--no-progress", "-o", out,
+            *ray_args]
     if cmd is parity_cmd:
         argv += ["--min-agreement", "0"]
     if not ray_args:
@@ -106,8 +107,8 @@ def one_process(ckpt, analog, tmp_path_factory):
     for kind, cmd, table in (("parity", parity_cmd, PARITY), ("report", report_cmd, REPORT)):
         for mode, extra in table.items():
             out = root / f"{kind}_{mode}"
-            argv = [str(a) for a in (ckpt, *_args(extra, analog), "--samples", SAMPLES, "--batch-size", BATCH, "--no-progress",
-                                     "--device", "cpu", "-o", out)]
+            argv = [str(a) for a in (ckpt, *_args(extra, analog), "--samples", SAMPLES, "--batch-size", BATCH,
+                                     "--no-progress", "--device", "cpu", "-o", out)]
             if cmd is parity_cmd:
                 argv += ["--min-agreement", "0"]
             with contextlib.redirect_stdout(io.StringIO()):
