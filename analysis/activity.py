@@ -45,6 +45,7 @@ from convert import ir, kernels
 from sim.engine import Engine
 
 from .reference import record_reference
+from .shards import ExactSum, exact_sum
 
 NEURON_TYPES = tuple(getattr(ir, n) for n in ("LIF", "Threshold", "Integrator", "LoihiLIF", "GradedNeuron",
                                                "ProductNeuron") if hasattr(ir, n))
@@ -125,10 +126,10 @@ class StreamCount:
     kind: str = "none"
     positions: int = 0  # input positions per step per sample
     events: int = 0  # non-zero values, all steps, all samples
-    value_sum: float = 0.0  # sum of |values|
+    value_sum: float = field(default_factory=ExactSum)  # sum of |values| (exact: merges in any order)
     synaptic_events: int = 0
     effective_ops: int = 0
-    value_ops: float = 0.0  # sum of |value| x effective fan-out
+    value_ops: float = field(default_factory=ExactSum)  # sum of |value| x effective fan-out (exact)
 
     def add(self, o: "StreamCount"):
         self.kind = _worse(self.kind, o.kind)
@@ -159,7 +160,7 @@ class SynapseCount:
     samples: int = 0
     combined_kind: str = "none"
     combined_events: int = 0  # non-zero positions of the summed input
-    combined_value_sum: float = 0.0
+    combined_value_sum: float = field(default_factory=ExactSum)
     combined_ops: int = 0  # NeuroBench rule: non-zero summed input x effective fan-out (x multiplicity)
 
     @property
@@ -275,6 +276,8 @@ class Activity:
     order: tuple = ()  # synapse and neuron node names in topological order
 
     def add(self, o: "Activity") -> "Activity":
+        """self + o (self is updated and returned). Exact: integer counts, maxima, the worse value kind and
+        ExactSums, so any grouping of batches merges to the same activity (a sharded run, analysis.shards)."""
         for k, v in o.synapses.items():
             self.synapses[k].add(v)
         for k, v in o.neurons.items():
@@ -517,10 +520,10 @@ class ActivityCounter:
                     c = d["counts"]
                     st.kind = d["kind"]
                     st.events = d["events"]
-                    st.value_sum = float(d["values"].sum().item())
+                    st.value_sum = exact_sum(d["values"])
                     st.synaptic_events = int(torch.round((c * struct).sum()).item()) * mult
                     st.effective_ops = int(torch.round((c * eff).sum()).item()) * mult
-                    st.value_ops = float((d["values"] * eff).sum().item()) * mult
+                    st.value_ops = exact_sum(d["values"] * eff).times(mult)
                 sc.steps, sc.samples = int(S), int(B)
                 if len(sc.streams) == 1:
                     d = cache[sc.streams[0].src]
@@ -535,7 +538,7 @@ class ActivityCounter:
                     ccounts = tf.ne(0).sum(0).to(torch.float64)
                     cvalues = tf.abs().sum(0).to(torch.float64)
                 sc.combined_events = int(ccounts.sum().item())
-                sc.combined_value_sum = float(cvalues.sum().item())
+                sc.combined_value_sum = exact_sum(cvalues)
                 sc.combined_ops = int(torch.round((ccounts * eff).sum()).item()) * mult
             elif isinstance(node, NEURON_TYPES):
                 nc = act.neurons[name]

@@ -7,17 +7,18 @@ exact). Mode "fixed" compares the Loihi fixed-point simulation with the float32 
 for exact equality, logits with a stated tolerance, and the summary reports agreement per layer."""
 from __future__ import annotations
 
+import math
 import platform
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from convert import ir
 from sim.engine import Engine, check_images
 from spikformer.model import lif_modules
 
 from .reference import record_reference
+from .shards import ExactSum, ShardExecutor, exact_sum, nan_max, run_sharded
 
 
 @dataclass
@@ -42,12 +43,43 @@ class LayerStats:
 
 
 @dataclass
-class ParityResult:
+class ParityCounts:
+    """What a parity run counts, batch by batch: integers (per-layer spike and mismatch counts, correct and
+    agreeing predictions, samples within the logit tolerance, fixed-point state events), maxima and exact sums
+    (analysis.shards.ExactSum), so `merge` gives the same result in any grouping of batches: the counts of a
+    sharded run (spk-parity --ray) equal those of a one-process run on the same batches."""
     layers: dict[str, LayerStats] = field(default_factory=dict)
-    ref_logits: list = field(default_factory=list)
-    sim_logits: list = field(default_factory=list)
-    labels: list = field(default_factory=list)
+    logit_atol: float = 0.0
+    samples: int = 0
+    correct_reference: int = 0
+    correct_simulator: int = 0
+    agreeing: int = 0  # samples whose predicted classes are the same
+    within_tolerance: int = 0  # samples whose every logit is within logit_atol
+    logit_elements: int = 0
+    logit_abs_diff_sum: ExactSum = field(default_factory=ExactSum)
+    logit_abs_diff_max: float = 0.0
     state_events: dict = field(default_factory=dict)  # node -> {event: count} (fixed point, STATE_EVENTS)
+
+    def merge(self, o: "ParityCounts") -> "ParityCounts":
+        """self + o, exactly (self is updated and returned)."""
+        if list(o.layers) != list(self.layers) or o.logit_atol != self.logit_atol:
+            raise ValueError("parity counts of different layers or logit tolerances do not merge")
+        for n, st in o.layers.items():
+            mine = self.layers[n]
+            for k in ("elements", "mismatches", "ref_spikes", "sim_spikes"):
+                setattr(mine, k, getattr(mine, k) + getattr(st, k))
+        if o.logit_elements:  # the max of no logits (0.0) takes no part
+            self.logit_abs_diff_max = (nan_max(self.logit_abs_diff_max, o.logit_abs_diff_max)
+                                       if self.logit_elements else o.logit_abs_diff_max)
+        for k in ("samples", "correct_reference", "correct_simulator", "agreeing", "within_tolerance",
+                  "logit_elements"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.logit_abs_diff_sum = self.logit_abs_diff_sum + o.logit_abs_diff_sum
+        for node, ev in o.state_events.items():
+            mine = self.state_events.setdefault(node, {})
+            for k, v in ev.items():
+                mine[k] = max(mine.get(k, 0), v) if k == "a_in_max" else mine.get(k, 0) + v
+        return self
 
 
 # v clipped at 24 bit and u wrapped at 24 bit (neuron-steps); steps whose synaptic input exceeded 16 bits
@@ -67,70 +99,142 @@ def layer_names(model: torch.nn.Module, graph: ir.Graph) -> list[str]:
     return [n for n in names if n in graph.nodes]
 
 
+def default_logit_atol(mode: str) -> float:
+    """|logit_ref - logit_sim| tolerance: 1e-9 in float mode (exact up to rounding), 0.5 in fixed point."""
+    return 1e-9 if mode == "float" else 0.5
+
+
+@dataclass
+class ParityJob:
+    """Everything a shard of a parity run needs (Ray ships it to the workers as one object): the reference
+    model (already on `device` in `ref_dtype`), the graph and how to run it."""
+    model: torch.nn.Module
+    graph: ir.Graph
+    mode: str
+    numeric: str
+    names: list
+    batch_size: int
+    device: str
+    sim_device: str
+    logit_atol: float
+    readout_scale: float
+    ref_dtype: torch.dtype
+
+    def empty(self) -> ParityCounts:
+        return ParityCounts(layers={n: LayerStats(n) for n in self.names}, logit_atol=self.logit_atol)
+
+
+def count_batch(job: ParityJob, x: torch.Tensor, y: torch.Tensor, engine: Engine | None,
+                sim_runner=None) -> ParityCounts:
+    """The parity counts of one batch: reference and simulator on `x`, compared layer by layer and by logits."""
+    c = job.empty()
+    ref_logits, ref_recs = record_reference(job.model, x.to(device=job.device, dtype=job.ref_dtype))
+    if sim_runner is None:
+        out = engine.run(x, record=job.names)
+        sim_logits, sim_recs = out.outputs["output"] / job.readout_scale, out.records
+        for node, st in engine.last_state.items():
+            for k in STATE_EVENTS:
+                if st.get(k):
+                    ev = c.state_events.setdefault(node, {})
+                    ev[k] = ev.get(k, 0) + int(st[k])
+            if st.get("a_in_max"):
+                ev = c.state_events.setdefault(node, {})
+                ev["a_in_max"] = max(ev.get("a_in_max", 0), int(st["a_in_max"]))
+    else:
+        sim_logits, sim_recs = sim_runner(x, job.names)
+        sim_logits = sim_logits / job.readout_scale
+    for n in job.names:
+        c.layers[n].add(ref_recs[n].to("cpu", torch.float64), sim_recs[n].to("cpu", torch.float64))
+    ref = ref_logits.to("cpu", torch.float64)
+    sim = sim_logits.to("cpu", torch.float64)
+    y = y.to("cpu")
+    pr, ps = ref.argmax(1), sim.argmax(1)
+    diff = (ref - sim).abs()
+    c.samples = int(len(x))
+    c.correct_reference = int((pr == y).sum())
+    c.correct_simulator = int((ps == y).sum())
+    c.agreeing = int((pr == ps).sum())
+    c.logit_elements = int(diff.numel())
+    if diff.numel():
+        c.within_tolerance = int((diff <= job.logit_atol).all(1).sum())
+        c.logit_abs_diff_sum = exact_sum(diff)
+        c.logit_abs_diff_max = float(diff.max())
+    return c
+
+
+def parity_shard(job: ParityJob, images: torch.Tensor, labels: torch.Tensor, progress=None,
+                 sim_runner=None) -> ParityCounts:
+    """The merged counts of `images` in batches of job.batch_size (one shard of a run, or all of it);
+    `progress(n)` after each batch of n samples."""
+    engine = None
+    if sim_runner is None:
+        engine = Engine(job.graph, job.numeric, dtype=torch.float64, device=job.sim_device, fuse_ssa=True)
+    total = job.empty()
+    for i in range(0, len(images), job.batch_size):
+        x = images[i:i + job.batch_size]
+        total.merge(count_batch(job, x, labels[i:i + job.batch_size], engine, sim_runner))
+        if progress is not None:
+            progress(len(x))
+    return total
+
+
 def run_parity(model: torch.nn.Module, graph: ir.Graph, images: torch.Tensor, labels: torch.Tensor,
                mode: str, batch_size: int = 32, device: str = "cpu", sim_device: str = "cpu",
-               progress: bool = True, sim_runner=None, numeric: str | None = None) -> ParityResult:
+               progress: bool = True, sim_runner=None, numeric: str | None = None, logit_atol: float | None = None,
+               executor: ShardExecutor | None = None) -> ParityCounts:
     """`mode` "float" (reference semantics; the graph runs in float64) or "fixed" (Loihi fixed point; the
     reference runs in float32); `numeric`: the graph's arithmetic for the engine (default: "float" for mode
     float, "loihi_fixed" for mode fixed; a Build says which: Build.runnable). `sim_runner(images, layer_names)
-    -> (logits, records)` replaces the built-in engine (e.g. Lava)."""
+    -> (logits, records)` replaces the built-in engine (e.g. Lava). `logit_atol`: see default_logit_atol.
+    `executor` (analysis.shards): the batches run in shards elsewhere (spk-parity --ray); the merged counts are
+    the same as in this process."""
     numeric = numeric or ("loihi_fixed" if mode == "fixed" else "float")
-    check_images(graph, images, fixed=mode == "fixed", warn=sim_runner is not None)  # the engine warns itself
+    # the engine warns itself, but a sharded run's workers keep their warnings in their logs
+    check_images(graph, images, fixed=mode == "fixed", warn=sim_runner is not None or executor is not None)
     ref_dtype = torch.float64 if mode == "float" else torch.float32
     model = model.to(device=device, dtype=ref_dtype).eval()
-    names = layer_names(model, graph)
-    engine = None
-    if sim_runner is None:
-        engine = Engine(graph, numeric, dtype=torch.float64, device=sim_device, fuse_ssa=True)
     readout_scale = float(graph.metadata.get("readout_scale", 1.0)) if mode == "fixed" else 1.0
-    res = ParityResult(layers={n: LayerStats(n) for n in names})
-    batches = range(0, len(images), batch_size)
-    for i in tqdm(batches, desc=f"parity ({mode})", unit="batch", disable=not progress):
-        x = images[i:i + batch_size]
-        ref_logits, ref_recs = record_reference(model, x.to(device=device, dtype=ref_dtype))
-        if sim_runner is None:
-            out = engine.run(x, record=names)
-            sim_logits, sim_recs = out.outputs["output"] / readout_scale, out.records
-            for node, st in engine.last_state.items():
-                for k in STATE_EVENTS:
-                    if st.get(k):
-                        ev = res.state_events.setdefault(node, {})
-                        ev[k] = ev.get(k, 0) + int(st[k])
-                if st.get("a_in_max"):
-                    ev = res.state_events[node]
-                    ev["a_in_max"] = max(ev.get("a_in_max", 0), int(st["a_in_max"]))
-        else:
-            sim_logits, sim_recs = sim_runner(x, names)
-            sim_logits = sim_logits / readout_scale
-        for n in names:
-            res.layers[n].add(ref_recs[n].to("cpu", torch.float64), sim_recs[n].to("cpu", torch.float64))
-        res.ref_logits.append(ref_logits.to("cpu", torch.float64))
-        res.sim_logits.append(sim_logits.to("cpu", torch.float64))
-        res.labels.append(labels[i:i + batch_size])
-    return res
+    job = ParityJob(model, graph, mode, numeric, layer_names(model, graph), batch_size, device, sim_device,
+                    default_logit_atol(mode) if logit_atol is None else float(logit_atol), readout_scale, ref_dtype)
+    if sim_runner is not None:
+        if executor is not None:
+            raise ValueError("a custom simulator runner (the Lava engine) runs in this process only")
+
+        def fn(job, images, labels, progress):
+            return parity_shard(job, images, labels, progress, sim_runner)
+    else:
+        fn = parity_shard
+    return run_sharded(fn, job, images, labels, batch_size, ParityCounts.merge, executor, progress,
+                       desc=f"parity ({mode})")
 
 
-def summarize(res: ParityResult, facts: dict, logit_atol: float) -> dict:
-    ref = torch.cat(res.ref_logits)
-    sim = torch.cat(res.sim_logits)
-    y = torch.cat(res.labels)
-    pr, ps = ref.argmax(1), sim.argmax(1)
+def _ratio(a: int, n: int) -> float:
+    return a / n if n else math.nan
+
+
+def summarize(res: ParityCounts, facts: dict, logit_atol: float | None = None) -> dict:
+    """The parity summary (parity.json) from the merged counts; `logit_atol`, when given, must be the one
+    the counts were made with."""
+    if logit_atol is not None and logit_atol != res.logit_atol:
+        raise ValueError(f"the counts were made with logit tolerance {res.logit_atol}, not {logit_atol}")
     order = list(res.layers)
     layers = sorted((s.to_dict() for s in res.layers.values()), key=lambda d: (d["agreement"], order.index(d["layer"])))
-    diff = (ref - sim).abs()
+    events = {node: {k: ev[k] for k in (*STATE_EVENTS, "a_in_max") if k in ev}
+              for node, ev in res.state_events.items()}
+    n, m = res.samples, res.logit_elements
     return {
         "run": dict(facts, python=platform.python_version(), torch=torch.__version__),
         "overall": {
-            "samples": int(len(y)), "accuracy_reference": float((pr == y).float().mean()),
-            "accuracy_simulator": float((ps == y).float().mean()),
-            "prediction_agreement": float((pr == ps).float().mean()),
-            "logits_max_abs_diff": float(diff.max()) if diff.numel() else 0.0,
-            "logits_mean_abs_diff": float(diff.mean()) if diff.numel() else 0.0,
-            "logits_within_tolerance": float((diff <= logit_atol).all(1).float().mean()) if diff.numel() else 1.0,
-            "logit_tolerance_abs": logit_atol,
+            "samples": n, "accuracy_reference": _ratio(res.correct_reference, n),
+            "accuracy_simulator": _ratio(res.correct_simulator, n),
+            "prediction_agreement": _ratio(res.agreeing, n),
+            "logits_max_abs_diff": float(res.logit_abs_diff_max) if m else 0.0,
+            "logits_mean_abs_diff": res.logit_abs_diff_sum.mean(m) if m else 0.0,
+            "logits_within_tolerance": _ratio(res.within_tolerance, n) if m else 1.0,
+            "logit_tolerance_abs": res.logit_atol,
             "total_spike_mismatches": int(sum(d["mismatches"] for d in layers)),
             "min_layer_agreement": min((d["agreement"] for d in layers), default=1.0),
-            "state_events": res.state_events,
+            "state_events": events,
         },
         "layers": layers,
         "layer_order": order,

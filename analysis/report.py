@@ -13,14 +13,14 @@ import platform
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from convert import ir
-from sim.engine import Engine
+from sim.engine import Engine, check_images
 
 from . import activity as A
 from .energy import categories_table, conventions, dense_flops, event_energy, flops_summary, preset_flops_table
 from .energy_models import EnergyModel
+from .shards import ShardExecutor, run_sharded
 
 REPORT_FORMAT = "spikformer-energy-report"
 REPORT_VERSION = 1
@@ -87,38 +87,78 @@ class ReportResult:
     activity: A.Activity
 
 
-def run_activity(graph: ir.Graph, numeric: str, images: torch.Tensor, device: str = "cpu", batch_size: int = 16,
-                 progress: bool = False, activity_fn=None,
-                 labels: torch.Tensor | None = None) -> tuple[A.Activity, dict]:
-    """Counts activity over all images, batch by batch, running `graph` in `numeric` arithmetic (sim.engine).
-    Returns (activity, {"correct": n, "samples": n})."""
-    eng = Engine(graph, numeric, dtype=torch.float64, device=device)
+@dataclass
+class ActivityJob:
+    """Everything a shard of a report run needs (Ray ships it to the workers as one object)."""
+    graph: ir.Graph
+    numeric: str
+    device: str
+    batch_size: int
+    activity_fn: object = None  # (graph, records) -> Activity; None: analysis.activity.ActivityCounter
+
+
+@dataclass
+class ActivityCounts:
+    """The activity of some batches and how many of their samples the graph classified correctly."""
+    activity: A.Activity
+    correct: int
+    samples: int
+
+    def merge(self, o: "ActivityCounts") -> "ActivityCounts":
+        """self + o, exactly (see Activity.add); self is updated and returned."""
+        self.activity.add(o.activity)
+        self.correct += o.correct
+        self.samples += o.samples
+        return self
+
+
+def activity_shard(job: ActivityJob, images: torch.Tensor, labels: torch.Tensor | None,
+                   progress=None) -> ActivityCounts:
+    """The merged activity of `images` in batches of job.batch_size (one shard of a run, or all of it);
+    `progress(n)` after each batch of n samples."""
+    graph = job.graph
+    eng = Engine(graph, job.numeric, dtype=torch.float64, device=job.device)
     names = A.needed_records(graph)
-    if activity_fn is not None:  # (graph, records) -> Activity
+    if job.activity_fn is not None:
         def count(recs):
-            return activity_fn(graph, recs)
+            return job.activity_fn(graph, recs)
     else:
-        count = A.ActivityCounter(graph, device)
+        count = A.ActivityCounter(graph, job.device)
     total = None
-    correct = 0
-    n = len(images)
-    with tqdm(total=n, unit="img", desc="spk-report", disable=not progress, leave=False) as bar:
-        for i in range(0, n, batch_size):
-            x = images[i:i + batch_size]
-            res = eng.run(x, record=names)
-            act = count(res.records)
-            total = act if total is None else total.add(act)
-            if labels is not None:
-                correct += int((res.outputs[graph.outputs()[0]].argmax(-1).cpu() == labels[i:i + batch_size]).sum())
-            del res
-            bar.update(len(x))
-    return total, {"correct": correct, "samples": n}
+    for i in range(0, len(images), job.batch_size):
+        x = images[i:i + job.batch_size]
+        res = eng.run(x, record=names)
+        correct = 0
+        if labels is not None:
+            correct = int((res.outputs[graph.outputs()[0]].argmax(-1).cpu() == labels[i:i + job.batch_size]).sum())
+        c = ActivityCounts(count(res.records), correct, len(x))
+        total = c if total is None else total.merge(c)
+        del res
+        if progress is not None:
+            progress(len(x))
+    return total
+
+
+def run_activity(graph: ir.Graph, numeric: str, images: torch.Tensor, device: str = "cpu", batch_size: int = 16,
+                 progress: bool = False, activity_fn=None, labels: torch.Tensor | None = None,
+                 executor: ShardExecutor | None = None) -> tuple[A.Activity, dict]:
+    """Counts activity over all images, batch by batch, running `graph` in `numeric` arithmetic (sim.engine).
+    Returns (activity, {"correct": n, "samples": n}). `executor` (analysis.shards): the batches run in shards
+    elsewhere (spk-report --ray); the merged activity is the same as in this process."""
+    if executor is not None:  # the workers' warnings stay in their logs: check (and warn) here
+        check_images(graph, images, fixed=numeric != "float")
+    job = ActivityJob(graph, numeric, device, batch_size, activity_fn)
+    res = run_sharded(activity_shard, job, images, labels, batch_size, ActivityCounts.merge, executor, progress,
+                      desc="spk-report")
+    return res.activity, {"correct": res.correct, "samples": res.samples}
 
 
 def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor | None,
                  energy_model: EnergyModel, checkpoint: dict, data: dict, seed: int = 0, device: str = "cpu",
-                 batch_size: int = 16, progress: bool = False, activity_fn=None) -> ReportResult:
-    """`build`: hw_backends.conversion.Build; `mode`: "float" or "fixed" (see MODES)."""
+                 batch_size: int = 16, progress: bool = False, activity_fn=None,
+                 executor: ShardExecutor | None = None) -> ReportResult:
+    """`build`: hw_backends.conversion.Build; `mode`: "float" or "fixed" (see MODES). `executor`: run the
+    batches in shards (analysis.shards; the counts are the same), described in run.scale_out."""
     target = build.options.target
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; available: {', '.join(sorted(MODES))}")
@@ -126,7 +166,7 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
         raise ValueError(f"--mode {mode} is for target(s) {', '.join(MODES[mode][0])}, not {target}")
     model, config = build.source.model, build.source.config
     graph, numeric = build.runnable(mode)
-    act, acc = run_activity(graph, numeric, images, device, batch_size, progress, activity_fn, labels)
+    act, acc = run_activity(graph, numeric, images, device, batch_size, progress, activity_fn, labels, executor)
     ev = event_energy(act, energy_model)
     conv = conventions(act, config, energy_model)
     flops = flops_summary(config)
@@ -203,7 +243,9 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
                   "dense_flops_one_pass": flops["total"]},
         "run": {"mode": mode, "mode_description": MODES[mode][1], "target": target,
                 "target_description": TARGETS[target], "seed": seed, "samples": act.samples,
-                "steps": act.steps, "batch_size": batch_size, "device": str(device), "ssa_form": build.ssa_form,
+                "steps": act.steps, "batch_size": batch_size, "device": str(device),
+                "scale_out": executor.describe() if executor is not None else None,
+                "ssa_form": build.ssa_form,
                 "ssa_order": build.options.ssa_order,
                 "ssa_order_used": sorted({m.get("order") for m in ssa_meta.values()}),
                 "conversion": build.options.recorded(),

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Sequence
 
 import torch
 
-from analysis.parity import firing_rate_plot, parity_markdown, run_parity, set_reference_determinism, summarize
+from analysis.parity import (default_logit_atol, firing_rate_plot, parity_markdown, run_parity,
+                             set_reference_determinism, summarize)
 from ground.atomic import atomic_dir
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
@@ -17,6 +19,7 @@ from spikformer.data import load_dataset_with_info
 from spikformer.train import default_device
 
 from .options import add_conversion_arguments, conversion_options, default_mode
+from .ray_scaleout import RayExecutor, add_ray_arguments, check_ray_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits", help="digits | cifar10:DIR | npz:FILE (test split is used)")
     p.add_argument("--samples", type=int, default=None, help="number of test samples (default: all)")
     p.add_argument("--engine", choices=["sim", "lava"], default="sim")
-    p.add_argument("--device", default=None, help="device of the PyTorch reference (default: cuda if available)")
+    p.add_argument("--device", default=None, help="device of the PyTorch reference (default: cuda if available; "
+                                                  "cpu with --ray)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="data split seed")
     p.add_argument("--min-agreement", type=float, default=0.99,
@@ -42,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--out", required=True, help="output directory")
     add_conversion_arguments(p)
+    add_ray_arguments(p)
     add_common_args(p)
     return p
 
@@ -54,7 +59,10 @@ def _run(a: argparse.Namespace) -> int:
         raise UserError("--samples must be >= 1")
     if a.engine == "lava" and mode != "fixed":
         raise UserError("--engine lava runs Loihi fixed point; use --mode fixed")
-    device = a.device or default_device()
+    if a.engine == "lava" and a.ray is not None:
+        raise UserError("--engine lava runs in this process only; drop --ray")
+    device = a.device or ("cpu" if a.ray is not None else default_device())
+    check_ray_arguments(a, device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     build = convert(a.checkpoint, conversion_options(a, a.target))
@@ -80,10 +88,13 @@ def _run(a: argparse.Namespace) -> int:
     if mode == "fixed":
         facts["quantization"] = build.quantization_facts()
     facts["ssa_order"] = sorted({v["order"] for v in build.lowered.metadata.get("ssa", {}).values()})
-    res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
-                     sim_runner=sim_runner, numeric=numeric)
-    atol = a.logit_atol if a.logit_atol is not None else (1e-9 if mode == "float" else 0.5)
-    summary = summarize(res, facts, atol)
+    atol = a.logit_atol if a.logit_atol is not None else default_logit_atol(mode)
+    executor = RayExecutor("spk-parity", a.ray, a.ray_shards, a.ray_retries) if a.ray is not None else None
+    with executor or contextlib.nullcontext():
+        res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
+                         sim_runner=sim_runner, numeric=numeric, logit_atol=atol, executor=executor)
+    facts["scale_out"] = executor.describe() if executor is not None else None
+    summary = summarize(res, facts)
     with atomic_dir(a.out) as stage:
         (stage / "parity.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         (stage / "parity.md").write_text(parity_markdown(summary))

@@ -3,16 +3,19 @@
     spk-report model.pt [--preset NAME] [--data digits|cifar10:DIR|npz:FILE] [--samples N]
                [--energy-model cmos45|loihi|FILE.json] [--ssa auto|binary|graded] [--ssa-order ...]
                [--weight-bits 8|16] [--vth-mant N] [--input-scale N] [--mode float|fixed] [--target nir|loihi]
-               [--seed S] [--device cpu|cuda] [--batch-size B] [--no-progress] -o DIR
+               [--seed S] [--device cpu|cuda] [--batch-size B] [--no-progress]
+               [--ray [ADDRESS] [--ray-shards N] [--ray-retries N]] -o DIR
 
 The network is the one spk-convert exports with the same options (hw_backends.conversion.convert). Writes
 energy.json, energy.csv, energy.md, firing_rates.png, energy_by_kind.png, snn_vs_ann.png and report.html into
 DIR (all replaced together; nothing is written if the run fails). The samples are the first N of a seeded
-permutation of the data set's test split; the same arguments give byte-identical files.
+permutation of the data set's test split; the same arguments give byte-identical files, with or without --ray
+(apart from energy.json's run.scale_out, which says how the run was spread).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -34,6 +37,7 @@ from spikformer.data import SPEC_HELP, load_dataset_with_info
 from spikformer.train import default_device
 
 from .options import add_conversion_arguments, conversion_options, default_mode
+from .ray_scaleout import RayExecutor, add_ray_arguments, check_ray_arguments
 
 PROG = "spk-report"
 
@@ -54,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="nir", choices=sorted(TARGETS), help="back end (default nir)")
     add_conversion_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and the sample choice (default 0)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu; cpu with "
+                                                  "--ray)")
     p.add_argument("--batch-size", type=int, default=16, help="images per simulator batch (default 16)")
     p.add_argument("--attention-samples", type=int, default=4,
                    help="draw the per-head SSA attention maps (Q K^T) of this many samples, simulation beside the "
@@ -63,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-step", type=int, default=None, help="time step of the attention maps (default: last)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--out", required=True, help="output directory")
+    add_ray_arguments(p)
     add_common_args(p)
     return p
 
@@ -82,7 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--mode {args.mode} runs on --target {' or '.join(MODES[args.mode][0])}, not "
                         f"{args.target}")
     energy_model = load_energy_model(args.energy_model or DEFAULT_ENERGY_MODEL.get(args.target, "cmos45"))
-    device = args.device or default_device()
+    device = args.device or ("cpu" if args.ray is not None else default_device())
+    check_ray_arguments(args, device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     if device.startswith("cuda"):
@@ -116,9 +123,11 @@ def _run(args: argparse.Namespace) -> int:
                   "trained_test_accuracy": meta.get("test_accuracy"),
                   "trained_on": (meta.get("dataset") or {}).get("spec") if isinstance(meta.get("dataset"), dict)
                   else meta.get("dataset")}  # metadata of a checkpoint from elsewhere may hold anything
-    res = build_report(build, mode=args.mode, images=images, labels=labels, energy_model=energy_model,
-                       checkpoint=checkpoint, data=data, seed=args.seed, device=device, batch_size=args.batch_size,
-                       progress=not args.no_progress)
+    executor = RayExecutor(PROG, args.ray, args.ray_shards, args.ray_retries) if args.ray is not None else None
+    with executor or contextlib.nullcontext():
+        res = build_report(build, mode=args.mode, images=images, labels=labels, energy_model=energy_model,
+                           checkpoint=checkpoint, data=data, seed=args.seed, device=device,
+                           batch_size=args.batch_size, progress=not args.no_progress, executor=executor)
     files = render_all(res.report)
     if args.attention_samples > 0:
         k = min(args.attention_samples, n)

@@ -1,0 +1,207 @@
+"""`--ray [ADDRESS]` of spk-parity and spk-report: the samples run in contiguous shards as Ray tasks, one count
+per shard, merged exactly on the driver (analysis.shards).
+
+What a task gets: the run's job (the reference model and the graph, built once on the driver from the checkpoint
+and the conversion options) as one Ray object, and its shard's images and labels as arguments, so the checkpoint
+and the data set need to be readable on the driver only; every node needs this project installed (the same
+version, in the same environment), since a task imports its shard function from it. What it returns: integer
+counts, maxima and exact sums (no float sums), so the merged result equals a one-process run's on the same
+samples.
+
+A task whose worker dies (killed, out of memory, node lost) is retried by Ray up to `retries` times; an
+exception raised by the shard code itself is not (it would fail again the same way) and ends the run with the
+usual one-line error. Nothing is written unless every shard finished.
+
+Tests inject worker deaths with SPK_RAY_TEST_FAULTS=DIR in the workers' environment: a file
+DIR/shard-K.kill-once makes shard K's worker exit (the file is removed first, so the retry runs), a file
+DIR/shard-K.kill-always makes every attempt exit."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from ground.errors import UserError
+
+LOCAL = "local"
+DEFAULT_RETRIES = 3
+FAULTS_ENV = "SPK_RAY_TEST_FAULTS"
+
+
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out on Ray")
+    g.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                   help="run the samples in shards as Ray tasks: on a local Ray instance (no ADDRESS; one that "
+                        "this process already joined, or a new one), or on the cluster at ADDRESS (HEAD:6379, "
+                        "'auto'); the results equal a one-process run's")
+    g.add_argument("--ray-shards", type=int, default=None, metavar="N",
+                   help="number of shards (default: the cluster's CPUs); cut between batches only, so at most "
+                        "the number of batches")
+    g.add_argument("--ray-retries", type=int, default=DEFAULT_RETRIES, metavar="N",
+                   help=f"retries of a shard whose worker died (default {DEFAULT_RETRIES})")
+
+
+def check_ray_arguments(a: argparse.Namespace, device: str) -> None:
+    """Refuses what --ray does not do; call before the run."""
+    if a.ray is None:
+        if a.ray_shards is not None:
+            raise UserError("--ray-shards needs --ray")
+        return
+    if a.ray_shards is not None and a.ray_shards < 1:
+        raise UserError(f"--ray-shards must be >= 1, got {a.ray_shards}")
+    if a.ray_retries < 0:
+        raise UserError(f"--ray-retries must be >= 0, got {a.ray_retries}")
+    if not device.startswith("cpu"):
+        raise UserError(f"--ray runs on the workers' CPUs; --device {device} is not supported with --ray")
+
+
+def _inject_fault(shard: int) -> None:
+    """Tests only (see the module docstring): exit this worker as a crash would."""
+    d = os.environ.get(FAULTS_ENV)
+    if not d:
+        return
+    once = Path(d, f"shard-{shard}.kill-once")
+    try:
+        once.unlink()
+        os._exit(1)
+    except FileNotFoundError:
+        pass
+    if Path(d, f"shard-{shard}.kill-always").exists():
+        os._exit(1)
+
+
+def _run_shard(fn, job, images, labels, shard: int):
+    """The body of one Ray task: `fn` of analysis (imported by reference in the worker) on one shard."""
+    _inject_fault(shard)
+    return fn(job, images, labels, None)
+
+
+def _reachable(address: str, timeout: float = 5.0) -> str | None:
+    """None when HOST:PORT accepts a connection (or is not of that form), else why not. Ray's client retries an
+    unreachable address for minutes and then ends the process (Ray 2.40), so addresses are probed first."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        return None
+    except OSError as e:
+        return str(e.strerror or e)
+
+
+def _recorded_address(address: str | None) -> str | None:
+    """Where ray.init(address) would go for None or 'auto': RAY_ADDRESS, or the cluster that `ray start` last
+    recorded on this machine (/tmp/ray/ray_current_cluster); None: nowhere (a new local instance)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        return canonicalize_bootstrap_address(address)
+    except Exception:  # noqa: BLE001 - a private helper of the pinned Ray; without it, no probe
+        return None
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+class RayExecutor:
+    """An analysis.shards.ShardExecutor on Ray. Use as a context manager: it joins the cluster on entry (a new
+    local instance when there is none and no address was given) and leaves it on exit (shutting down only an
+    instance it started)."""
+
+    def __init__(self, prog: str, address: str = LOCAL, shards: int | None = None, retries: int = DEFAULT_RETRIES):
+        self.prog = prog
+        self.address = address or LOCAL
+        self.requested_shards = shards
+        self.retries = retries
+        self.shards = 0
+        self.cluster_cpus = 0
+        self.used_shards = 0
+        self._started = False
+
+    def __enter__(self) -> "RayExecutor":
+        try:
+            import ray
+        except ImportError as e:  # pragma: no cover - a dependency of this project
+            raise UserError(f"--ray needs the ray package ({e}); reinstall this project (scripts/setup.sh)") from None
+        if not ray.is_initialized():
+            kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+            target = None if self.address == LOCAL else self.address
+            if target in (None, "auto"):
+                recorded = _recorded_address(target)
+                if recorded is not None and _reachable(recorded) is not None:
+                    if target == "auto":
+                        raise UserError(f"--ray auto: the Ray cluster recorded at {recorded} (RAY_ADDRESS or "
+                                        f"'ray start') does not answer: {_reachable(recorded)}")
+                    print(f"{self.prog}: note: the Ray cluster recorded at {recorded} (RAY_ADDRESS or 'ray start') "
+                          "does not answer; starting a local Ray instance", file=sys.stderr)
+                    target = "local"  # a new instance, whatever was recorded
+            else:
+                why = _reachable(target)
+                if why is not None:
+                    raise UserError(f"--ray {target}: cannot reach a Ray cluster there ({why}); start one with "
+                                    "'ray start --head' on that machine, or give its address")
+            try:
+                ray.init(address=target, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = "a local Ray instance" if self.address == LOCAL else f"the Ray cluster at {self.address}"
+                raise UserError(f"--ray: cannot start or join {where}: {_one_line(e)}") from None
+            self._started = True
+        self.cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.shards = self.requested_shards or max(1, self.cluster_cpus)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._started:
+            import ray
+            ray.shutdown()
+            self._started = False
+
+    def describe(self) -> dict:
+        """The run description (run.scale_out of parity.json and energy.json)."""
+        return {"backend": "ray", "address": self.address, "shards": self.used_shards,
+                "cluster_cpus": self.cluster_cpus, "max_retries": self.retries}
+
+    def map(self, fn, job, parts, on_done) -> list:
+        import ray
+
+        task = ray.remote(_run_shard).options(num_cpus=1, max_retries=self.retries, retry_exceptions=False,
+                                              name=f"{self.prog}-shard")
+        job_ref = ray.put(job)
+        refs = [task.remote(fn, job_ref, x, y, k) for k, (x, y) in enumerate(parts)]
+        self.used_shards = len(refs)
+        index = {ref: k for k, ref in enumerate(refs)}
+        starts = [0]
+        for x, _ in parts:
+            starts.append(starts[-1] + len(x))
+        results: list = [None] * len(refs)
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    k = index[ref]
+                    try:
+                        results[k] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:  # the shard code raised: the usual error for it
+                        cause = e.cause if isinstance(e.cause, Exception) else None
+                        if cause is None:
+                            raise RuntimeError(f"shard {k}: {_one_line(e)}") from None
+                        raise cause from None
+                    except ray.exceptions.RayError as e:
+                        raise UserError(
+                            f"--ray: shard {k} (samples {starts[k]}-{starts[k + 1] - 1}) failed after "
+                            f"{self.retries + 1} attempt(s): {type(e).__name__}: {_one_line(e)}; nothing was "
+                            "written") from None
+                    on_done(len(parts[k][0]))
+        except BaseException:
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - best effort: the run fails anyway
+                    pass
+            raise
+        return results
