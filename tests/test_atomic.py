@@ -14,10 +14,9 @@ import pytest
 
 from ground.atomic import atomic_dir, atomic_file, write_bytes
 
-from .helpers_models import randomized_model
+from .helpers_models import TINY, randomized_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
 
 
 def snapshot(path: Path) -> dict:

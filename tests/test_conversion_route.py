@@ -13,21 +13,16 @@ from commands import report as report_cmd
 from convert.options import ConversionOptions
 from hw_backends.conversion import convert
 from sim.engine import Engine
-from spikformer.checkpoint import save_checkpoint
 
 from .conftest import assert_one_line_error
-from .helpers_models import randomized_model
+from .helpers_models import tiny_checkpoint
 
 FLAGS = ("--preset", "--ssa", "--ssa-order", "--weight-bits", "--vth-mant", "--input-scale")
-TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("route") / "tiny.pt"
-    save_checkpoint(path, randomized_model("digits-2-64", seed=4, attn_drive=1.0, **TINY),
-                    {"dataset": {"spec": "digits", "value_grid": 256}})
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("route") / "tiny.pt")
 
 
 def _actions(parser) -> dict:

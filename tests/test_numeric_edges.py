@@ -18,9 +18,8 @@ from analysis.reference import record_reference
 from ground.errors import UserError
 
 from .conftest import assert_one_line_error
-from .helpers_models import mismatches, randomized_model
+from .helpers_models import TINY, mismatches, randomized_model
 
-TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
 
 
 def tiny(seed=3):

@@ -16,14 +16,12 @@ from analysis.shards import ExactSum, exact_sum, shard_ranges
 from commands import parity as parity_cmd
 from commands import report as report_cmd
 from commands.ray_scaleout import FAULTS_ENV
-from spikformer.checkpoint import save_checkpoint
 
 from .conftest import assert_one_line_error
-from .helpers_models import randomized_model
+from .helpers_models import tiny_checkpoint
 
 ray = pytest.importorskip("ray")
 
-TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
 SAMPLES, BATCH, SHARDS = 20, 4, 3  # 5 batches in 3 shards of 1, 2 and 2 batches (more shards than CPUs)
 
 
@@ -45,10 +43,7 @@ def faults(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ray") / "tiny.pt"
-    save_checkpoint(path, randomized_model("digits-2-64", seed=4, attn_drive=1.0, **TINY),
-                    {"dataset": {"spec": "digits", "value_grid": 256}})
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ray") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

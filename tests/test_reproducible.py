@@ -16,10 +16,9 @@ from pathlib import Path
 import h5py
 import pytest
 
-from .helpers_models import randomized_model
+from .helpers_models import TINY, randomized_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
 
 
 def tree_digest(path: Path) -> dict:

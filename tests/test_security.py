@@ -19,10 +19,9 @@ from spikformer.checkpoint import CheckpointError, checkpoint_bytes, load_checkp
 from ground.errors import UserError
 
 from .conftest import assert_one_line_error
-from .helpers_models import randomized_model
+from .helpers_models import TINY, randomized_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2)
 
 
 class SystemExploit:
