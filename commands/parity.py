@@ -16,10 +16,9 @@ from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
 from hw_backends.conversion import convert
 from spikformer.data import load_dataset_with_info
-from spikformer.train import default_device
 
 from .options import add_conversion_arguments, conversion_options, default_mode
-from .ray_scaleout import RayExecutor, add_ray_arguments, check_ray_arguments
+from .ray_scaleout import add_ray_arguments, ray_device, ray_executor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +60,7 @@ def _run(a: argparse.Namespace) -> int:
         raise UserError("--engine lava runs Loihi fixed point; use --mode fixed")
     if a.engine == "lava" and a.ray is not None:
         raise UserError("--engine lava runs in this process only; drop --ray")
-    device = a.device or ("cpu" if a.ray is not None else default_device())
-    check_ray_arguments(a, device)
+    device = ray_device(a)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     build = convert(a.checkpoint, conversion_options(a, a.target))
@@ -89,7 +87,7 @@ def _run(a: argparse.Namespace) -> int:
         facts["quantization"] = build.quantization_facts()
     facts["ssa_order"] = sorted({v["order"] for v in build.lowered.metadata.get("ssa", {}).values()})
     atol = a.logit_atol if a.logit_atol is not None else default_logit_atol(mode)
-    executor = RayExecutor("spk-parity", a.ray, a.ray_shards, a.ray_retries) if a.ray is not None else None
+    executor = ray_executor(a, "spk-parity")
     with executor or contextlib.nullcontext():
         res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
                          sim_runner=sim_runner, numeric=numeric, logit_atol=atol, executor=executor)

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from ground.errors import UserError
+from spikformer.train import default_device
 
 LOCAL = "local"
 DEFAULT_RETRIES = 3
@@ -44,18 +45,26 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"retries of a shard whose worker died (default {DEFAULT_RETRIES})")
 
 
-def check_ray_arguments(a: argparse.Namespace, device: str) -> None:
-    """Refuses what --ray does not do; call before the run."""
+def ray_device(a: argparse.Namespace) -> str:
+    """The run's device (--device; by default the CPU with --ray, else cuda when available) after refusing what
+    --ray does not do; call before the run."""
     if a.ray is None:
         if a.ray_shards is not None:
             raise UserError("--ray-shards needs --ray")
-        return
+        return a.device or default_device()
     if a.ray_shards is not None and a.ray_shards < 1:
         raise UserError(f"--ray-shards must be >= 1, got {a.ray_shards}")
     if a.ray_retries < 0:
         raise UserError(f"--ray-retries must be >= 0, got {a.ray_retries}")
+    device = a.device or "cpu"
     if not device.startswith("cpu"):
         raise UserError(f"--ray runs on the workers' CPUs; --device {device} is not supported with --ray")
+    return device
+
+
+def ray_executor(a: argparse.Namespace, prog: str) -> "RayExecutor | None":
+    """The executor of `--ray [ADDRESS]` (enter it around the run), or None without --ray."""
+    return RayExecutor(prog, a.ray, a.ray_shards, a.ray_retries) if a.ray is not None else None
 
 
 def _inject_fault(shard: int) -> None:

@@ -34,10 +34,9 @@ from ground.errors import UserError
 from ground.hashing import array_sha256
 from hw_backends.conversion import convert
 from spikformer.data import SPEC_HELP, load_dataset_with_info
-from spikformer.train import default_device
 
 from .options import add_conversion_arguments, conversion_options, default_mode
-from .ray_scaleout import RayExecutor, add_ray_arguments, check_ray_arguments
+from .ray_scaleout import add_ray_arguments, ray_device, ray_executor
 
 PROG = "spk-report"
 
@@ -88,8 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--mode {args.mode} runs on --target {' or '.join(MODES[args.mode][0])}, not "
                         f"{args.target}")
     energy_model = load_energy_model(args.energy_model or DEFAULT_ENERGY_MODEL.get(args.target, "cmos45"))
-    device = args.device or ("cpu" if args.ray is not None else default_device())
-    check_ray_arguments(args, device)
+    device = ray_device(args)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     if device.startswith("cuda"):
@@ -123,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
                   "trained_test_accuracy": meta.get("test_accuracy"),
                   "trained_on": (meta.get("dataset") or {}).get("spec") if isinstance(meta.get("dataset"), dict)
                   else meta.get("dataset")}  # metadata of a checkpoint from elsewhere may hold anything
-    executor = RayExecutor(PROG, args.ray, args.ray_shards, args.ray_retries) if args.ray is not None else None
+    executor = ray_executor(args, PROG)
     with executor or contextlib.nullcontext():
         res = build_report(build, mode=args.mode, images=images, labels=labels, energy_model=energy_model,
                            checkpoint=checkpoint, data=data, seed=args.seed, device=device,
