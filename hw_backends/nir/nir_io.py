@@ -241,9 +241,7 @@ def to_nir(graph: ir.Graph, model_info: dict | None = None, cache: StructureCach
         elif isinstance(node, (ir.Conv2d, ir.Conv1d)):
             if _sums_tokens(node, in_shape, grid):  # the head: sum the grid per channel, then a 1x1 Conv2d
                 first_part[name] = pool = f"{name}.pool_sum"
-                nodes[pool] = nir.SumPool2d(kernel_size=np.array(grid), stride=np.array([1, 1]),
-                                            padding=np.array([0, 0]), metadata=_meta(node, ir_name=name, part=0,
-                                                                                      role="pool_sum"))
+                nodes[pool] = _grid_pool(grid, _meta(node, ir_name=name, part=0, role="pool_sum"))
                 nodes[name] = _conv(node, (in_shape[0], 1, 1), out_shape, None, const)
                 edges.append((pool, name))
             else:
@@ -279,6 +277,13 @@ def to_nir(graph: ir.Graph, model_info: dict | None = None, cache: StructureCach
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=True)
     except (ValueError, AssertionError) as e:
         raise NIRExportError(f"NIR rejected the exported graph: {_short(e)}") from None
+
+
+def _grid_pool(grid, meta: dict, broadcast: bool = False) -> nir.SumPool2d:
+    """SumPool2d whose window is the token grid: a (C, Ht, Wt) input summed to (C, 1, 1), or (broadcast, padding
+    grid - 1) a (C, 1, 1) input copied to every token."""
+    pad = [grid[0] - 1, grid[1] - 1] if broadcast else [0, 0]
+    return nir.SumPool2d(kernel_size=np.array(grid), stride=np.array([1, 1]), padding=np.array(pad), metadata=meta)
 
 
 def _sums_tokens(node, in_shape, grid) -> bool:
@@ -342,12 +347,10 @@ def _axis_synapse(node, in_shape, grid, cache, const, nodes, edges, graph) -> st
                                           metadata=meta)
             shape = (c.shape[0], shape[1] - c.shape[2] + 1, shape[2] - c.shape[3] + 1)
         elif part.kind == "pool_sum":
-            nodes[part.name] = nir.SumPool2d(kernel_size=np.array(grid), stride=np.array([1, 1]),
-                                             padding=np.array([0, 0]), metadata=meta)
+            nodes[part.name] = _grid_pool(grid, meta)
             shape = (shape[0], 1, 1)
         elif part.kind == "pool_broadcast":
-            nodes[part.name] = nir.SumPool2d(kernel_size=np.array(grid), stride=np.array([1, 1]),
-                                             padding=np.array([grid[0] - 1, grid[1] - 1]), metadata=meta)
+            nodes[part.name] = _grid_pool(grid, meta, broadcast=True)
             shape = (shape[0], *grid)
         else:
             nodes[part.name] = nir.Scale(scale=const(node.weight, shape), metadata=meta)
