@@ -48,7 +48,56 @@ def crosscheck(export_dir_or_built, images, record="all", sim_graph: ir.Graph | 
             "lava_result": lava, "sim_result": sim}
 
 
-def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin_models: bool = True):
+class EngineCrosscheck:
+    """Lava against the fixed-point simulator on the same batches, exactly (integer against integer): every
+    population's spikes (graded ones: payloads), the readout's v at every logical step, the predictions.
+    Counts are integers summed over batches."""
+
+    def __init__(self, graph: ir.Graph, readout: str):
+        self.graph, self.readout = graph, readout
+        self.populations = [n for n in populations(graph) if n != readout]
+        self.samples = 0
+        self.spikes_compared = 0
+        self.spike_mismatches = {n: 0 for n in self.populations}
+        self.readout_step_mismatches = 0
+        self.readout_mismatches = 0
+        self.prediction_differences = 0
+        self.sim_s = 0.0
+
+    def add(self, images: torch.Tensor, lava) -> None:
+        t0 = time.perf_counter()
+        # node by node (no fused SSA): every population of the export, the SSA's inner ones included
+        sim = Engine(self.graph, numeric="loihi_fixed").run(images, record=self.populations + [self.readout])
+        self.sim_s += time.perf_counter() - t0
+        for n in self.populations:
+            self.spike_mismatches[n] += int((lava.spikes[n] != sim.records[n].numpy()).sum())
+            self.spikes_compared += int(sim.records[n].numel())
+        sim_v_steps = sim.records[self.readout].reshape(lava.readout_v_steps.shape).numpy()
+        self.readout_step_mismatches += int((lava.readout_v_steps != sim_v_steps).sum())
+        sim_v = sim.outputs[self.graph.outputs()[0]].reshape(lava.readout_v.shape).numpy()
+        self.readout_mismatches += int((lava.readout_v != sim_v).sum())
+        self.prediction_differences += int((lava.readout_v.argmax(1) != sim_v.argmax(1)).sum())
+        self.samples += int(images.shape[0])
+
+    @property
+    def differences(self) -> int:
+        return (sum(self.spike_mismatches.values()) + self.readout_step_mismatches + self.readout_mismatches
+                + self.prediction_differences)
+
+    def to_dict(self) -> dict:
+        return {"against": "fixed-point simulator (sim.engine, node by node), same images",
+                "samples": self.samples, "populations": len(self.populations) + 1,
+                "spikes_compared": self.spikes_compared,
+                "spike_mismatches": sum(self.spike_mismatches.values()),
+                "spike_mismatches_by_population": {n: k for n, k in self.spike_mismatches.items() if k},
+                "readout_step_mismatches": self.readout_step_mismatches,
+                "readout_mismatches": self.readout_mismatches,
+                "prediction_differences": self.prediction_differences,
+                "differences": self.differences, "simulator_s": self.sim_s}
+
+
+def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin_models: bool = True,
+                    crosscheck: bool = True):
     """The `sim_runner` of analysis.parity.run_parity for the Lava engine (`spk-parity --engine lava`).
 
     `built`: a Loihi build (or an export directory, or a (graph, schedule) pair). Returns
@@ -59,24 +108,29 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
     readout its v at every logical step (the simulator's record of it). Every requested population is recorded
     in this run, whatever the export's own record list; a name that is not a population raises ValueError.
     One isolated Lava run (run_lava, killed after `timeout_s`) per call; `runner.last_result` keeps the last
-    LavaResult (timing, process counts)."""
+    LavaResult (timing, process counts). With `crosscheck`, every population of the network is recorded and
+    compared exactly with the fixed-point simulator on the same images (`runner.crosscheck`, an
+    EngineCrosscheck accumulated over the calls)."""
     g, sched = graph_and_schedule(built)
     check_matrix_sizes(g, sched)  # refuse big networks before any Lava run
     pops = set(populations(g))
     readout = readout_population(g)
+    check = EngineCrosscheck(g, readout) if crosscheck else None
 
     def runner(images, layer_names):
         names = list(dict.fromkeys(layer_names))
         bad = [n for n in names if n not in pops]
         if bad:
             raise ValueError(f"the Lava engine records populations only; not populations of the network: {bad}")
-        rec = [n for n in names if n != readout]
-        x = images.detach().to("cpu", torch.float64).numpy() if isinstance(images, torch.Tensor) \
-            else np.asarray(images, dtype=np.float64)
-        res = run_lava((g, sched), x, record=rec, timeout_s=timeout_s, progress=progress, pin_models=pin_models,
-                       readout_steps=readout in names)
+        rec = check.populations if check else [n for n in names if n != readout]
+        x = images.detach().to("cpu", torch.float64) if isinstance(images, torch.Tensor) \
+            else torch.as_tensor(np.asarray(images), dtype=torch.float64)
+        res = run_lava((g, sched), x.numpy(), record=rec, timeout_s=timeout_s, progress=progress,
+                       pin_models=pin_models, readout_steps=check is not None or readout in names)
         runner.last_result = res
-        records = {n: torch.from_numpy(res.spikes[n].astype(np.float64)) for n in rec}
+        if check is not None:
+            check.add(x, res)
+        records = {n: torch.from_numpy(res.spikes[n].astype(np.float64)) for n in names if n != readout}
         if readout in names:
             shape = tuple(g.shapes()[readout])
             v = res.readout_v_steps
@@ -85,5 +139,6 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
         return logits_v, {n: records[n] for n in names}
 
     runner.last_result = None
+    runner.crosscheck = check
     runner.graph, runner.schedule, runner.readout = g, sched, readout
     return runner

@@ -265,6 +265,14 @@ def parity_markdown(s: dict) -> str:
                 "a_in_over_16bit": "synaptic input beyond 16 bits (batch-steps)", "a_in_max": "largest |a_in|"}
         lines += [f"- {n}: " + ", ".join(f"{what.get(k, k)} {v:,}" for k, v in e.items())
                   for n, e in sorted(ev.items())] or ["- no neuron saturated its 24-bit v or wrapped its 24-bit u, and no synaptic input exceeded 16 bits"]
+    xc = s.get("engine_crosscheck")
+    if xc:
+        lines += ["", "## Lava against the fixed-point simulator (exact)", "",
+                  f"- {xc['samples']} samples, {xc['populations']} populations (every population of the export, "
+                  f"the readout included): {xc['spike_mismatches']:,} of {xc['spikes_compared']:,} spikes/payloads "
+                  f"differ; readout v at every logical step: {xc['readout_step_mismatches']:,} differ; "
+                  f"predictions: {xc['prediction_differences']} differ"]
+        lines += [f"- {n}: {k:,} differ" for n, k in xc["spike_mismatches_by_population"].items()]
     lines += ["", "## Layers, worst first", "",
              "| layer | agreement | mismatches | rate ref | rate sim |", "|---|---|---|---|---|"]
     for d in s["layers"]:

@@ -93,6 +93,8 @@ def _run(a: argparse.Namespace) -> int:
                          sim_runner=sim_runner, numeric=numeric, logit_atol=atol, executor=executor)
     facts["scale_out"] = executor.describe() if executor is not None else None
     summary = summarize(res, facts)
+    if sim_runner is not None and sim_runner.crosscheck is not None:
+        summary["engine_crosscheck"] = sim_runner.crosscheck.to_dict()
     with atomic_dir(a.out) as stage:
         (stage / "parity.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         (stage / "parity.md").write_text(parity_markdown(summary))
@@ -103,6 +105,15 @@ def _run(a: argparse.Namespace) -> int:
           f"spike mismatches {o['total_spike_mismatches']:,}, worst layer agreement {o['min_layer_agreement']:.6f}"
           f" -> {a.out}")
     failed = []
+    xc = summary.get("engine_crosscheck")
+    if xc is not None:
+        print(f"spk-parity: Lava vs fixed-point simulator on the same {xc['samples']} samples: "
+              f"{xc['spike_mismatches']:,} of {xc['spikes_compared']:,} spikes differ in {xc['populations']} "
+              f"populations, readout v {xc['readout_step_mismatches']:,} differ, predictions "
+              f"{xc['prediction_differences']} differ")
+        if xc["differences"]:
+            failed.append(f"Lava differs from the fixed-point simulator ({xc['differences']:,} differences; "
+                          f"parity.json engine_crosscheck)")
     if o["prediction_agreement"] < a.min_agreement:
         failed.append(f"prediction agreement {o['prediction_agreement']:.4f} < --min-agreement {a.min_agreement}")
     if o["min_layer_agreement"] < a.min_layer_agreement:

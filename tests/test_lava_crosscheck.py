@@ -6,7 +6,8 @@ write_artifacts, loaded back from the directory as a Lava process graph (LIFRese
 Sparse, DelaySparse, RingBuffer), run on lava-nc's bit-accurate CPU models and compared with sim.engine's
 fixed-point mode: zero differences allowed in the readout (v at every logical step) and in the spikes of every
 population, and in the integer payloads of the graded populations, for both SSA forms (binary, graded) and
-both product orders. About 15-20 s of Lava per case on 2 cores; one more Lava run for spk-parity --engine lava.
+both product orders. About 15-20 s of Lava per case on 2 cores; one more Lava run for spk-parity --engine lava,
+and one of the demo model's size (digits-2-64, 2 samples, about 40 s).
 """
 from __future__ import annotations
 
@@ -348,9 +349,11 @@ def test_lava_timing_facts():
 def test_run_lava_refuses_big_networks_before_starting_lava():
     from hw_backends.loihi.lava_graph import LavaGraphError
     from hw_backends.loihi.lava_run import run_lava
-    m = randomized_model("digits-2-64").double()  # 16x16 input, D = 64: far too big for the CPU cross-check
+    # 16x16 input, D = 512: patch_embed.proj_conv2 (128 -> 256 channels, 3x3, 16x16) alone has 75 M synapses
+    m = randomized_model("digits-2-64", embed_dim=512, num_heads=8, depth=1).double()
     built = build(lower(spikformer_to_ir(m), ssa_order="kv_first"))
-    with pytest.raises(LavaGraphError, match=r"patch_embed\.proj_conv\S* \(Conv2d.*exceeds the limit"):
+    with pytest.raises(LavaGraphError, match=r"patch_embed\.proj_conv2 \(Conv2d, from .*: [\d,]+ synapses exceeds "
+                                             r"the limit of 33,554,432"):
         run_lava(built, digits(1).expand(-1, 1, -1, -1).numpy(), timeout_s=5)
 
 
@@ -378,6 +381,61 @@ def test_parity_cli_lava_engine_equals_sim_engine(tmp_path):
     assert lv["layers"] == sim["layers"]
     assert lv["overall"]["samples"] == 2
     assert any(d["rate_simulator"] > 0 for d in lv["layers"])  # a silent network would prove little
+    xc = lv["engine_crosscheck"]  # every population, exactly, against the simulator on the same images
+    assert xc["differences"] == 0 and xc["samples"] == 2 and xc["spikes_compared"] > 0
+    assert "engine_crosscheck" not in sim
+
+
+def test_parity_cli_lava_engine_runs_the_demo_size_model(tmp_path):
+    """The demo model's architecture (digits-2-64: 16x16 input, D = 64, 4 heads, 2 blocks, T = 4), whole, on lava-nc:
+    convolutions and sum pools as sparse matrices built from their structure; every population's spikes, the
+    readout's v at every logical step and the predictions equal the fixed-point simulator's (2 samples here;
+    bench/bench_sim.py runs 16 of the trained demo model)."""
+    from commands.parity import main
+    from spikformer.checkpoint import save_checkpoint
+    ckpt = save_checkpoint(tmp_path / "demo_size.pt", randomized_model("digits-2-64", seed=2, attn_drive=1.0))
+    out = tmp_path / "parity_lava"
+    rc = main([str(ckpt), "--target", "loihi", "--engine", "lava", "--samples", "2", "--data", "digits",
+               "--device", "cpu", "--min-agreement", "0", "--no-progress", "-o", str(out)])
+    assert rc == 0
+    rep = json.loads((out / "parity.json").read_text())
+    xc = rep["engine_crosscheck"]
+    assert xc["differences"] == 0 and xc["spike_mismatches"] == 0 and xc["readout_step_mismatches"] == 0
+    assert xc["populations"] >= 30 and xc["spikes_compared"] > 500_000
+    assert any(d["rate_simulator"] > 0 for d in rep["layers"] if "attn" in d["layer"])
+    assert "Lava against the fixed-point simulator" in (out / "parity.md").read_text()
+
+
+def test_engine_crosscheck_counts_a_changed_spike(tiny_built):
+    """The Lava-vs-simulator comparison of spk-parity --engine lava sees one flipped spike, one changed readout
+    value and the prediction it changes (a Lava result made from the simulator's own records, then altered)."""
+    from analysis.lava_crosscheck import EngineCrosscheck
+    from hw_backends.loihi.lava_run import LavaResult, populations
+    from hw_backends.loihi.lava_graph import readout_population
+    from sim.engine import Engine
+    g = tiny_built.graph
+    readout = readout_population(g)
+    pops = [n for n in populations(g) if n != readout]
+    x = digits(2)
+    sim = Engine(g, numeric="loihi_fixed").run(x, record=pops + [readout])
+    v_steps = sim.records[readout].reshape(2, 2, -1).numpy().astype(np.int64)
+    spikes = {n: sim.records[n].numpy().copy() for n in pops}
+    same = LavaResult(spikes=spikes, readout_v=v_steps[-1].copy(), logits=v_steps[-1], readout=readout,
+                      readout_scale=1.0, readout_v_steps=v_steps.copy())
+    check = EngineCrosscheck(g, readout)
+    check.add(x, same)
+    assert check.differences == 0 and check.samples == 2
+    lif = next(n for n in pops if isinstance(g.nodes[n], ir.LoihiLIF))
+    spikes[lif].reshape(-1)[0] = 1 - spikes[lif].reshape(-1)[0]
+    v = v_steps[-1].copy()
+    v[0] = v[0].max() + 1000 - v[0]  # reverses the ranking of sample 0: its prediction changes
+    changed = LavaResult(spikes=spikes, readout_v=v, logits=v, readout=readout, readout_scale=1.0,
+                         readout_v_steps=v_steps)
+    check = EngineCrosscheck(g, readout)
+    check.add(x, changed)
+    d = check.to_dict()
+    assert d["spike_mismatches_by_population"] == {lif: 1}
+    assert d["readout_mismatches"] > 0 and d["prediction_differences"] == 1 and d["readout_step_mismatches"] == 0
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["graded-counts", "binary-spikes"])

@@ -6,7 +6,9 @@ One `LIFReset` (fixed-point model `PyLifResetModelBitAcc`) per `LoihiLIF` popula
 connected to the post population's port (`a_in`; `a_in1` / `a_in2` for ProdNeuron, from Projection.port), a
 source `RingBuffer` for the graded image payload and a sink (`NpySink`, below) per recorded population.
 Every weight matrix is materialised from the IR node (conv, sum pool, axis synapse, ...) by applying the node's
-own kernel to unit inputs, so the matrices are only built for small networks (`max_matrix_entries`).
+own kernel to unit inputs, chunk by chunk, keeping only the nonzero entries (a CSR matrix: lava's Sparse holds
+only the synapses that exist), so building costs n_pre x n_post kernel outputs once but the memory is that of the
+synapses; networks whose projections exceed `max_matrix_entries` (n_pre x n_post) are refused before building.
 
 Timing, verified empirically on lava-nc 0.10.0 (tests/test_lava_crosscheck.py::test_lava_timing_facts runs a
 bare Lava network; the full cross-check gives thousands of spike mismatches with reset_offset = D instead of
@@ -77,7 +79,11 @@ from . import limits as L
 # (lava_run) gets the matrices ready-made and then needs neither (about 2 s of imports per run on the 2-core
 # development machine)
 
-DEFAULT_MAX_MATRIX_ENTRIES = 4_000_000  # dense (post x pre) entries materialised per projection
+# build-time bound per projection (build_size): a convolution's synapses, or the (post x pre) kernel outputs of
+# the unit-vector build of any other synapse (the digits demo model's largest: 1024 x 1024 tokens; cifar10-4-384's
+# token projections are 24,576 x 24,576 = 6e8, minutes each)
+DEFAULT_MAX_MATRIX_ENTRIES = 2 ** 25
+MATRIX_CHUNK_ENTRIES = 4_000_000  # dense kernel outputs held at once while building (32 MB of float64)
 INPUT_MESSAGE_BITS = L.GRADED_PAYLOAD_BITS  # the image: graded payload round(x * input_payload_scale)
 GRADED_MESSAGE_BITS = 24    # GradedVec / ProdNeuron s_out: int32 with precision 24 (signed 24-bit payloads)
 GRADED_TYPES = (ir.GradedNeuron, ir.ProductNeuron)
@@ -134,13 +140,13 @@ def synapse_matrix(g: ir.Graph, proj: Projection, shapes: dict | None = None,
     n_pre, n_post = math.prod(shapes[proj.pre]), math.prod(out_shape)
     if math.prod(in_shape) != n_pre:
         raise LavaGraphError(f"{proj.synapse}: layout {proj.via} changes the size of {proj.pre}")
-    if n_pre * n_post > max_entries:
-        raise LavaGraphError(
-            f"{proj.synapse} ({node.kind}, from {node.source or '?'}): weight matrix {n_post} x {n_pre} = "
-            f"{n_pre * n_post:,} entries exceeds the limit of {max_entries:,} for materialised Lava matrices; "
-            f"the Lava cross-check is only for small networks")
-    mats = []
-    chunk = max(1, max_entries // max(n_post, 1) // 4)
+    _check_build_size(proj, node, n_pre, n_post, max_entries)
+    if isinstance(node, (ir.Conv2d, ir.Conv1d)):
+        return conv_matrix(node, in_shape, out_shape)
+    if isinstance(node, ir.SumPool2d):
+        return conv_matrix(sum_pool_as_conv(node, in_shape[0]), in_shape, out_shape)
+    parts = []
+    chunk = max(1, MATRIX_CHUNK_ENTRIES // max(n_post, 1))
     saved = node.weight_exp
     try:
         node.weight_exp = 0  # the mantissas only; weight_exp goes to the Sparse process
@@ -149,29 +155,84 @@ def synapse_matrix(g: ir.Graph, proj: Projection, shapes: dict | None = None,
             eye = torch.zeros(stop - start, n_pre, dtype=torch.float64)
             eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
             y = kernels.step(node, {"in": eye.reshape(stop - start, *in_shape)}, {}, kernels.ParamCache(), 0)
-            mats.append(y.reshape(stop - start, n_post).numpy())
+            block = y.reshape(stop - start, n_post).numpy()
+            if not np.all(block == np.rint(block)):
+                raise LavaGraphError(f"{proj.synapse}: weights are not integer mantissas (quantise the graph first)")
+            parts.append(sp.csr_matrix(block.astype(np.int32)))  # (pre chunk, post), zeros dropped
     finally:
         node.weight_exp = saved
-    dense = np.concatenate(mats, 0).T  # (post, pre)
-    if not np.all(dense == np.rint(dense)):
-        raise LavaGraphError(f"{proj.synapse}: weights are not integer mantissas (quantise the graph first)")
-    return sp.csr_matrix(dense.astype(np.int32))
+    return sp.vstack(parts, format="csr").T.tocsr()  # (post, pre)
+
+
+def conv_matrix(node, in_shape, out_shape) -> sp.csr_matrix:
+    """The CSR matrix (post_flat, pre_flat) of a Conv2d / Conv1d straight from its weight, stride, padding and
+    groups (row-major (C, H, W) / (C, L) flat indices): one entry per nonzero tap and output position whose input
+    lies inside the image (zero padding contributes nothing). Same result as running the kernel on unit inputs
+    (tests/test_lava_matrices.py), in time proportional to the synapses."""
+    w = np.asarray(node.weight)
+    if not np.all(w == np.rint(w)):
+        raise LavaGraphError(f"{node.name}: weights are not integer mantissas (quantise the graph first)")
+    if isinstance(node, ir.Conv1d):  # (C, L) as (C, 1, L)
+        w = w[:, :, None, :]
+        in_shape, out_shape = (in_shape[0], 1, in_shape[1]), (out_shape[0], 1, out_shape[1])
+        stride, padding = (1, int(node.stride)), (0, int(node.padding))
+    else:
+        stride, padding = tuple(node.stride), tuple(node.padding)
+    cin, hi, wi = in_shape
+    cout, ho, wo = out_shape
+    per_group_out = cout // node.groups
+    o, ci, ky, kx = np.nonzero(w)
+    vals = w[o, ci, ky, kx].astype(np.int32)
+    c = ci + (o // per_group_out) * w.shape[1]           # the input channel of each tap
+    oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
+    oy, ox = oy.reshape(-1, 1), ox.reshape(-1, 1)          # output positions x taps
+    iy = oy * stride[0] - padding[0] + ky
+    ix = ox * stride[1] - padding[1] + kx
+    inside = (iy >= 0) & (iy < hi) & (ix >= 0) & (ix < wi)
+    rows = (o * (ho * wo) + oy * wo + ox)[inside]
+    cols = (c * (hi * wi) + iy * wi + ix)[inside]
+    data = np.broadcast_to(vals, inside.shape)[inside]
+    m = sp.csr_matrix((data, (rows, cols)), shape=(cout * ho * wo, cin * hi * wi), dtype=np.int32)
+    m.sum_duplicates()
+    return m
+
+
+def sum_pool_as_conv(node: ir.SumPool2d, channels: int) -> ir.Conv2d:
+    """A sum pool is a depthwise convolution whose taps all carry the pool's weight (zero padding)."""
+    w = np.full((channels, 1, *node.kernel), float(node.weight))
+    return ir.Conv2d(name=node.name, weight=w, stride=tuple(node.stride), padding=tuple(node.padding),
+                     groups=channels)
+
+
+def build_size(node, n_pre: int, n_post: int) -> tuple[int, str]:
+    """What building a projection's matrix costs: the synapses of a convolution or sum pool (built from its
+    structure, conv_matrix), else the n_post x n_pre kernel outputs of the unit-vector build; and how to say it."""
+    if isinstance(node, (ir.Conv2d, ir.Conv1d)):
+        n = int(np.count_nonzero(node.weight)) * (n_post // node.weight.shape[0])
+        return n, f"{n:,} synapses"
+    if isinstance(node, ir.SumPool2d):
+        n = n_post * node.kernel[0] * node.kernel[1]
+        return n, f"{n:,} synapses"
+    return n_pre * n_post, f"weight matrix {n_post} x {n_pre} = {n_pre * n_post:,} entries"
+
+
+def _check_build_size(proj: Projection, node, n_pre: int, n_post: int, max_entries: int) -> int:
+    n, what = build_size(node, n_pre, n_post)
+    if n > max_entries:
+        raise LavaGraphError(
+            f"{proj.synapse} ({node.kind}, from {node.source or '?'}): {what} exceeds the limit of {max_entries:,} "
+            f"for building Lava matrices; the Lava cross-check is only for small networks")
+    return n
 
 
 def check_matrix_sizes(g: ir.Graph, schedule: dict, max_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> int:
-    """Raises LavaGraphError naming the first projection whose dense matrix exceeds `max_entries` (before any
-    matrix is built); returns the largest size."""
+    """Raises LavaGraphError naming the first projection whose matrix would exceed `max_entries` to build
+    (build_size; before any matrix is built); returns the largest size."""
     shapes = g.shapes()
     largest = 0
     for proj in schedule["projections"]:
-        n = math.prod(shapes[proj.pre]) * math.prod(shapes[proj.synapse])
-        if n > max_entries:
-            node = g.nodes[proj.synapse]
-            raise LavaGraphError(
-                f"{proj.synapse} ({node.kind}, from {node.source or '?'}): weight matrix "
-                f"{math.prod(shapes[proj.synapse])} x {math.prod(shapes[proj.pre])} = {n:,} entries exceeds the "
-                f"limit of {max_entries:,} for materialised Lava matrices; the Lava cross-check is only for "
-                f"small networks")
+        node = g.nodes[proj.synapse]
+        n = _check_build_size(proj, node, math.prod(shapes[proj.pre]), math.prod(shapes[proj.synapse]), max_entries)
         largest = max(largest, n)
     return largest
 
