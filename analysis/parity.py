@@ -247,7 +247,7 @@ def parity_markdown(s: dict) -> str:
              f"- model: {r.get('model')} (sha256 {str(r.get('checkpoint_sha256'))[:16]}...), preset/config "
              f"{r.get('preset')}", f"- target {r.get('target')}, mode {r.get('mode')}, engine {r.get('engine')}, "
              f"SSA {r.get('ssa_form')}/{r.get('ssa_order')}",
-             f"- data {r.get('data')}, samples {o['samples']}, seed {r.get('seed')}, reference device "
+             f"- data {r.get('data')}, samples {o['samples']}, seed {r.get('seed')}, reference and simulator device "
              f"{r.get('device')} (TF32 off), reference dtype {r.get('reference_dtype')}", "",
              "| | value |", "|---|---|",
              f"| accuracy, reference | {o['accuracy_reference']:.4f} |",

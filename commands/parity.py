@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits", help="digits | cifar10:DIR | npz:FILE (test split is used)")
     p.add_argument("--samples", type=int, default=None, help="number of test samples (default: all)")
     p.add_argument("--engine", choices=["sim", "lava"], default="sim")
-    p.add_argument("--device", default=None, help="device of the PyTorch reference (default: cuda if available; "
-                                                  "cpu with --ray)")
+    p.add_argument("--device", default=None, help="device of the PyTorch reference and of the simulator (default: "
+                                                  "cuda if available; cpu with --ray)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="data split seed")
     p.add_argument("--min-agreement", type=float, default=0.99,
@@ -89,7 +89,8 @@ def _run(a: argparse.Namespace) -> int:
     atol = a.logit_atol if a.logit_atol is not None else default_logit_atol(mode)
     executor = ray_executor(a, "spk-parity")
     with executor or contextlib.nullcontext():
-        res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, progress=not a.no_progress,
+        res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, sim_device=device,
+                         progress=not a.no_progress,
                          sim_runner=sim_runner, numeric=numeric, logit_atol=atol, executor=executor)
     facts["scale_out"] = executor.describe() if executor is not None else None
     summary = summarize(res, facts)

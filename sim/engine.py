@@ -100,6 +100,11 @@ class Engine:
             graph = fused.fuse_ssa(graph)
             graph = weight_parts.fuse_weight_parts(graph)
         graph.validate()
+        if str(device).startswith("cuda"):
+            # TF32 keeps 10 mantissa bits in cuDNN convolutions and matmuls: exact integers above 2**11 would be
+            # rounded. With it off, every sum of the fixed-point mode is exact in any order (docs/architecture.md)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.graph = graph
         self.dtype = dtype
         self.device = device
