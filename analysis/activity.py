@@ -274,6 +274,9 @@ class Activity:
     steps: int = 0
     ssa_prefixes: tuple = ()
     order: tuple = ()  # synapse and neuron node names in topological order
+    # per neuron (flat) spike counts of every event-emitting population and of the input (non-zero values), int64;
+    # only when the counter is asked for them (ActivityCounter(per_neuron=True): the chip-crossing count)
+    spike_counts: dict = field(default_factory=dict)
 
     def add(self, o: "Activity") -> "Activity":
         """self + o (self is updated and returned). Exact: integer counts, maxima, the worse value kind and
@@ -282,6 +285,8 @@ class Activity:
             self.synapses[k].add(v)
         for k, v in o.neurons.items():
             self.neurons[k].add(v)
+        for k, v in o.spike_counts.items():
+            self.spike_counts[k] = self.spike_counts[k] + v if k in self.spike_counts else v.copy()
         self.samples += o.samples
         self.steps = max(self.steps, o.steps)
         return self
@@ -441,12 +446,18 @@ def categorize(graph: ir.Graph) -> dict[str, str]:
     return cat
 
 
+def _per_neuron(events: torch.Tensor):
+    """Events [S, B, *shape] -> int64 counts per neuron (flat numpy)."""
+    return events.reshape(-1, math.prod(events.shape[2:])).sum(0, dtype=torch.int64).cpu().numpy()
+
+
 class ActivityCounter:
     """Counts one batch of records at a time; build once per graph (fan-out maps are computed once)."""
 
-    def __init__(self, graph: ir.Graph, device="cpu"):
+    def __init__(self, graph: ir.Graph, device="cpu", per_neuron: bool = False):
         self.graph = graph
         self.device = device
+        self.per_neuron = per_neuron
         self.shapes = graph.shapes()
         self.order = graph.topo_order()
         self.category = categorize(graph)
@@ -550,10 +561,15 @@ class ActivityCounter:
                 if _emits_events(node):
                     s = rec.get(name) != 0
                     nc.spikes = int(torch.count_nonzero(s).item())
+                    if self.per_neuron:
+                        act.spike_counts[name] = _per_neuron(s)
                     active |= s
                 nc.steps, nc.samples = int(S), int(B)
                 nc.updates = nc.neurons * int(S) * int(B)
                 nc.active_updates = int(torch.count_nonzero(active).item())
+        if self.per_neuron:
+            for name in self.graph.inputs():
+                act.spike_counts[name] = _per_neuron(rec.get(name) != 0)
         act.samples = int(B or 0)
         act.steps = int(S or 0)
         return act

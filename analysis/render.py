@@ -165,10 +165,33 @@ def _doc(report: dict) -> list[tuple]:
     doc.append(("p", report["dense_flops"]["explanation"]))
     doc.append(("p", f"Published figures: {report['dense_flops']['published_source']}."))
 
+    doc += _placement_doc(report.get("loihi_placement"))
+
     doc.append(("h2", "Counting rules"))
     doc.append(("ul", report["counting_rules"]))
     doc.append(("h2", "Not modelled"))
     doc.append(("ul", report["not_modelled"]))
+    return doc
+
+
+def _placement_doc(pl: dict | None) -> list[tuple]:
+    if not pl:
+        return []
+    cx = pl["chip_crossings"]
+    others = "; ".join(f"{k}: cannot be placed ({v['unplaceable']})" if "unplaceable" in v else
+                       f"{k}: {v['cores']:,} cores, {v['chips']:,} chips" for k, v in pl["other_profiles"].items())
+    doc = [("h2", f"Loihi placement ({pl['profile']})"),
+           ("p", f"{pl['profile_description']}. {pl['cores']:,} cores, {pl['chips']:,} chips"
+                 + (f" (for comparison {others})" if others else "") + f"; pipeline latency "
+                 f"{pl['pipeline_latency_steps']} steps. Populations by binding limit: "
+                 + ", ".join(f"{k} {v}" for k, v in pl["populations_bound_by"].items() if v) + ". Chips: "
+                 f"{pl['chip_rule']}."),
+           ("p", f"Spikes crossing chip boundaries per step: {_num(cx['between_chips_per_step'])} between chips, "
+                 f"{_num(cx['host_to_chips_per_step'])} from the host to chips ({cx['definition']})."),
+           ("table", ["from", "to", "crossing spikes per step", "neurons reaching other chips"],
+            [[r["pre"] + (" (host)" if r["from_host"] else ""), r["post"], _num(r["crossing_spikes_per_step"]),
+              _num(r["neurons_reaching_other_chips"])]
+             for r in cx["projections"] if r["crossing_spikes"] or r["neurons_reaching_other_chips"]])]
     return doc
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from convert import ir
+from hw_backends.loihi.crossings import chip_crossings
 from sim.engine import Engine, check_images
 
 from . import activity as A
@@ -73,13 +74,32 @@ COUNTING_RULES = [
 
 NOT_MODELLED = [
     "memory access and data movement (weights, membrane state), static/leakage power, host I/O and input encoding",
-    "routing beyond the energy model's spike cost; chip partitioning and core capacity",
+    "routing beyond the energy model's spike cost: the placement and the spikes crossing chips are counted "
+    "(loihi_placement, --target loihi --mode fixed), not priced",
     "per-hop synaptic delays and pipeline fill on hardware (both modes count activity in logical time; the fixed "
     "mode uses Loihi's integer arithmetic, the float mode the reference semantics)",
 ]
 
 
 # ------------------------------------------------------------------------------------------------ building
+
+def loihi_placement(build, graph: ir.Graph, act: A.Activity) -> dict:
+    """What a chip planner needs: the hardware profile, cores, chips, pipeline latency, the binding limit of every
+    population (build.resources, hw_backends.loihi.placement) and the spikes per step that cross chip boundaries
+    in this run (hw_backends.loihi.crossings)."""
+    res = build.resources
+    tot = res["total"]
+    return {"profile": res["profile"]["name"], "profile_description": res["profile"]["description"],
+            "limits": res["limits"], "cores": tot["cores"], "chips": tot["chips"],
+            "pipeline_latency_steps": tot["pipeline_latency_steps"], "chip_rule": res["chip_rule"],
+            "other_profiles": {k: {x: v[x] for x in ("cores", "chips", "unplaceable") if x in v}
+                               for k, v in res.get("other_profiles", {}).items()},
+            "populations_bound_by": tot["populations_bound_by"],
+            "binding": {name: {"binding": r["binding"], "cores": r["cores"], "tile": r["tile"]}
+                        for name, r in res["populations"].items()},
+            "chip_crossings": chip_crossings(graph, build.schedule["projections"], res, act.spike_counts,
+                                             act.samples, act.steps)}
+
 
 @dataclass
 class ReportResult:
@@ -95,6 +115,7 @@ class ActivityJob:
     device: str
     batch_size: int
     activity_fn: object = None  # (graph, records) -> Activity; None: analysis.activity.ActivityCounter
+    per_neuron: bool = False    # also per-neuron spike counts (Activity.spike_counts), for the chip crossings
 
 
 @dataclass
@@ -123,7 +144,7 @@ def activity_shard(job: ActivityJob, images: torch.Tensor, labels: torch.Tensor 
         def count(recs):
             return job.activity_fn(graph, recs)
     else:
-        count = A.ActivityCounter(graph, job.device)
+        count = A.ActivityCounter(graph, job.device, job.per_neuron)
     total = None
     for i in range(0, len(images), job.batch_size):
         x = images[i:i + job.batch_size]
@@ -141,13 +162,13 @@ def activity_shard(job: ActivityJob, images: torch.Tensor, labels: torch.Tensor 
 
 def run_activity(graph: ir.Graph, numeric: str, images: torch.Tensor, device: str = "cpu", batch_size: int = 16,
                  progress: bool = False, activity_fn=None, labels: torch.Tensor | None = None,
-                 executor: ShardExecutor | None = None) -> tuple[A.Activity, dict]:
+                 executor: ShardExecutor | None = None, per_neuron: bool = False) -> tuple[A.Activity, dict]:
     """Counts activity over all images, batch by batch, running `graph` in `numeric` arithmetic (sim.engine).
     Returns (activity, {"correct": n, "samples": n}). `executor` (analysis.shards): the batches run in shards
     elsewhere (spk-report --ray); the merged activity is the same as in this process."""
     if executor is not None:  # the workers' warnings stay in their logs: check (and warn) here
         check_images(graph, images, fixed=numeric != "float")
-    job = ActivityJob(graph, numeric, device, batch_size, activity_fn)
+    job = ActivityJob(graph, numeric, device, batch_size, activity_fn, per_neuron)
     res = run_sharded(activity_shard, job, images, labels, batch_size, ActivityCounts.merge, executor, progress,
                       desc="spk-report")
     return res.activity, {"correct": res.correct, "samples": res.samples}
@@ -166,7 +187,9 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
         raise ValueError(f"--mode {mode} is for target(s) {', '.join(MODES[mode][0])}, not {target}")
     model, config = build.source.model, build.source.config
     graph, numeric = build.runnable(mode)
-    act, acc = run_activity(graph, numeric, images, device, batch_size, progress, activity_fn, labels, executor)
+    placed = target == "loihi" and mode == "fixed" and activity_fn is None  # the graph the placement is of
+    act, acc = run_activity(graph, numeric, images, device, batch_size, progress, activity_fn, labels, executor,
+                            per_neuron=placed)
     ev = event_energy(act, energy_model)
     conv = conventions(act, config, energy_model)
     flops = flops_summary(config)
@@ -273,6 +296,7 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
                          f"(from the '{energy_model.name}' model)",
         },
         "not_modelled": NOT_MODELLED,
+        "loihi_placement": loihi_placement(build, graph, act) if placed else None,
         "totals": totals,
         "layers": layers,
         "categories": categories_table(ev),

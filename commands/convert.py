@@ -2,7 +2,7 @@
 
     spk-convert model.pt --target nir|loihi [-o OUT] [--preset NAME] [--weights model|ema] [--ssa auto|binary|graded]
                 [--ssa-order auto|kv_first|qk_first] [--weight-bits 8|16] [--vth-mant N] [--input-scale N]
-                [--device cpu|cuda] [--debug]
+                [--hw loihi1|loihi2] [--device cpu|cuda] [--debug]
     spk-convert --list-targets
 
 Steps (hw_backends.conversion.convert, the route every command takes): load the checkpoint safely
@@ -82,9 +82,16 @@ def default_output(ckpt: Path, backend) -> Path:
 def _print_loihi_forms(summary: dict, out) -> None:
     forms = summary["ssa"]
     for form, tot in forms["by_form"].items():
-        mark = " (chosen)" if form == forms["chosen"] else ""
+        mark = f" (chosen, on {summary['hw']})" if form == forms["chosen"] else ""
+        if "unplaceable" in tot:
+            print(f"  loihi SSA {form}: cannot be placed on {summary['hw']}: {tot['unplaceable']}")
+            continue
         print(f"  loihi SSA {form}{mark}: {tot['cores']:,} cores, {tot['chips']:,} chips, "
               f"{tot['neurons']:,} neurons, {tot['synapses']:,} synapses, depth {tot['pipeline_depth']}")
+    for name, tot in summary.get("other_profiles", {}).items():
+        print(f"  on {name} (for comparison, SSA {forms['chosen']}): " + (
+            f"cannot be placed: {tot['unplaceable']}" if "unplaceable" in tot else
+            f"{tot['cores']:,} cores, {tot['chips']:,} chips"))
     if summary["warnings"]:
         print(f"  loihi: {summary['warnings']} warnings, see {out}/summary.md")
 

@@ -7,6 +7,7 @@ import argparse
 from convert.options import (DEFAULT_INPUT_SCALE, SSA_CHOICES, SSA_ORDERS, WEIGHT_BITS_CHOICES, WEIGHTS_CHOICES,
                              ConversionOptions, OptionsError)
 from ground.errors import UserError
+from hw_backends.loihi.profiles import PROFILES
 from spikformer.presets import PRESETS
 
 DEFAULTS = ConversionOptions()
@@ -41,6 +42,11 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
                    help="loihi: graded input payload = round(x * SCALE) for x in [0, 1] (default: the training data's "
                         f"exact grid recorded in the checkpoint, e.g. 256 for the digits at 16x16, else "
                         f"{DEFAULT_INPUT_SCALE})")
+    g.add_argument("--hw", default=DEFAULTS.hw, choices=sorted(PROFILES),
+                   help="loihi: the hardware profile the network is placed on, every per-core limit obeyed "
+                        "(compartments, synapse memory, input and output axons; docs/limits.md): loihi1 "
+                        "(nengo-loihi's figures) or loihi2 (Intel's chip figures, unpublished per-core figures "
+                        f"assumed) (default {DEFAULTS.hw})")
 
 
 def default_mode(target: str) -> str:
@@ -53,6 +59,6 @@ def conversion_options(args: argparse.Namespace, target: str, device: str = "cpu
     try:
         return ConversionOptions(target=target, ssa=args.ssa, ssa_order=args.ssa_order, weight_bits=args.weight_bits,
                                  vth_mant=args.vth_mant, input_scale=args.input_scale, preset=args.preset,
-                                 weights=args.weights, device=device)
+                                 weights=args.weights, device=device, hw=args.hw)
     except OptionsError as e:
         raise UserError(str(e)) from None

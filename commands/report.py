@@ -2,7 +2,8 @@
 
     spk-report model.pt [--preset NAME] [--data digits|cifar10:DIR|npz:FILE] [--samples N]
                [--energy-model cmos45|loihi|FILE.json] [--ssa auto|binary|graded] [--ssa-order ...]
-               [--weight-bits 8|16] [--vth-mant N] [--input-scale N] [--mode float|fixed] [--target nir|loihi]
+               [--weight-bits 8|16] [--vth-mant N] [--input-scale N] [--hw loihi1|loihi2] [--mode float|fixed]
+               [--target nir|loihi]
                [--seed S] [--device cpu|cuda] [--batch-size B] [--no-progress]
                [--ray [ADDRESS] [--ray-shards N] [--ray-retries N]] -o DIR
 

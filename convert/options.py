@@ -13,6 +13,7 @@ WEIGHT_BITS_CHOICES = (8, 16)              # Loihi: one 8-bit synapse group, or 
 DEFAULT_WEIGHT_BITS = 16
 DEFAULT_VTH_MANT = 4096  # lambda * theta = 64 * 4096 + 1: 2**-18 theta resolution, |v| up to 32 theta
 DEFAULT_INPUT_SCALE = 255  # 8-bit images; a checkpoint's data grid (dataset "value_grid") replaces it
+DEFAULT_HW = "loihi2"      # the Loihi target's hardware profile (hw_backends/loihi/profiles.py knows the names)
 
 
 class OptionsError(ValueError):
@@ -30,6 +31,7 @@ class ConversionOptions:
     preset: str | None = None       # architecture of a state dict (None: the preset its names and shapes match)
     weights: str = "model"          # a training checkpoint's "state_dict" (as the official test script) or "ema"
     device: str = "cpu"             # where the checkpoint is loaded; the conversion runs in float64 on the CPU
+    hw: str = DEFAULT_HW            # loihi: the hardware profile placed on (per-core limits, cores per chip)
 
     def __post_init__(self):
         if self.ssa not in SSA_CHOICES:

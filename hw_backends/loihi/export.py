@@ -12,6 +12,8 @@ from ground.versions import package_versions
 
 from ..base import TargetBuild
 from .network_file import write_network
+from .placement import LIMIT_LABELS
+from .profiles import HardwareProfile, get_profile
 from .quantize import quantize
 from .resources import map_resources
 from .timing import insert_delay_relays, schedule, timing_report
@@ -25,34 +27,60 @@ def _json_default(obj):
 
 
 def build(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 16,
-          input_scale: int | None = None) -> TargetBuild:
-    """The lowered `graph` quantised, with its report, the schedule and the resource map (no files)."""
+          input_scale: int | None = None, profile: HardwareProfile | str | None = None) -> TargetBuild:
+    """The lowered `graph` quantised, with its report, the schedule and the placement on the hardware `profile`
+    (profiles.py; default loihi2) (no files)."""
     q, qrep = quantize(graph, vth_mant=vth_mant, weight_bits=weight_bits, input_scale=input_scale)
     qrep["delay_relays"] = insert_delay_relays(q)
     sched = schedule(q)
-    res = map_resources(q, sched["projections"])
+    res = map_resources(q, sched["projections"], get_profile(profile), sched["max_depth"])
     forms = {s.get("form") for s in graph.metadata.get("ssa", {}).values()}
     return TargetBuild(lowered=graph, graph=q, numeric="loihi_fixed", ssa_form=forms.pop() if len(forms) == 1
                        else "binary", schedule=sched, quantization=qrep, resources=res,
                        warnings=qrep["warnings"] + res["warnings"])
 
 
+def _placement_lines(res: dict) -> list[str]:
+    prof, lim = res["profile"], res["limits"]
+    lines = ["", f"## Placement on {prof['name']}", "",
+             f"Per core: {lim['compartments']:,} compartments, {lim['synapse_bits']:,} synapse bits, "
+             f"{lim['input_axons']:,} input axons, {lim['output_axons']:,} output axons; {prof['cores_per_chip']} "
+             "cores per chip (figures, sources and assumptions: resources.json `profile`, docs/limits.md). "
+             "Binding: the limit closest to its figure on the population's fullest core (none: the population fits "
+             "one core).", "",
+             "| population | neurons | tile | cores | binding limit | used / allowed on the fullest core |",
+             "|---|---|---|---|---|---|"]
+    for name, r in res["populations"].items():
+        b = r["binding"]
+        used = r["worst_core"][r["tightest"]]
+        lines.append(f"| {name} | {r['neurons']:,} | {'x'.join(map(str, r['tile']))} | {r['cores']:,} | "
+                     f"{LIMIT_LABELS.get(b, b)} | {used['used']:,} / {used['allowed']:,} "
+                     f"({LIMIT_LABELS[r['tightest']].split(' per')[0]}) |")
+    return lines
+
+
 def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
     res, q, t = built.resources, built.quantization, timing_report(built.schedule)
     tot = res["total"]
-    lines = [f"# Loihi 2 export: {info.get('name', 'model')}", "",
+    prof = res["profile"]
+    others = "".join(f"; {n}: cannot be placed ({o['unplaceable']})" if "unplaceable" in o else
+                     f"; {n}: {o['cores']:,} cores, {o['chips']:,} chips" for n, o in
+                     res.get("other_profiles", {}).items())
+    lines = [f"# Loihi export: {info.get('name', 'model')}", "",
              f"- options: {json.dumps(options, sort_keys=True, default=_json_default)}",
              f"- populations {tot['populations']}, neurons {tot['neurons']:,}, synapses {tot['synapses']:,}",
-             f"- cores {tot['cores']:,}, chips {tot['chips']} (Loihi 2: {res['limits']['cores_per_chip']} cores "
-             f"per chip)",
-             f"- pipeline depth {t['max_depth']} steps, T = {t['T']}, sample period {t['sample_period']} steps, "
-             f"{t['delayed_projections']} delayed projections (max delay {t['max_delay']})",
+             f"- hardware profile {prof['name']}: cores {tot['cores']:,}, chips {tot['chips']:,} "
+             f"({prof['cores_per_chip']} cores per chip){others}",
+             f"- pipeline latency {t['max_depth']} steps (the deepest population's depth), T = {t['T']}, sample period "
+             f"{t['sample_period']} steps, {t['delayed_projections']} delayed projections (max delay {t['max_delay']})",
              f"- input: {q['input']['encoding']}", "", "## Warnings", ""]
     warns = q["warnings"] + res["warnings"]
     lines += [f"- {w['node']}: {w['what']}: {w['detail']}" for w in warns] or ["- none"]
-    lines += ["", "## Cores by layer", "", "| layer | populations | neurons | synapses | cores |", "|---|---|---|---|---|"]
+    lines += ["", "## Cores by layer", "", "| layer | populations | neurons | synapses | cores |",
+              "|---|---|---|---|---|"]
     for src, r in sorted(res["by_source"].items(), key=lambda kv: -kv[1]["cores"]):
         lines.append(f"| {src} | {r['populations']} | {r['neurons']:,} | {r['synapses']:,} | {r['cores']:,} |")
+    lines += _placement_lines(res)
     ssa = built.graph.metadata.get("ssa", {})
     if ssa:
         lines += ["", "## SSA lowering", ""]
@@ -76,7 +104,8 @@ def write_artifacts(stage: Path, built: TargetBuild, info: dict, options: dict) 
         "network.h5": "quantised, timed network: nodes (kind, source module, integer parameters), edges, "
                       "schedule (population depths, projection delays)",
         "quantization.json": "every scale, shift, exponent, threshold and rounding/clipping choice, per layer",
-        "resources.json": "cores and chips per population and per source layer, limits used and their sources",
+        "resources.json": "placement on the hardware profile: per population its tiles, cores, binding limit and "
+                          "fullest core; cores, chips and pipeline latency; the profile's figures and sources",
         "summary.md": "human-readable summary and warnings",
     }
     manifest = {"format": "spikformer-loihi-export", "format_version": 1, "model": info, "options": options,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .profiles import PROFILES
+
 # --- fixed-point ranges of lava-nc 0.10.0's bit-accurate process models (lava/proc/lif/models.py,
 #     lava/proc/sparse/models.py, lava/utils/weightutils.py)
 WEIGHT_BITS = 8                      # weights: 8-bit mantissa (clip to [-256, 255] / [0, 255])
@@ -22,23 +24,24 @@ GRADED_PAYLOAD_BITS = 16             # graded input spikes (the analog image): p
 GRADED_PAYLOAD_MAX = 2 ** GRADED_PAYLOAD_BITS - 1
 ACT_SHIFT = VTH_SHIFT = 6
 
-# --- Loihi 2 chip resources (Intel Loihi 2 brief, "Taking Neuromorphic Computing to the Next Level with
-#     Loihi 2", 2021; docs/limits.md, section 2). Per-core figures for Loihi 2 are not all published; where
-#     only Loihi 1 figures exist (nengo-loihi block.py) they are used and marked as such.
-CORES_PER_CHIP = 128                 # Loihi 2 neuro cores per chip
-NEURONS_PER_CORE = 8192              # Loihi 2: up to 8192 neurons per core
-SYNAPSES_PER_CHIP = 120_000_000      # Loihi 2: about 120M synapses per chip
-SYNAPSE_MEMORY_BITS_PER_CORE = SYNAPSES_PER_CHIP * WEIGHT_BITS // CORES_PER_CHIP  # derived, ~7.5 Mbit
-FAN_IN_AXONS_PER_CORE = 4096         # Loihi 1 (nengo-loihi block.py): input axons per core
-FAN_OUT_AXONS_PER_CORE = 4096        # Loihi 1 (nengo-loihi block.py): output axons per core
-DELAY_BITS = 6                       # Loihi 2: synaptic delays up to 6 bits (0..63)
+# --- Loihi 2 chip resources: the "loihi2" hardware profile (profiles.py; docs/limits.md, section 2, gives each
+#     figure's source and status). The placement takes a profile; these names stay for code that needs Loihi 2's.
+_L2 = PROFILES["loihi2"]
+CORES_PER_CHIP = _L2.cores_per_chip                              # Loihi 2 neuro cores per chip (sourced)
+NEURONS_PER_CORE = _L2.neurons_per_core                          # 2^20 neurons / 128 cores (derived upper bound)
+SYNAPSES_PER_CHIP = 120_000_000                                  # Loihi 2: up to 120M synapses per chip (sourced)
+SYNAPSE_MEMORY_BITS_PER_CORE = _L2.synapse_memory_bits_per_core  # 120M bits / 128 cores (assumption)
+FAN_IN_AXONS_PER_CORE = _L2.input_axons_per_core                 # Loihi 1's figure (assumption)
+FAN_OUT_AXONS_PER_CORE = _L2.output_axons_per_core               # Loihi 1's figure (assumption)
+DELAY_BITS = _L2.max_delay_bits                                  # lava DelaySparse: delays up to 6 bits (0..63)
 MAX_DELAY = 2 ** DELAY_BITS - 1
 
 SOURCES = {
     "fixed_point": "lava-nc 0.10.0 PyLifModelBitAcc / PySparseModelBitAcc / weightutils",
-    "chip": "Intel Loihi 2 brief (2021): 128 neuro cores, up to 8192 neurons per core, ~1M neurons and "
-            "~120M synapses per chip, 6-bit synaptic delays",
-    "axons": "Loihi 1 per-core axon limits (nengo-loihi block.py), used because Loihi 2 figures are unpublished",
+    "chip": "hardware profiles (hw_backends/loihi/profiles.py, docs/limits.md section 2): loihi2 from Intel's "
+            "Loihi 2 brief (2021) with the per-core figures it does not give derived or assumed, loihi1 from "
+            "nengo-loihi 1.1.0 block.py",
+    "delays": "lava-nc 0.10.0 PyDelaySparseModelBitAcc: 6-bit synaptic delays (0..63)",
 }
 
 

@@ -11,12 +11,23 @@ from ground.atomic import atomic_dir
 
 from ..base import Backend, TargetBuild, register
 from .export import build, write_artifacts
+from .limits import LoihiLimitError
+from .profiles import PROFILES, get_profile
+from .resources import map_resources
+
+
+def _totals_or_error(b: TargetBuild, profile) -> dict:
+    try:
+        return map_resources(b.graph, b.schedule["projections"], profile, b.schedule["max_depth"])["total"]
+    except LoihiLimitError as e:
+        return {"unplaceable": str(e)}
 
 
 @register
 class LoihiBackend(Backend):
     name = "loihi"
-    description = ("Intel Loihi 2 via lava-nc: 8-bit fixed point, hardware timing (delays, relays, resets), "
+    description = ("Intel Loihi 2 via lava-nc (placed on --hw loihi2 or loihi1): 8-bit fixed point, hardware timing "
+                   "(delays, relays, resets), "
                    "network.h5 + quantization.json + resources.json; runnable with "
                    "Loihi2SimCfg(select_tag='fixed_pt')")
     output_kind = "dir"
@@ -25,18 +36,30 @@ class LoihiBackend(Backend):
 
     def build(self, frontend: ir.Graph, options: ConversionOptions) -> TargetBuild:
         """Builds every SSA form (the export reports the cost of each) and keeps the requested one, or for
-        "auto" the one that needs fewer cores."""
+        "auto" the one that needs fewer cores, on the hardware profile `options.hw`; the other profiles' cores and
+        chips of the kept form are reported beside it."""
         self.resolve_ssa(options.ssa)
-        builds, totals = {}, {}
+        profile = get_profile(options.hw)
+        builds, totals, errors = {}, {}, {}
         for form in SSA_FORMS:
-            b = build(lower(frontend, ssa_order=options.ssa_order, ssa_form=form), vth_mant=options.vth_mant,
-                      weight_bits=options.weight_bits, input_scale=options.input_scale)
+            try:
+                b = build(lower(frontend, ssa_order=options.ssa_order, ssa_form=form), vth_mant=options.vth_mant,
+                          weight_bits=options.weight_bits, input_scale=options.input_scale, profile=profile)
+            except LoihiLimitError as e:  # this form cannot be built or placed; "auto" may take the other
+                errors[form], totals[form] = e, {"unplaceable": str(e)}
+                continue
             totals[form] = dict(b.resources["total"], pipeline_depth=b.schedule["max_depth"])
             builds[form] = b
-        chosen = min(SSA_FORMS, key=lambda f: totals[f]["cores"]) if options.ssa == "auto" else options.ssa
+        if options.ssa != "auto" and options.ssa in errors:
+            raise errors[options.ssa]
+        if not builds:
+            raise next(iter(errors.values()))
+        chosen = min(builds, key=lambda f: totals[f]["cores"]) if options.ssa == "auto" else options.ssa
         b = builds[chosen]
         b.ssa_forms = {"chosen": chosen, "requested": options.ssa, "by_form": totals}
         b.resources["ssa_forms"] = b.ssa_forms
+        b.resources["other_profiles"] = {name: _totals_or_error(b, other) for name, other in PROFILES.items()
+                                         if name != profile.name}
         return b
 
     def export(self, build, out_path, model_info: dict) -> dict:
@@ -44,9 +67,11 @@ class LoihiBackend(Backend):
         q = t.quantization
         options = {"target": "loihi", "ssa": t.ssa_form, "ssa_requested": build.options.ssa,
                    "ssa_order": build.options.ssa_order, "vth_mant": q["vth_mant_target"],
-                   "weight_bits": q["weight_bits"], "input_scale": q["input"]["payload_scale"]}
+                   "weight_bits": q["weight_bits"], "input_scale": q["input"]["payload_scale"],
+                   "hw": t.resources["profile"]["name"]}
         with atomic_dir(Path(out_path)) as stage:
             manifest = write_artifacts(stage, t, model_info, options)
         return {"manifest": manifest, "ssa": t.ssa_forms, "resources": t.resources["total"],
+                "hw": t.resources["profile"]["name"], "other_profiles": t.resources.get("other_profiles", {}),
                 "warnings": len(t.warnings),
                 "artifacts": [str(Path(out_path) / f) for f in ["manifest.json", *manifest["files"]]]}

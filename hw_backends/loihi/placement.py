@@ -1,0 +1,313 @@
+"""Placement of every population on cores under all four per-core limits of a hardware profile (profiles.py):
+compartments, synapse memory, input axons and output axons (docs/limits.md, section 4).
+
+A population is cut into a grid of equal boxes (tiles) over its own shape, (C, H, W) or (C, L), like nengo-loihi's
+BlockShape; one tile per core, cores not shared between populations. Per tile every limit is counted exactly from
+the synapses' structure (connectivity.py): the worst tile of each class of identical tiles is evaluated, never a
+synapse. Populations are placed consumers first (reverse topological order), so a population's output axons, which
+depend on how its consumers are cut, are known when it is cut. The search minimises the number of tiles: for each
+spatial tile extent, the fewest channel tiles that satisfy every limit (binary search; the limits grow with the
+tile). A population that violates a limit even with one neuron per core raises LoihiLimitError."""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convert import ir
+
+from . import limits as L
+from .connectivity import DimStats, geometry, intervals, synapse_bits
+from .profiles import HardwareProfile
+from .timing import POPULATION_TYPES, Projection
+
+LIMIT_NAMES = ("compartments", "synapse_bits", "input_axons", "output_axons")
+LIMIT_LABELS = {"compartments": "compartments (neurons) per core", "synapse_bits": "synapse memory bits per core",
+                "input_axons": "input axons per core", "output_axons": "output axons per core"}
+
+
+@dataclass
+class Incoming:
+    """One projection into a population: its synapse geometry, axon format and the key of the input axons it
+    uses (projections with the same presynaptic population, delay, format and geometry, e.g. the high and low
+    parts of a 16-bit weight, share their axons)."""
+    proj: Projection
+    geom: object
+    population: bool
+    delay_bits: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.proj.pre, self.proj.delay, self.population, self.geom.signature)
+
+
+@dataclass
+class _Classes:
+    rep: np.ndarray        # a representative interval per class of identical intervals
+    mult: np.ndarray       # intervals per class
+    length: np.ndarray     # interval length per class
+    stats: list            # per incoming projection: DimStats over all intervals
+
+
+@dataclass
+class Usage:
+    worst: dict            # limit -> used on the worst core
+    totals: dict = field(default_factory=dict)
+
+    def ratios(self, allowed: dict) -> dict:
+        return {k: self.worst[k] / allowed[k] for k in LIMIT_NAMES}
+
+    def ok(self, allowed: dict) -> bool:
+        return all(self.worst[k] <= allowed[k] for k in LIMIT_NAMES)
+
+
+def _outer(arrays: list[np.ndarray]) -> np.ndarray:
+    out = arrays[0]
+    for a in arrays[1:]:
+        out = np.multiply.outer(out, a)
+    return out
+
+
+class SenderLoad:
+    """Output axons of a population's neurons toward its (already cut) consumers, summed per tile by prefix sums:
+    discrete axons per neuron, population axons per position (all channels of a position share one axon)."""
+
+    def __init__(self, shape: tuple):
+        self.shape = tuple(shape)
+        self.per_neuron = np.zeros(self.shape, np.int64)
+        self.per_position = np.zeros(self.shape[1:], np.int64)
+        self._prefix = None
+
+    def add(self, counts: np.ndarray, factor: int, population: bool) -> None:
+        if population:
+            self.per_position += (counts * factor).reshape(self.shape[1:])
+        else:
+            self.per_neuron += counts.reshape(self.shape)
+        self._prefix = None
+
+    @staticmethod
+    def _cumsum(a: np.ndarray) -> np.ndarray:
+        p = np.pad(a, [(1, 0)] * a.ndim)
+        for ax in range(a.ndim):
+            p = np.cumsum(p, axis=ax)
+        return p
+
+    def _box_sums(self, prefix: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        out = 0
+        for corner in itertools.product((0, 1), repeat=len(bounds)):
+            idx = np.ix_(*[b if c else a for c, (a, b) in zip(corner, bounds)])
+            sign = -1 if (len(bounds) - sum(corner)) % 2 else 1
+            out = out + sign * prefix[idx]
+        return out
+
+    def per_tile(self, extents: tuple) -> np.ndarray:
+        if self._prefix is None:
+            self._prefix = (self._cumsum(self.per_neuron), self._cumsum(self.per_position))
+        bounds = [intervals(s, t) for s, t in zip(self.shape, extents)]
+        return self._box_sums(self._prefix[0], bounds) + self._box_sums(self._prefix[1], bounds[1:])[None]
+
+
+class PopulationCut:
+    """Usage of every tile of one population for a given tile extent per dimension."""
+
+    def __init__(self, name: str, shape: tuple, incoming: list[Incoming], sender: SenderLoad,
+                 profile: HardwareProfile):
+        self.name, self.shape, self.incoming, self.sender, self.profile = name, tuple(shape), incoming, sender, profile
+        self._cache: dict = {}
+        self.keys: dict[tuple, list[int]] = {}
+        for i, inc in enumerate(incoming):
+            self.keys.setdefault(inc.key, []).append(i)
+
+    def _classes(self, d: int, t: int) -> _Classes:
+        if (d, t) not in self._cache:
+            a, b = intervals(self.shape[d], t)
+            stats = [inc.geom.dim_stats(d, t, inc.population) for inc in self.incoming]
+            cols = [(b - a)[:, None]]
+            for st in stats:
+                cols += [st.reached[:, None], st.synapses[:, None], st.n.reshape(len(a), -1),
+                         st.count.reshape(len(a), -1)]
+            _, rep, mult = np.unique(np.concatenate(cols, axis=1), axis=0, return_index=True, return_counts=True)
+            self._cache[(d, t)] = _Classes(rep, mult, (b - a)[rep], stats)
+        return self._cache[(d, t)]
+
+    def in_side(self, extents: tuple) -> tuple[dict, dict]:
+        """Worst compartments, input axons and synapse bits over the tiles, and their totals over all tiles."""
+        cls = [self._classes(d, t) for d, t in enumerate(extents)]
+        D = len(cls)
+        neurons = _outer([c.length for c in cls])
+        mult = _outer([c.mult for c in cls])
+        index_bits = np.maximum(self.profile.index_bits_min, np.ceil(np.log2(np.maximum(neurons, 2))).astype(np.int64))
+        axons = np.zeros(neurons.shape, np.int64)
+        for members in self.keys.values():
+            st = [c.stats[members[0]] for c in cls]
+            axons += _outer([s.reached[c.rep] for s, c in zip(st, cls)])
+        bits = np.zeros(neurons.shape, np.int64)
+        syn = np.zeros(neurons.shape, np.int64)
+        for i, inc in enumerate(self.incoming):
+            st: list[DimStats] = [c.stats[i] for c in cls]
+            syn += _outer([s.synapses[c.rep] for s, c in zip(st, cls)])
+            n_tot = c_tot = None
+            for d, (s, c) in enumerate(zip(st, cls)):
+                shape = [1] * (2 * D + 1)
+                nd, cd = s.n[c.rep], s.count[c.rep]  # [K_d, G_d, H_d]
+                shape[d], shape[D], shape[D + 1 + d] = nd.shape
+                nd, cd = nd.reshape(shape), cd.reshape(shape)
+                n_tot = nd if n_tot is None else n_tot * nd
+                c_tot = cd if c_tot is None else c_tot * cd
+            w = (self.profile.weight_bits + inc.delay_bits + index_bits).reshape(neurons.shape + (1,) * (D + 1))
+            per = c_tot * synapse_bits(n_tot, w, self.profile)
+            bits += per.reshape(per.shape[:D] + (-1,)).sum(-1)
+        worst = {"compartments": int(neurons.max()), "input_axons": int(axons.max()),
+                 "synapse_bits": int(bits.max())}
+        totals = {"input_axons": int((axons * mult).sum()), "synapse_bits": int((bits * mult).sum()),
+                  "synapses": int((syn * mult).sum())}
+        return worst, totals
+
+    def usage(self, extents: tuple, allowed: dict) -> Usage:
+        worst, totals = self.in_side(extents)
+        if any(worst[k] > allowed[k] for k in worst):
+            worst["output_axons"] = -1  # not evaluated: the tile already fails
+            return Usage(worst, totals)
+        out = self.sender.per_tile(extents)
+        worst["output_axons"] = int(out.max())
+        totals["output_axons"] = int(out.sum())
+        return Usage(worst, totals)
+
+
+def _extent_candidates(size: int) -> list[int]:
+    return sorted({-(-size // k) for k in range(1, size + 1)}, reverse=True)
+
+
+def choose_extents(cut: PopulationCut, allowed: dict) -> tuple[tuple, Usage]:
+    """The tile extents with the fewest tiles whose every tile obeys every limit."""
+    C, spatial = cut.shape[0], cut.shape[1:]
+    cap = allowed["compartments"]
+    cands = []
+    for sp in itertools.product(*[_extent_candidates(s) for s in spatial]):
+        area = math.prod(sp)
+        if area > cap:
+            continue
+        n_sp = math.prod(-(-s // t) for s, t in zip(spatial, sp))
+        nc_lo = -(-C // min(C, cap // area))
+        cands.append((n_sp * nc_lo, n_sp, nc_lo, sp))
+    cands.sort(key=lambda c: (c[0], c[3]))
+    best = None
+    for lb, n_sp, nc_lo, sp in cands:
+        if best is not None and lb >= best[0]:
+            break
+        nc_hi = C if best is None else min(C, (best[0] - 1) // n_sp)
+        if nc_hi < nc_lo:
+            continue
+
+        def feasible(nc):
+            u = cut.usage((-(-C // nc),) + sp, allowed)
+            return u if u.ok(allowed) else None
+
+        u = feasible(nc_hi)
+        if u is None:
+            continue
+        lo, hi = nc_lo, nc_hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            m = feasible(mid)
+            if m is not None:
+                hi, u = mid, m
+            else:
+                lo = mid + 1
+        ext = (-(-C // hi),) + sp
+        cores = n_sp * len(intervals(C, ext[0])[0])
+        if best is None or cores < best[0]:
+            best = (cores, ext, u)
+    if best is None:
+        unit = (1,) * len(cut.shape)
+        u = cut.usage(unit, allowed)
+        if u.worst["output_axons"] < 0:
+            u.worst["output_axons"] = int(cut.sender.per_tile(unit).max())
+        ratios = u.ratios(allowed)
+        lim = max(LIMIT_NAMES, key=lambda k: ratios[k])
+        raise L.LoihiLimitError(cut.name, f"{LIMIT_LABELS[lim]} (one neuron per core)", u.worst[lim], allowed[lim])
+    return best[1], best[2]
+
+
+def _incoming(g: ir.Graph, projs: list[Projection], shapes: dict, profile: HardwareProfile) -> dict:
+    into: dict[str, list[Incoming]] = {}
+    for p in projs:
+        syn = g.nodes[p.synapse]
+        in_shape = shapes[g.in_edges(p.synapse)[0].src]
+        geom = geometry(syn, in_shape, shapes[p.synapse])
+        population = bool(profile.population_axons and geom.can_population)
+        if p.delay.bit_length() > profile.max_delay_bits:
+            raise L.LoihiLimitError(f"{p.synapse} ({p.pre} -> {p.post})", f"synaptic delay ({profile.max_delay_bits} "
+                                    f"bit, {profile.name})", p.delay, 2 ** profile.max_delay_bits - 1)
+        into.setdefault(p.post, []).append(Incoming(p, geom, population, p.delay.bit_length()))
+    return into
+
+
+def _sender_load(name: str, shape: tuple, into: dict, tiles: dict, profile: HardwareProfile) -> SenderLoad:
+    """Output axons of population `name` toward its consumers, cut with `tiles[post]` (extents)."""
+    sender = SenderLoad(shape)
+    for post, incs in into.items():
+        seen = set()
+        for inc in incs:
+            if inc.proj.pre != name or inc.key in seen:
+                continue
+            seen.add(inc.key)
+            counts, factor = inc.geom.sender_counts(tuple(tiles[post]), inc.population)
+            sender.add(counts * (profile.population_axon_slots if inc.population else 1), factor, inc.population)
+    return sender
+
+
+def tile_usage(g: ir.Graph, projs: list[Projection], profile: HardwareProfile, tiles: dict) -> dict:
+    """For given tile extents of every population: the worst tile's usage of each limit, totals over the tiles,
+    and the output axons of every tile (array over the grid). For checks and for other planners' tiles."""
+    shapes = g.shapes()
+    into = _incoming(g, projs, shapes, profile)
+    out = {}
+    for name, ext in tiles.items():
+        cut = PopulationCut(name, shapes[name], into[name], _sender_load(name, shapes[name], into, tiles, profile),
+                            profile)
+        worst, totals = cut.in_side(tuple(ext))
+        per_tile = cut.sender.per_tile(tuple(ext))
+        worst["output_axons"] = int(per_tile.max())
+        out[name] = {"worst": worst, "totals": totals, "output_axons_per_tile": per_tile}
+    return out
+
+
+def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile) -> dict:
+    """Tiles, usage and cores of every population; cores numbered population by population in topological order
+    (tiles row-major over the grid), chip = core // cores_per_chip (nengo-loihi's Greedy allocator's rule)."""
+    shapes = g.shapes()
+    allowed = profile.limits()
+    into = _incoming(g, projs, shapes, profile)
+    order = [n for n in g.topo_order() if isinstance(g.nodes[n], POPULATION_TYPES)]
+    placed: dict[str, dict] = {}
+    for name in reversed(order):
+        shape = tuple(shapes[name])
+        incoming = into.get(name, [])
+        if not incoming:
+            raise ir.IRValidationError(f"{name}: population without input")
+        sender = _sender_load(name, shape, into, {k: v["tile"] for k, v in placed.items()}, profile)
+        cut = PopulationCut(name, shape, incoming, sender, profile)
+        ext, usage = choose_extents(cut, allowed)
+        grid = tuple(len(intervals(s, t)[0]) for s, t in zip(shape, ext))
+        ratios = usage.ratios(allowed)
+        tightest = max(LIMIT_NAMES, key=lambda k: ratios[k])
+        placed[name] = {
+            "shape": list(shape), "tile": list(ext), "grid": list(grid), "cores": math.prod(grid),
+            "binding": tightest if math.prod(grid) > 1 else "none", "tightest": tightest,
+            "worst_core": {k: {"used": usage.worst[k], "allowed": allowed[k]} for k in LIMIT_NAMES},
+            "synapses": usage.totals["synapses"], "synapse_bits": usage.totals["synapse_bits"],
+            "input_axons": usage.totals["input_axons"], "output_axons": usage.totals.get("output_axons", 0),
+            "axon_formats": {inc.proj.synapse: ("population" if inc.population else "discrete")
+                             for inc in incoming}}
+    offset = 0
+    out = {}
+    for name in order:
+        r = placed[name]
+        r["first_core"] = offset
+        r["chips"] = [offset // profile.cores_per_chip, (offset + r["cores"] - 1) // profile.cores_per_chip]
+        offset += r["cores"]
+        out[name] = r
+    return out
