@@ -16,6 +16,7 @@ from analysis.activity import ActivityCounter, needed_records
 from commands import convert as convert_cli
 from commands import report as report_cli
 from convert import ir, kernels
+from convert.options import ConversionOptions
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hw_backends.loihi import limits
@@ -236,6 +237,22 @@ def test_both_profiles_place_a_preset_within_every_limit():
     assert built["loihi1"].resources["total"]["cores"] > built["loihi2"].resources["total"]["cores"]
     again = map_resources(built["loihi1"].graph, built["loihi1"].schedule["projections"], "loihi1")
     assert again["total"] == {**built["loihi1"].resources["total"], "pipeline_latency_steps": None}
+
+
+def test_auto_ssa_skips_a_form_that_cannot_be_placed(monkeypatch):
+    from hw_backends.base import get_backend
+    from hw_backends.loihi import profiles
+    frontend = spikformer_to_ir(randomized_model("digits-2-64", seed=4, **TINY).double())
+    backend = get_backend("loihi")
+    for name, out_axons in (("tight", 40), ("tighter", 32)):  # the binary form needs more output axons per neuron
+        monkeypatch.setitem(profiles.PROFILES, name, dataclasses.replace(LOIHI1, name=name,
+                                                                         output_axons_per_core=out_axons))
+    b = backend.build(frontend, ConversionOptions(target="loihi", hw="tight"))
+    assert b.ssa_form == "graded" and "output axons" in b.ssa_forms["by_form"]["binary"]["unplaceable"]
+    with pytest.raises(limits.LoihiLimitError, match="output axons per core on tight"):
+        backend.build(frontend, ConversionOptions(target="loihi", hw="tight", ssa="binary"))
+    with pytest.raises(limits.LoihiLimitError, match="the binary form fails too"):
+        backend.build(frontend, ConversionOptions(target="loihi", hw="tighter"))
 
 
 def test_every_profile_figure_has_a_source_and_a_status():

@@ -73,7 +73,9 @@ def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
              f"({prof['cores_per_chip']} cores per chip){others}",
              f"- pipeline latency {t['max_depth']} steps (the deepest population's depth), T = {t['T']}, sample period "
              f"{t['sample_period']} steps, {t['delayed_projections']} delayed projections (max delay {t['max_delay']})",
-             f"- input: {q['input']['encoding']}", "", "## Warnings", ""]
+             f"- input: {q['input']['encoding']}",
+             "- spikes crossing chip boundaries: from simulated activity, `spk-report --target loihi` (energy.json "
+             "`loihi_placement.chip_crossings`)", "", "## Warnings", ""]
     warns = q["warnings"] + res["warnings"]
     lines += [f"- {w['node']}: {w['what']}: {w['detail']}" for w in warns] or ["- none"]
     lines += ["", "## Cores by layer", "", "| layer | populations | neurons | synapses | cores |",

@@ -227,7 +227,8 @@ def choose_extents(cut: PopulationCut, allowed: dict) -> tuple[tuple, Usage]:
             u.worst["output_axons"] = int(cut.sender.per_tile(unit).max())
         ratios = u.ratios(allowed)
         lim = max(LIMIT_NAMES, key=lambda k: ratios[k])
-        raise L.LoihiLimitError(cut.name, f"{LIMIT_LABELS[lim]} (one neuron per core)", u.worst[lim], allowed[lim])
+        raise L.LoihiLimitError(cut.name, f"{LIMIT_LABELS[lim]} on {cut.profile.name} (one neuron per core)",
+                                u.worst[lim], allowed[lim])
     return best[1], best[2]
 
 

@@ -52,8 +52,11 @@ class LoihiBackend(Backend):
             builds[form] = b
         if options.ssa != "auto" and options.ssa in errors:
             raise errors[options.ssa]
-        if not builds:
-            raise next(iter(errors.values()))
+        if not builds:  # the last form's error, the others' named in it
+            *others, last = errors.items()
+            e = last[1]
+            raise LoihiLimitError(e.node, e.limit + "".join(f" (the {f} form fails too: {o})" for f, o in others),
+                                  e.used, e.allowed)
         chosen = min(builds, key=lambda f: totals[f]["cores"]) if options.ssa == "auto" else options.ssa
         b = builds[chosen]
         b.ssa_forms = {"chosen": chosen, "requested": options.ssa, "by_form": totals}
