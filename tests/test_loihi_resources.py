@@ -332,3 +332,21 @@ def test_chip_crossings_match_brute_force():
         assert rows[(pre, post)]["crossing_spikes"] == n, (pre, post)
         crossed += n * (pre in res["populations"])
     assert crossed > 0 and ours["between_chips_per_step"] == crossed / (act.samples * act.steps)
+
+
+def test_placement_error_names_what_to_try():
+    """A population that fits no core: the error suggests 8-bit weights and the other profile; other limit errors
+    get no such hint."""
+    from convert.options import ConversionOptions
+    from hw_backends.loihi.limits import LoihiLimitError
+    from hw_backends.loihi.profiles import get_profile
+    from hw_backends.loihi.target import _placement_hint
+    e = LoihiLimitError("patch_embed.maxpool3", "output axons per core on loihi2 (one neuron per core)", 4622, 4096)
+    hint = _placement_hint(e, ConversionOptions(target="loihi", weight_bits=16), get_profile("loihi2"))
+    assert "--weight-bits 8" in hint and "--hw loihi1" in hint
+    assert "--weight-bits" not in _placement_hint(e, ConversionOptions(target="loihi", weight_bits=8),
+                                                  get_profile("loihi2"))
+    other = LoihiLimitError("x", "bias exponent (3 bit)", 9, 7)
+    assert _placement_hint(other, ConversionOptions(target="loihi"), get_profile("loihi2")) == ""
+    full = LoihiLimitError(e.node, e.limit, e.used, e.allowed, hint)
+    assert str(full).endswith(hint) and "uses 4622, allowed 4096" in str(full)

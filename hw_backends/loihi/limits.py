@@ -46,9 +46,9 @@ SOURCES = {
 
 
 class LoihiLimitError(ValueError):
-    def __init__(self, node: str, limit: str, used, allowed):
-        self.node, self.limit, self.used, self.allowed = node, limit, used, allowed
-        super().__init__(f"{node}: {limit} exceeded: uses {used}, allowed {allowed}")
+    def __init__(self, node: str, limit: str, used, allowed, hint: str = ""):
+        self.node, self.limit, self.used, self.allowed, self.hint = node, limit, used, allowed, hint
+        super().__init__(f"{node}: {limit} exceeded: uses {used}, allowed {allowed}" + (f"; {hint}" if hint else ""))
 
 
 @dataclass

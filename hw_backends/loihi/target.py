@@ -16,6 +16,18 @@ from .profiles import PROFILES, get_profile
 from .resources import map_resources
 
 
+def _placement_hint(e: LoihiLimitError, options: ConversionOptions, profile) -> str:
+    """What else a user can try when a population fits no core (fewer synapse bits per neuron, another profile);
+    nothing for errors that are not about placement."""
+    if "one neuron per core" not in e.limit:
+        return ""
+    tries = [f"--hw {name}" for name in PROFILES if name != profile.name]
+    if options.weight_bits > 8:
+        tries.insert(0, "--weight-bits 8")
+    return ("a neuron's spikes must reach more cores than one core can address (Loihi would need fan-out relays, "
+            "which this exporter does not build); try " + " or ".join(tries)) if tries else ""
+
+
 def _totals_or_error(b: TargetBuild, profile) -> dict:
     try:
         return map_resources(b.graph, b.schedule["projections"], profile, b.schedule["max_depth"])["total"]
@@ -51,12 +63,13 @@ class LoihiBackend(Backend):
             totals[form] = dict(b.resources["total"], pipeline_depth=b.schedule["max_depth"])
             builds[form] = b
         if options.ssa != "auto" and options.ssa in errors:
-            raise errors[options.ssa]
+            e = errors[options.ssa]
+            raise LoihiLimitError(e.node, e.limit, e.used, e.allowed, _placement_hint(e, options, profile))
         if not builds:  # the last form's error, the others' named in it
             *others, last = errors.items()
             e = last[1]
             raise LoihiLimitError(e.node, e.limit + "".join(f" (the {f} form fails too: {o})" for f, o in others),
-                                  e.used, e.allowed)
+                                  e.used, e.allowed, _placement_hint(e, options, profile))
         chosen = min(builds, key=lambda f: totals[f]["cores"]) if options.ssa == "auto" else options.ssa
         b = builds[chosen]
         b.ssa_forms = {"chosen": chosen, "requested": options.ssa, "by_form": totals}
