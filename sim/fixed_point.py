@@ -6,6 +6,7 @@ Integer values are carried in float64 tensors (exact below 2**53; much faster th
 CPU); every operation below keeps them integers."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,20 +127,101 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
     return s.to(a.dtype)
 
 
+def _pow2(f: int) -> bool:
+    return f > 0 and f & (f - 1) == 0
+
+
+def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, safe: dict | None = None):
+    """lif_step over `steps` time steps of a time-major [steps * B, ...] input: the same spikes, state and
+    counters as calling lif_step once per step, with the per-step range checks done once for the layer where
+    its largest input proves them unnecessary: |a| <= ACTIVATION_MAX (nothing to count, u cannot wrap, float32
+    is exact where _float32_ok) and no step can saturate v (|v| <= 2**23 - 1 before the decay, so
+    |v'| <= (2**23 - 1) f / 4096 + 64 max|a| + max|bias|). Other layers run step by step through lif_step.
+    Returns (spikes [steps * B, ...], the same spikes as a uint8 tensor or None)."""
+    B = a.shape[0] // steps
+    f = 4096 - node.dv
+    fast = node.du == 4095 and not node.readout and a.numel() > 0
+    a_max = _absmax(a) if fast else 0.0
+    if not fast:
+        out = [lif_step(node, a[t * B:(t + 1) * B], state, pc, safe) for t in range(steps)]
+        dt = functools.reduce(torch.promote_types, [o.dtype for o in out])
+        return torch.cat([o.to(dt) for o in out]), None
+    if a_max > ACTIVATION_MAX:  # counted step by step, as lif_step does
+        for t in range(steps):
+            m = _absmax(a[t * B:(t + 1) * B])
+            if m > ACTIVATION_MAX:
+                state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
+                state["a_in_max"] = max(state.get("a_in_max", 0), int(m))
+    safe = safe or {}
+    b_max = 0.0 if node.bias_mant is None else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp
+    dt = torch.float32 if _float32_ok(node) and a_max < F32_A_MAX and b_max < 2 ** 22 else torch.float64
+    th = node.vth * 64
+    check = not safe.get("no_saturation") and \
+        max(STATE_RANGE - 1, th) * f / 4096 + 64 * a_max + b_max >= STATE_RANGE - 1
+    a = a.to(dt)
+    wrap = not safe.get("no_wrap") and dt == torch.float64 and 64 * a_max >= STATE_RANGE
+    b = None if node.bias_mant is None else \
+        (pc.get(node, "bias_mant", a) * (2 ** node.bias_exp)).view((1, -1) + (1,) * (a.dim() - 2))
+    if wrap:  # lava's 24-bit wrap of u = a << 6, as lif_step (u keeps nothing across steps: all at once)
+        uu = a * 64
+        w = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, uu)
+        uu = torch.where(w <= -STATE_RANGE, uu + 2 * STATE_RANGE, w)
+        state["u_wrapped"] = state.get("u_wrapped", 0) + int((w != uu).sum())
+        c = uu if b is None else uu + b
+    elif b is None:
+        c = a * 64
+    else:
+        c = torch.add(b, a, alpha=64)  # 64 a + b: exact, as lif_step's (64 a) + b
+    mask = torch.empty_like(c, dtype=torch.bool)
+    v = state.get("v")
+    if v is not None:
+        v = v.to(dt)
+    for t in range(steps):
+        ct = c[t * B:(t + 1) * B]
+        if v is None or f == 0:
+            vv = ct
+        elif f == 4096:
+            vv = v + ct
+        elif _pow2(f):
+            vv = torch.div(v, 4096 // f, rounding_mode="trunc").add_(ct)  # trunc0(v f / 4096), exact
+        else:
+            vv = _decay(v, f).add_(ct)
+        if check and _absmax(vv) >= STATE_RANGE - 1:
+            state["saturated"] = state.get("saturated", 0) + int((vv.abs() >= STATE_RANGE - 1).sum())
+            vv = vv.clamp(-(STATE_RANGE - 1), STATE_RANGE - 1)
+        m = mask[t * B:(t + 1) * B]
+        torch.gt(vv, th, out=m)
+        v = vv.masked_fill_(m, 0.0)
+    state["v"] = v.clone() if v._base is c else v  # not a view that keeps the whole layer's input alive
+    return mask.to(dt), mask.view(torch.uint8)
+
+
 def _is_pointwise_linear(node) -> bool:
     return (isinstance(node, ir.Conv1d) and node.weight.shape[2] == 1 and node.groups == 1 and node.stride == 1
             and node.padding == 0 and node.bias is None)
 
 
+def int8_synapse(node, q, x: torch.Tensor, pc, out_f32: bool, hi: float | None = None):
+    """The synapse's shifted output from its exact int8 sum (sim.int8.Int8Synapse `q`), or None where the int8
+    kernels cannot give it (the caller then runs the float kernels). `hi`: see Int8Synapse.__call__."""
+    a = q(x, hi)
+    return a if a is None or out_f32 else a.double()
+
+
 def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f32: bool = False,
-         safe: dict | None = None, out_f32: bool = False):
+         safe: dict | None = None, out_f32: bool = False, q=None, hi: float | None = None):
     """`f32`: this synapse's integer sums provably stay below 2**24 (see `precision_plan`), so they
     are computed in float32, exactly, and much faster than float64 on CPU; `out_f32`: so does its shifted
-    output, which then stays float32. `safe`: see lif_safety."""
+    output, which then stays float32. `safe`: see lif_safety. `q`: the synapse's int8 kernel (sim.int8), tried
+    first; `hi`: a proven upper bound of its non-negative input, if any."""
     x = inp.get("in")
     if isinstance(node, ir.LoihiLIF):
         return lif_step(node, x, state, pc, safe)
     if node.is_synapse:
+        if q is not None:
+            a = int8_synapse(node, q, x, pc, out_f32, hi)
+            if a is not None:
+                return a
         saved = node.weight_exp
         xin = x.float() if f32 else x
         if _is_pointwise_linear(node):  # a Linear over tokens: one matmul (about 2x faster than conv1d on CPU)
@@ -165,6 +247,7 @@ class PrecisionPlan:
     f32_sums: frozenset
     f32_outputs: frozenset
     lif_safe: dict
+    bounds: dict  # value_bounds: node -> upper bound of |output|
 
 
 def precision_plan(g: ir.Graph, input_scale: int) -> PrecisionPlan:
@@ -177,4 +260,4 @@ def precision_plan(g: ir.Graph, input_scale: int) -> PrecisionPlan:
                 outputs.add(n)
     safe = {n: lif_safety(node, sum(b[e.src] for e in g.in_edges(n)))
             for n, node in g.nodes.items() if isinstance(node, ir.LoihiLIF)}
-    return PrecisionPlan(frozenset(sums), frozenset(outputs), safe)
+    return PrecisionPlan(frozenset(sums), frozenset(outputs), safe, b)
