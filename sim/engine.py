@@ -19,6 +19,7 @@ from . import fixed_point, fused, weight_parts
 from . import int8 as int8_kernels
 
 NUMERICS = ("float", "loihi_fixed")
+F32_EXACT = 2 ** 24
 
 
 class InputError(UserError, ValueError):
@@ -82,10 +83,10 @@ def _select(graph: ir.Graph, record) -> set[str]:
     return set(record)
 
 
-def _input_highs(g: ir.Graph, in_edges: dict, input_scale: int, per_stream: set) -> dict[str, float]:
+def _input_highs(g: ir.Graph, in_edges: dict, input_scale: int, per_stream: set) -> tuple[dict, dict]:
     """Per synapse whose input is provably non-negative (spikes, the input payload, their sums): an upper bound
-    of that input (of each stream, for a synapse that shifts stream by stream). The int8 kernels then need not
-    check the input's range."""
+    of that input (of each stream, for a synapse that shifts stream by stream); and per node whose output is
+    provably non-negative, an upper bound of it. The int8 kernels then need not check the input's range."""
     rng: dict[str, float | None] = {}
     out = {}
     for name in g.topo_order():
@@ -103,7 +104,7 @@ def _input_highs(g: ir.Graph, in_edges: dict, input_scale: int, per_stream: set)
             rng[name] = sum(ins)
         else:
             rng[name] = None
-    return out
+    return out, {n: r for n, r in rng.items() if r is not None}
 
 
 class Engine:
@@ -159,7 +160,10 @@ class Engine:
             for n, node in graph.nodes.items():
                 if node.is_synapse and int8_kernels.supports(node) and int8_kernels.pieces(node.weight):
                     self.q[n] = int8_kernels.Int8Synapse(node)
-        self.in_hi = _input_highs(graph, self.in_edges, self.input_scale, self.per_stream) if self.fixed else {}
+        self.in_hi, self.out_hi = _input_highs(graph, self.in_edges, self.input_scale, self.per_stream) \
+            if self.fixed else ({}, {})
+        self.bounds = plan.bounds if plan else {}
+        self.f32_ok = f32  # float32 values where exact (off: float64 everywhere, as before the shortcuts)
 
     def check_input(self, images) -> None:
         check_images(self.graph, images, self.fixed)
@@ -218,13 +222,7 @@ class Engine:
         stream, its input streams."""
         if name in self.per_stream:
             return {}, [vals[s] for s in self.in_edges[name]["in"]]
-        inp = {}
-        for port, srcs in self.in_edges[name].items():
-            acc = vals[srcs[0]]
-            for s in srcs[1:]:
-                acc = acc + vals[s]
-            inp[port] = acc
-        return inp, []
+        return {port: self._port(name, port, vals) for port in self.in_edges[name]}, []
 
     def _run_steps(self, x_in, T: int, steps: int, per_step: bool, rec: set, state: dict):
         zeros = torch.zeros_like(x_in[:, 0] if per_step else x_in)
@@ -257,7 +255,7 @@ class Engine:
                 for s in srcs:
                     last_use[s] = i
         vals: dict[str, torch.Tensor] = {}
-        u8: dict[str, torch.Tensor] = {}  # spikes (and their flattenings) also held as uint8, for the int8 kernels
+        u8: dict[str, torch.Tensor] = {}  # uint8 copies of small non-negative values (spikes), for the int8 kernels
         records = {}
         for i, name in enumerate(self.order):
             node = self.graph.nodes[name]
@@ -265,21 +263,20 @@ class Engine:
             if isinstance(node, ir.Input):
                 y = x_all
             elif self.fixed and isinstance(node, ir.LoihiLIF):
-                inp, _ = self._inputs(name, vals)
-                y, m = fixed_point.lif_layer(node, inp["in"], state[name], self.pc, steps, self.lif_safe.get(name))
-                if m is not None:
-                    u8[name] = m
+                y = fixed_point.lif_layer(node, self._port(name, "in", vals), state[name], self.pc, steps,
+                                          self.lif_safe.get(name))
+            elif self.fixed and isinstance(node, fused.FusedSSA) and self.f32_ok and all(
+                    self.out_hi.get(s, 2) <= 1 for p in ("q", "k", "v") for s in self.in_edges[name][p]) \
+                    and all(len(self.in_edges[name][p]) == 1 for p in ("q", "k", "v")):  # spikes
+                y = fused.run_fused_fixed(node, *(self._port(name, p, vals) for p in ("q", "k", "v")))
             elif name in self.q:
-                y = self._int8_from_u8(name, node, u8)
+                y = self._int8_layer(name, node, vals, u8)
             if y is None:
                 inp, streams = self._inputs(name, vals)
                 if node.stateful:
                     y = self._stepwise(name, node, inp, streams, state[name], steps, B)
                 else:
                     y = self._node(name, node, inp, streams, state[name], 0)
-            if isinstance(node, ir.Flatten) and self.in_edges[name]["in"][0] in u8 \
-                    and len(self.in_edges[name]["in"]) == 1:
-                u8[name] = u8[self.in_edges[name]["in"][0]].flatten(2)
             vals[name] = y
             if name in rec:
                 records[name] = y.reshape(steps, B, *y.shape[1:])
@@ -291,24 +288,61 @@ class Engine:
         last = {n: vals[n][(steps - 1) * B:] for n in self.graph.outputs()}
         return last, records
 
-    def _int8_from_u8(self, name: str, node, u8: dict):
-        """A synapse on the int8 kernels straight from its sources' uint8 spikes (their sum, or stream by
-        stream), or None where some source has none or the sum could leave [0, 255]."""
+    def _port(self, name: str, port: str, vals: dict) -> torch.Tensor:
+        """The sum of the values into one port. Fixed point: every value is an integer held exactly; float32
+        values are summed in float32 where their bounds prove the sum exact, or (two of them) where the sum
+        itself shows it (an exact sum of two integers whose float32 result is below 2**24 in magnitude: had
+        the true sum reached 2**24, the rounded one would have too), else in float64."""
+        srcs = self.in_edges[name][port]
+        xs = [vals[s] for s in srcs]
+        if len(xs) == 1:
+            return xs[0]
+        dt = functools.reduce(torch.promote_types, [x.dtype for x in xs])
+        if self.fixed and dt == torch.float32 \
+                and sum(self.bounds.get(s, float("inf")) for s in srcs) >= F32_EXACT:
+            if len(xs) == 2:
+                acc = xs[0] + xs[1]
+                if fixed_point._absmax(acc) < F32_EXACT:
+                    return acc
+            dt = torch.float64
+        if self.fixed:
+            xs = [x.to(dt) for x in xs]  # (a float32 partial sum could round before a float64 value joins)
+        elif any(x.dtype != dt for x in xs):
+            return functools.reduce(lambda u, w: u + w, xs)
+        acc = xs[0] + xs[1]
+        for x in xs[2:]:
+            acc.add_(x)  # in place: acc is ours and already of the common dtype
+        return acc
+
+    def _u8(self, name: str, vals: dict, u8: dict) -> torch.Tensor:
+        if name not in u8:
+            u8[name] = vals[name].to(torch.uint8)  # exact: out_hi proves the values in [0, 255]
+        return u8[name]
+
+    def _int8_layer(self, name: str, node, vals: dict, u8: dict):
+        """A synapse on the int8 kernels, its sources as uint8: their sum (at most in_hi <= 255), or stream by
+        stream (each shifted on its own, the shifted outputs summed); None where the kernels cannot prove the
+        result exact (the float kernels run instead)."""
+        q, hi = self.q[name], self.in_hi.get(name)
         srcs = self.in_edges[name]["in"]
-        hi = self.in_hi.get(name)
-        if hi is None or hi > 255 or not all(s in u8 for s in srcs):
+        static = hi is not None and hi <= 255 and all(self.out_hi.get(s, 256) <= 255 for s in srcs)
+        if static and not q.exact_for(hi):
             return None
-        if name in self.per_stream:
-            x = torch.cat([u8[s] for s in srcs])
-        else:
-            x = u8[srcs[0]]
-            for s in srcs[1:]:
-                x = x + u8[s]  # exact: the sum stays within hi <= 255
-        out_f32 = name in (self.f32_stream if name in self.per_stream else self.f32_out)
-        y = fixed_point.int8_synapse(node, self.q[name], x, self.pc, out_f32, hi)
-        if y is not None and name in self.per_stream:
-            y = y.view(len(srcs), -1, *y.shape[1:]).sum(0)
-        return y
+        if name not in self.per_stream:
+            if static:  # the sources' uint8 copies, summed: exact, the sum is at most hi <= 255
+                x = functools.reduce(lambda u, w: u + w, [self._u8(s, vals, u8) for s in srcs])
+                y = q(x, hi)
+            else:  # the input's range checked here
+                y = q(self._port(name, "in", vals))
+            return y if y is None or self.f32_ok else y.double()
+        if not static and not all(q.takes(vals[s]) for s in srcs):
+            return None
+        dt = torch.float32 if name in self.f32_stream else torch.float64
+        acc = None
+        for s in srcs:  # stream by stream
+            y = q(self._u8(s, vals, u8), hi) if static else q(vals[s])
+            acc = y.to(dt) if acc is None else acc.add_(y)  # exact: f32_stream bounds the sum below 2**23
+        return acc
 
     def _stepwise(self, name: str, node, inp: dict, streams: list, state: dict, steps: int, B: int):
         """A stateful node over all steps: its step function once per step on that step's slice."""

@@ -121,6 +121,13 @@ class Int8Synapse:
     def exact_for(self, hi: float) -> bool:
         return self.piece_row_max * hi < F32_EXACT and self.row_max * hi < F32_EXACT
 
+    def takes(self, x: torch.Tensor) -> bool:
+        """Whether __call__(x) gives the sum (x in [0, 255], the sum below 2**24), checked on x's range."""
+        if x.device.type != "cpu" or not x.numel():
+            return False
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        return lo >= 0 and hi <= 255 and self.exact_for(hi)
+
     def __call__(self, x: torch.Tensor, hi: float | None = None) -> torch.Tensor | None:
         """The synapse's output floor(sum * 2**weight_exp), float32 (exact: an integer below 2**24 times a
         power of two) in the float kernel's shape (possibly a strided view), for an integer-valued input batch
