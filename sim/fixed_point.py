@@ -6,6 +6,7 @@ Integer values are carried in float64 tensors (exact below 2**53; much faster th
 CPU); every operation below keeps them integers."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,7 @@ def lif_safety(node: ir.LoihiLIF, a_bound: float) -> dict:
 
 
 F32_A_MAX = 2 ** 17  # |a| below this: a << 6 and everything after it stay below 2**24 (exact in float32)
+F32_WRAP_A_MAX = 2 ** 18  # |a| below this: a << 6 and its 24-bit wrap are exact in float32 (lif_layer)
 
 
 def _float32_ok(node: ir.LoihiLIF) -> bool:
@@ -126,20 +128,127 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
     return s.to(a.dtype)
 
 
+def _pow2(f: int) -> bool:
+    return f > 0 and f & (f - 1) == 0
+
+
+def memory_order(x: torch.Tensor) -> list[int] | None:
+    """The permutation of x's dims that lists them in memory order (x.permute(p) is contiguous), or None where
+    x is not a dense tensor in some order (the batch dim first: steps are slices of it)."""
+    p = [0] + sorted(range(1, x.dim()), key=lambda d: -x.stride(d))
+    return p if x.permute(p).is_contiguous() else None
+
+
+def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, safe: dict | None = None):
+    """lif_step over `steps` time steps of a time-major [steps * B, ...] input: the same spikes, state and
+    counters as calling lif_step once per step, with the per-step range checks done once for the layer where
+    its largest input proves them unnecessary: |a| <= ACTIVATION_MAX (nothing to count), |a| < 2**17 (u cannot
+    wrap, float32 is exact where _float32_ok) and no step can saturate v (|v| <= 2**23 - 1 before the decay, so
+    |v'| <= (2**23 - 1) f / 4096 + 64 max|a| + max|bias|). Layers with u memory (du < 4095) and readouts run
+    step by step through lif_step. Everything runs in x's memory order (elementwise; the per-channel bias
+    follows it). Returns the spikes [steps * B, ...] (float, laid out as a)."""
+    B = a.shape[0] // steps
+    f = 4096 - node.dv
+    fast = node.du == 4095 and not node.readout and a.numel() > 0
+    if not fast:
+        out = [lif_step(node, a[t * B:(t + 1) * B], state, pc, safe) for t in range(steps)]
+        dt = functools.reduce(torch.promote_types, [o.dtype for o in out])
+        return torch.cat([o.to(dt) for o in out])
+    perm = memory_order(a)
+    if perm is None:
+        a, perm = a.contiguous(), list(range(a.dim()))
+    inv = [perm.index(d) for d in range(a.dim())]
+    a = a.permute(perm)  # contiguous: steps are its leading blocks
+    a_max = 0.0
+    for t in range(steps):  # each step's largest |a|: counted as lif_step does
+        m = _absmax(a[t * B:(t + 1) * B])
+        a_max = max(a_max, m)
+        if m > ACTIVATION_MAX:
+            state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
+            state["a_in_max"] = max(state.get("a_in_max", 0), int(m))
+    safe = safe or {}
+    b_max = 0.0 if node.bias_mant is None else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp
+    # float32 where lif_step uses it, and also where 64 a may wrap (|a| < 2**18): |64 a| < 2**24 and its wrap
+    # are exact, the wrapped |u| <= 2**23, so a sum can round only beyond 2**24, where v saturates either way
+    # (the check below then runs: 64 a_max >= 2**23)
+    dt = torch.float32 if _float32_ok(node) and a_max < F32_WRAP_A_MAX else torch.float64
+    th = node.vth * 64
+    check = not safe.get("no_saturation") and \
+        max(STATE_RANGE - 1, th) * f / 4096 + 64 * a_max + b_max >= STATE_RANGE - 1
+    wrap = not safe.get("no_wrap") and a_max >= F32_A_MAX  # (lif_step: no_wrap where it runs in float32)
+    b = None
+    if node.bias_mant is not None:
+        shape = [1] * a.dim()
+        shape[inv[1]] = -1  # the channel dim (logical dim 1) in memory order
+        b = (pc.get(node, "bias_mant", a.to(dt)) * (2 ** node.bias_exp)).view(shape)
+    spikes = torch.empty(a.shape, dtype=dt, device=a.device)
+    v = state.get("v")
+    if v is not None:
+        v = v.permute(perm).to(dt, copy=True).contiguous()
+    for t in range(steps):  # step by step: small temporaries that stay in cache and in the allocator's pool
+        uu = a[t * B:(t + 1) * B].to(dt) * 64
+        if wrap:  # lava's 24-bit wrap of u = a << 6, as lif_step
+            w = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, uu)
+            uu = torch.where(w <= -STATE_RANGE, uu + 2 * STATE_RANGE, w)
+            state["u_wrapped"] = state.get("u_wrapped", 0) + int((w != uu).sum())
+        if v is None or f == 0:
+            v = uu
+        elif f == 4096:
+            v = v.add_(uu)
+        elif _pow2(f):
+            v = v.div_(4096 // f, rounding_mode="trunc").add_(uu)  # trunc0(v f / 4096), exact
+        else:
+            v = _decay(v, f).add_(uu)
+        if b is not None:
+            v.add_(b)
+        if check and _absmax(v) >= STATE_RANGE - 1:
+            state["saturated"] = state.get("saturated", 0) + int((v.abs() >= STATE_RANGE - 1).sum())
+            v = v.clamp_(-(STATE_RANGE - 1), STATE_RANGE - 1)
+        s = spikes[t * B:(t + 1) * B]
+        torch.gt(v, th, out=s)
+        v.addcmul_(v, s, value=-1)  # v - v s: 0 where it fired (+0, as masked_fill, which is slower), else v
+    state["v"] = v.permute(inv)
+    return spikes.permute(inv)
+
+
+def _is_channel_scale(node) -> bool:
+    return (isinstance(node, ir.Conv1d) and node.weight.shape[1:] == (1, 1) and node.groups == node.weight.shape[0]
+            and node.stride == 1 and node.padding == 0 and node.bias is None)
+
+
 def _is_pointwise_linear(node) -> bool:
     return (isinstance(node, ir.Conv1d) and node.weight.shape[2] == 1 and node.groups == 1 and node.stride == 1
             and node.padding == 0 and node.bias is None)
 
 
+def int8_synapse(node, q, x: torch.Tensor, pc, out_f32: bool, hi: float | None = None):
+    """The synapse's shifted output from its exact int8 sum (sim.int8.Int8Synapse `q`), or None where the int8
+    kernels cannot give it (the caller then runs the float kernels). `hi`: see Int8Synapse.__call__."""
+    a = q(x, hi)
+    return a if a is None or out_f32 else a.double()
+
+
 def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f32: bool = False,
-         safe: dict | None = None, out_f32: bool = False):
+         safe: dict | None = None, out_f32: bool = False, q=None, hi: float | None = None):
     """`f32`: this synapse's integer sums provably stay below 2**24 (see `precision_plan`), so they
     are computed in float32, exactly, and much faster than float64 on CPU; `out_f32`: so does its shifted
-    output, which then stays float32. `safe`: see lif_safety."""
+    output, which then stays float32. `safe`: see lif_safety. `q`: the synapse's int8 kernel (sim.int8), tried
+    first; `hi`: a proven upper bound of its non-negative input, if any."""
     x = inp.get("in")
     if isinstance(node, ir.LoihiLIF):
         return lif_step(node, x, state, pc, safe)
     if node.is_synapse:
+        if q is not None:
+            a = int8_synapse(node, q, x, pc, out_f32, hi)
+            if a is not None:
+                return a
+        if _is_channel_scale(node):  # one weight per channel: elementwise (a residual stream's identity)
+            ws = node.weight.reshape(-1) * np.exp2(np.broadcast_to(np.asarray(node.weight_exp, float), (len(node.weight),)))
+            dt = torch.float32 if out_f32 else torch.float64
+            if np.all(ws == 1):  # floor(x w 2**e) = x for integers x
+                return x.to(dt)
+            xin = x.float() if f32 else x.double()
+            return shift(node, xin * pc.get(node, "weight", xin).view(1, -1, 1), pc, out_f32)
         saved = node.weight_exp
         xin = x.float() if f32 else x
         if _is_pointwise_linear(node):  # a Linear over tokens: one matmul (about 2x faster than conv1d on CPU)
@@ -165,6 +274,7 @@ class PrecisionPlan:
     f32_sums: frozenset
     f32_outputs: frozenset
     lif_safe: dict
+    bounds: dict  # value_bounds: node -> upper bound of |output|
 
 
 def precision_plan(g: ir.Graph, input_scale: int) -> PrecisionPlan:
@@ -177,4 +287,4 @@ def precision_plan(g: ir.Graph, input_scale: int) -> PrecisionPlan:
                 outputs.add(n)
     safe = {n: lif_safety(node, sum(b[e.src] for e in g.in_edges(n)))
             for n, node in g.nodes.items() if isinstance(node, ir.LoihiLIF)}
-    return PrecisionPlan(frozenset(sums), frozenset(outputs), safe)
+    return PrecisionPlan(frozenset(sums), frozenset(outputs), safe, b)

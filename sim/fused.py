@@ -58,6 +58,63 @@ def run_fused(node: FusedSSA, q, k, v, fixed: bool) -> torch.Tensor:
     return out.transpose(-1, -2).reshape(B, D, N)
 
 
+F32_EXACT = 2 ** 24
+
+
+def run_fused_fixed(node: FusedSSA, q, k, v) -> torch.Tensor:
+    """run_fused in fixed point for spikes q, k, v (0/1), in float32 where the integers provably stay below
+    2**24 (else run_fused): bit-identical to it. Binary form: the bits whose out-synapse has no right shift (weight_exp >= 0) add
+    w 2**e (Q @ bit_b) exactly, i.e. Q @ M with one integer matrix M = sum_b w_b 2**e_b bit_b (one product for
+    all of them; when the weights are w_0 2**b, as the lowering makes them, M = w_0 (first mod 2**bits)); the
+    others are floored bit by bit, as run_fused does."""
+    B, D, N = q.shape
+    h = node.num_heads
+    d = D // h
+    kv = node.order == "kv_first"
+    inner = N if kv else d  # first = K^T V ([d, d], entries <= N) or Q K^T ([N, N], entries <= d)
+    outer = d if kv else N  # the second product sums this many terms
+    if node.form == "graded":
+        w, e = node.out_weights[0]
+        bound = abs(w) * 2.0 ** max(e, 0) * outer * inner
+    else:
+        lin = [b for b in range(node.bits) if node.out_weights[b][1] >= 0]
+        bound = outer * (sum(abs(w) * 2.0 ** e for w, e in (node.out_weights[b] for b in lin))
+                         + sum(abs(node.out_weights[b][0]) for b in range(node.bits) if b not in lin))
+    if bound + node.bits >= F32_EXACT or inner >= F32_EXACT or any(w != round(w) for w, _ in node.out_weights):
+        return run_fused(node, q, k, v, True)
+    Q, K, V = (t.to(torch.float32).reshape(B, h, d, N).transpose(-1, -2) for t in (q, k, v))  # [B, h, N, d]
+    first = K.transpose(-2, -1) @ V if kv else Q @ K.transpose(-2, -1)
+
+    def second(mat):
+        return Q @ mat if kv else mat @ V
+
+    if node.form == "graded":
+        w, e = node.out_weights[0]
+        z = second(first) * w
+        out = z * 2.0 ** e if e >= 0 else (z * 2.0 ** e).floor_()  # exact: power-of-two scaling
+    else:
+        ints = first.to(torch.int32)
+        out = None
+        if lin:
+            w0, e0 = node.out_weights[0]
+            if lin == list(range(node.bits)) and all(
+                    w * 2.0 ** e == w0 * 2.0 ** (e0 + b) for b, (w, e) in enumerate(node.out_weights)):
+                m = (ints & (2 ** node.bits - 1)).to(torch.float32) * (w0 * 2.0 ** e0)
+            else:
+                m = sum(((ints >> b) & 1).to(torch.float32) * (node.out_weights[b][0] * 2.0 ** node.out_weights[b][1])
+                        for b in lin)
+            out = second(m)
+        for b in range(node.bits):
+            if b in lin:
+                continue
+            w, e = node.out_weights[b]
+            z = (second(((ints >> b) & 1).to(torch.float32)) * w * 2.0 ** e).floor_()
+            out = z if out is None else out + z
+        if out is None:
+            out = torch.zeros(B, h, N, d)
+    return out.transpose(-1, -2).reshape(B, D, N)
+
+
 def fuse_ssa(g: ir.Graph) -> ir.Graph:
     """A copy of `g` with every lowered SSA replaced by a FusedSSA node (graph metadata `ssa` names them)."""
     g = g.copy()
