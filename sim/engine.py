@@ -5,6 +5,7 @@ with Loihi's integer kernels (sim.fixed_point)."""
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -100,11 +101,54 @@ def _input_highs(g: ir.Graph, in_edges: dict, input_scale: int, per_stream: set)
             rng[name] = None if g.metadata.get("input_per_step") else float(input_scale)
         elif isinstance(node, ir.LoihiLIF) and not node.readout:
             rng[name] = 1.0
-        elif isinstance(node, ir.Flatten) and known:
+        elif (isinstance(node, ir.Flatten) or isinstance(node, ir.GradedNeuron) and node.vth < 1
+              or fixed_point.channel_scale_identity(node)) and known:  # (their outputs are their inputs)
             rng[name] = sum(ins)
         else:
             rng[name] = None
     return out, {n: r for n, r in rng.items() if r is not None}
+
+
+CHUNK_ELEMENTS = 1 << 20  # per-stream synapses: outputs computed this many elements at a time
+
+
+class _Pool:
+    """The layer schedule's own large buffers (spikes, sums, uint8 copies), reused across layers and runs
+    instead of fresh allocations each time (each of which costs the first touch of every page, a large part
+    of the run time). A buffer goes back to the pool when the engine drops the value it holds and no live value
+    shares its storage (views); buffers still held at the end of a run (records, outputs) are the caller's."""
+    MIN_BYTES = 1 << 20
+
+    def __init__(self):
+        self.free: dict = {}  # (bytes, device) -> flat uint8 buffers
+        self.lent: dict = {}  # storage address -> flat buffer, this run
+
+    def empty(self, shape, dtype, device, like: torch.Tensor | None = None) -> torch.Tensor:
+        """An empty tensor of `shape`; with `like` (same shape), its dims in like's memory order."""
+        p = list(range(len(shape)))
+        if like is not None:
+            p = [0] + sorted(range(1, like.dim()), key=lambda d: -like.stride(d))
+        mem = [shape[d] for d in p]
+        nbytes = math.prod(mem) * torch.empty((), dtype=dtype).element_size()
+        if nbytes < self.MIN_BYTES or torch.device(device).type != "cpu":
+            t = torch.empty(mem, dtype=dtype, device=device)
+        else:
+            bucket = self.free.get((nbytes, str(device)))
+            flat = bucket.pop() if bucket else torch.empty(nbytes, dtype=torch.uint8, device=device)
+            self.lent[flat.data_ptr()] = flat
+            t = flat.view(dtype).view(mem)
+        return t.permute([p.index(d) for d in range(len(shape))])
+
+    def release(self, t: torch.Tensor, live) -> None:
+        ptr = t.untyped_storage().data_ptr()
+        flat = self.lent.get(ptr)
+        if flat is None or any(v.untyped_storage().data_ptr() == ptr for v in live):
+            return
+        del self.lent[ptr]
+        self.free.setdefault((flat.numel(), str(flat.device)), []).append(flat)
+
+    def end_run(self) -> None:
+        self.lent.clear()
 
 
 class Engine:
@@ -165,6 +209,7 @@ class Engine:
             for n, node in graph.nodes.items():
                 if node.is_synapse and int8_kernels.supports(node) and int8_kernels.pieces(node.weight):
                     self.q[n] = int8_kernels.Int8Synapse(node)
+        self._pool = _Pool()
         self.in_hi, self.out_hi = _input_highs(graph, self.in_edges, self.input_scale, self.per_stream) \
             if self.fixed else ({}, {})
         self.bounds = plan.bounds if plan else {}
@@ -269,7 +314,7 @@ class Engine:
                 y = x_all
             elif self.fixed and isinstance(node, ir.LoihiLIF):
                 y = fixed_point.lif_layer(node, self._port(name, "in", vals), state[name], self.pc, steps,
-                                          self.lif_safe.get(name))
+                                          self.lif_safe.get(name), self._pool.empty)
             elif self.fixed and isinstance(node, fused.FusedSSA) and self.f32_ok and all(
                     self.out_hi.get(s, 2) <= 1 for p in ("q", "k", "v") for s in self.in_edges[name][p]) \
                     and all(len(self.in_edges[name][p]) == 1 for p in ("q", "k", "v")):  # spikes
@@ -288,8 +333,11 @@ class Engine:
             for srcs in self.in_edges[name].values():
                 for s in srcs:
                     if last_use.get(s) == i and s not in keep:
-                        vals.pop(s, None)
-                        u8.pop(s, None)
+                        for d in (vals, u8):
+                            t = d.pop(s, None)
+                            if t is not None:
+                                self._pool.release(t, d.values())
+        self._pool.end_run()
         last = {n: vals[n][(steps - 1) * B:] for n in self.graph.outputs()}
         return last, records
 
@@ -306,7 +354,7 @@ class Engine:
         if self.fixed and dt == torch.float32 \
                 and sum(self.bounds.get(s, float("inf")) for s in srcs) >= F32_EXACT:
             if len(xs) == 2:
-                acc = xs[0] + xs[1]
+                acc = torch.add(xs[0], xs[1], out=self._pool.empty(xs[0].shape, dt, xs[0].device, xs[0]))
                 if fixed_point._absmax(acc) < F32_EXACT:
                     return acc
             dt = torch.float64
@@ -314,14 +362,15 @@ class Engine:
             xs = [x.to(dt) for x in xs]  # (a float32 partial sum could round before a float64 value joins)
         elif any(x.dtype != dt for x in xs):
             return functools.reduce(lambda u, w: u + w, xs)
-        acc = xs[0] + xs[1]
+        acc = torch.add(xs[0], xs[1], out=self._pool.empty(xs[0].shape, dt, xs[0].device, xs[0]))
         for x in xs[2:]:
             acc.add_(x)  # in place: acc is ours and already of the common dtype
         return acc
 
     def _u8(self, name: str, vals: dict, u8: dict) -> torch.Tensor:
-        if name not in u8:
-            u8[name] = vals[name].to(torch.uint8)  # exact: out_hi proves the values in [0, 255]
+        if name not in u8:  # exact: out_hi proves the values in [0, 255]
+            x = vals[name]
+            u8[name] = self._pool.empty(x.shape, torch.uint8, x.device, x).copy_(x)
         return u8[name]
 
     def _int8_layer(self, name: str, node, vals: dict, u8: dict):
@@ -343,10 +392,20 @@ class Engine:
         if not static and not all(q.takes(vals[s]) for s in srcs):
             return None
         dt = torch.float32 if name in self.f32_stream else torch.float64
+        xs = [self._u8(s, vals, u8) if static else vals[s] for s in srcs]
+        M = xs[0].shape[0]
+        per_sample = max(1, xs[0][0].numel() * q.out // max(1, xs[0].shape[1]))  # output elements (about)
+        chunk = max(1, CHUNK_ELEMENTS // per_sample)
         acc = None
-        for s in srcs:  # stream by stream
-            y = q(self._u8(s, vals, u8), hi) if static else q(vals[s])
-            acc = y.to(dt) if acc is None else acc.add_(y)  # exact: f32_stream bounds the sum below 2**23
+        for m0 in range(0, M, chunk):  # in chunks of samples: the streams' outputs stay small (in cache, no
+            sl = slice(m0, m0 + chunk)  # fresh pages), each chunk's sum goes into the result
+            part = None
+            for x in xs:
+                y = q(x[sl], hi if static else None)
+                part = y.to(dt) if part is None else part.add_(y)  # exact: f32_stream bounds the sum below
+            if acc is None:  # 2**23, else float64
+                acc = self._pool.empty((M, *part.shape[1:]), dt, part.device, part)
+            acc[sl] = part
         return acc
 
     def _stepwise(self, name: str, node, inp: dict, streams: list, state: dict, steps: int, B: int):

@@ -53,10 +53,20 @@ def _decay(x: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.trunc(x * factor / 4096)
 
 
+def dense(x: torch.Tensor) -> torch.Tensor:
+    """x with its dims in memory order: contiguous where x is dense in some order (reductions over all of x
+    then run at full speed instead of copying a permuted x first)."""
+    if x.is_contiguous():
+        return x
+    p = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    y = x.permute(p)
+    return y if y.is_contiguous() else x
+
+
 def _absmax(x: torch.Tensor) -> float:
     if not x.numel():
         return 0.0
-    lo, hi = torch.aminmax(x)  # one pass, no temporary
+    lo, hi = torch.aminmax(dense(x))  # one pass, no temporary
     return max(-float(lo), float(hi))
 
 
@@ -139,14 +149,16 @@ def memory_order(x: torch.Tensor) -> list[int] | None:
     return p if x.permute(p).is_contiguous() else None
 
 
-def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, safe: dict | None = None):
+def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, safe: dict | None = None,
+              empty=None):
     """lif_step over `steps` time steps of a time-major [steps * B, ...] input: the same spikes, state and
     counters as calling lif_step once per step, with the per-step range checks done once for the layer where
     its largest input proves them unnecessary: |a| <= ACTIVATION_MAX (nothing to count), |a| < 2**17 (u cannot
     wrap, float32 is exact where _float32_ok) and no step can saturate v (|v| <= 2**23 - 1 before the decay, so
     |v'| <= (2**23 - 1) f / 4096 + 64 max|a| + max|bias|). Layers with u memory (du < 4095) and readouts run
     step by step through lif_step. Everything runs in x's memory order (elementwise; the per-channel bias
-    follows it). Returns the spikes [steps * B, ...] (float, laid out as a)."""
+    follows it). Returns the spikes [steps * B, ...] (float, laid out as a), in `empty(shape, dtype, device)`
+    (torch.empty by default)."""
     B = a.shape[0] // steps
     f = 4096 - node.dv
     fast = node.du == 4095 and not node.readout and a.numel() > 0
@@ -159,13 +171,14 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
         a, perm = a.contiguous(), list(range(a.dim()))
     inv = [perm.index(d) for d in range(a.dim())]
     a = a.permute(perm)  # contiguous: steps are its leading blocks
-    a_max = 0.0
+    m_t = []
     for t in range(steps):  # each step's largest |a|: counted as lif_step does
         m = _absmax(a[t * B:(t + 1) * B])
-        a_max = max(a_max, m)
+        m_t.append(m)
         if m > ACTIVATION_MAX:
             state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
             state["a_in_max"] = max(state.get("a_in_max", 0), int(m))
+    a_max = max(m_t)
     safe = safe or {}
     b_max = 0.0 if node.bias_mant is None else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp
     # float32 where lif_step uses it, and also where 64 a may wrap (|a| < 2**18): |64 a| < 2**24 and its wrap
@@ -173,24 +186,24 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
     # (the check below then runs: 64 a_max >= 2**23)
     dt = torch.float32 if _float32_ok(node) and a_max < F32_WRAP_A_MAX else torch.float64
     th = node.vth * 64
-    check = not safe.get("no_saturation") and \
-        max(STATE_RANGE - 1, th) * f / 4096 + 64 * a_max + b_max >= STATE_RANGE - 1
-    wrap = not safe.get("no_wrap") and a_max >= F32_A_MAX  # (lif_step: no_wrap where it runs in float32)
+    v_decayed = max(STATE_RANGE - 1, th) * f / 4096  # |v| after the decay, at most
     b = None
     if node.bias_mant is not None:
         shape = [1] * a.dim()
         shape[inv[1]] = -1  # the channel dim (logical dim 1) in memory order
         b = (pc.get(node, "bias_mant", a.to(dt)) * (2 ** node.bias_exp)).view(shape)
-    spikes = torch.empty(a.shape, dtype=dt, device=a.device)
+    spikes = (empty or torch.empty)(a.shape, dtype=dt, device=a.device)
     v = state.get("v")
     if v is not None:
         v = v.permute(perm).to(dt, copy=True).contiguous()
     for t in range(steps):  # step by step: small temporaries that stay in cache and in the allocator's pool
         uu = a[t * B:(t + 1) * B].to(dt) * 64
-        if wrap:  # lava's 24-bit wrap of u = a << 6, as lif_step
-            w = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, uu)
-            uu = torch.where(w <= -STATE_RANGE, uu + 2 * STATE_RANGE, w)
-            state["u_wrapped"] = state.get("u_wrapped", 0) + int((w != uu).sum())
+        if not safe.get("no_wrap") and 64 * m_t[t] >= STATE_RANGE:  # lava's 24-bit wrap of u = a << 6, as
+            # lif_step (which checks |u| >= 2**23 where it runs in float64, i.e. where |a| >= 2**17): u - 2**24
+            # where u > 2**23, u + 2**24 where u <= -2**23, counting the latter (lif_step's w != u)
+            low = uu <= -STATE_RANGE
+            state["u_wrapped"] = state.get("u_wrapped", 0) + int(low.sum())
+            uu = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
         if v is None or f == 0:
             v = uu
         elif f == 4096:
@@ -201,7 +214,8 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
             v = _decay(v, f).add_(uu)
         if b is not None:
             v.add_(b)
-        if check and _absmax(v) >= STATE_RANGE - 1:
+        if not safe.get("no_saturation") and v_decayed + 64 * m_t[t] + b_max >= STATE_RANGE - 1 \
+                and _absmax(v) >= STATE_RANGE - 1:
             state["saturated"] = state.get("saturated", 0) + int((v.abs() >= STATE_RANGE - 1).sum())
             v = v.clamp_(-(STATE_RANGE - 1), STATE_RANGE - 1)
         s = spikes[t * B:(t + 1) * B]
@@ -209,6 +223,15 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
         v.addcmul_(v, s, value=-1)  # v - v s: 0 where it fired (+0, as masked_fill, which is slower), else v
     state["v"] = v.permute(inv)
     return spikes.permute(inv)
+
+
+def channel_scale_identity(node) -> bool:
+    """A one-weight-per-channel synapse whose weight times 2**weight_exp is 1 (a residual stream's copy): its
+    output is its integer input."""
+    if not _is_channel_scale(node):
+        return False
+    e = np.broadcast_to(np.asarray(node.weight_exp, float), (len(node.weight),))
+    return bool(np.all(node.weight.reshape(-1) * np.exp2(e) == 1))
 
 
 def _is_channel_scale(node) -> bool:
@@ -243,9 +266,8 @@ def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f3
             if a is not None:
                 return a
         if _is_channel_scale(node):  # one weight per channel: elementwise (a residual stream's identity)
-            ws = node.weight.reshape(-1) * np.exp2(np.broadcast_to(np.asarray(node.weight_exp, float), (len(node.weight),)))
             dt = torch.float32 if out_f32 else torch.float64
-            if np.all(ws == 1):  # floor(x w 2**e) = x for integers x
+            if channel_scale_identity(node):  # floor(x w 2**e) = x for integers x
                 return x.to(dt)
             xin = x.float() if f32 else x.double()
             return shift(node, xin * pc.get(node, "weight", xin).view(1, -1, 1), pc, out_f32)
@@ -261,6 +283,8 @@ def step(node: ir.Node, inp: dict, state: dict, pc, t: int, input_scale: int, f3
         finally:
             node.weight_exp = saved
         return shift(node, y, pc, out_f32)
+    if isinstance(node, ir.GradedNeuron) and node.vth < 1:  # integers: x where |x| > vth is x itself
+        return x
     if isinstance(node, (ir.LIF, ir.Threshold, ir.Integrator)):
         raise TypeError(f"{node.name}: {node.kind} in a fixed-point graph; quantize the graph first")
     return kernels.step(node, inp, state, pc, t)

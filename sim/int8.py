@@ -26,6 +26,14 @@ from convert import ir
 F32_EXACT = 2 ** 24
 
 
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """x with its dims in memory order (contiguous where x is dense in some order): fast full reductions."""
+    if x.is_contiguous():
+        return x
+    y = x.permute(sorted(range(x.dim()), key=lambda d: -x.stride(d)))
+    return y if y.is_contiguous() else x
+
+
 @functools.lru_cache(maxsize=None)
 def available() -> bool:
     """True where the oneDNN int8 kernels exist and are exact on extreme operands (checked once per process)."""
@@ -79,8 +87,9 @@ def supports(node: ir.Node) -> bool:
         return False
     if isinstance(node, ir.Conv2d):
         return True
-    return (isinstance(node, ir.Conv1d) and node.weight.shape[2] == 1 and node.groups == 1 and node.stride == 1
-            and node.padding == 0)
+    # Conv1d: pointwise (a Linear over tokens), or over the whole token axis (kernel = length; a Linear over
+    # channels x tokens, as the readout's token sum): the latter is taken only where the input length fits
+    return isinstance(node, ir.Conv1d) and node.groups == 1 and node.stride == 1 and node.padding == 0
 
 
 class Int8Synapse:
@@ -116,7 +125,15 @@ class Int8Synapse:
                                                          c["dilation"], c["groups"], None)
         else:
             self.conv = None
-            self.packed = torch.ops.onednn.qlinear_prepack(wt[:, :, 0].contiguous(), None)
+            self.kernel = int(w.shape[2])
+            self._w = wt
+            self._packed = {}  # by the input's layout: channels then tokens ("cl"), or tokens then channels
+
+    def _linear(self, layout: str):
+        if layout not in self._packed:
+            w = self._w if layout == "cl" else self._w.permute(0, 2, 1)
+            self._packed[layout] = torch.ops.onednn.qlinear_prepack(w.reshape(w.shape[0], -1).contiguous(), None)
+        return self._packed[layout]
 
     def exact_for(self, hi: float) -> bool:
         return self.piece_row_max * hi < F32_EXACT and self.row_max * hi < F32_EXACT
@@ -125,7 +142,7 @@ class Int8Synapse:
         """Whether __call__(x) gives the sum (x in [0, 255], the sum below 2**24), checked on x's range."""
         if x.device.type != "cpu" or not x.numel():
             return False
-        lo, hi = (float(v) for v in torch.aminmax(x))
+        lo, hi = (float(v) for v in torch.aminmax(_dense(x)))
         return lo >= 0 and hi <= 255 and self.exact_for(hi)
 
     def __call__(self, x: torch.Tensor, hi: float | None = None) -> torch.Tensor | None:
@@ -140,7 +157,7 @@ class Int8Synapse:
         elif hi is None:
             if not x.numel():
                 return None
-            lo, top = torch.aminmax(x)
+            lo, top = torch.aminmax(_dense(x))
             lo, hi = float(lo), float(top)
             if lo < 0 or hi > 255:
                 return None
@@ -152,12 +169,23 @@ class Int8Synapse:
             y = torch.ops.onednn.qconv2d_pointwise(xq, 1.0, 0, self.packed, self._scale, self._zp, None,
                                                    c["stride"], c["padding"], c["dilation"], c["groups"], 1.0, 0,
                                                    torch.float32, "none", [], "")
-        else:  # tokens [M, C, L] -> rows [M * L, C] (a view where x is token-major in memory, as our outputs)
-            M, C, L = xq.shape
+        elif self.kernel == 1:  # tokens [M, C, L] -> rows [M * L, C] (a view where x is token-major in memory,
+            M, C, L = xq.shape  # as our outputs are)
             rows = xq.transpose(1, 2).reshape(M * L, C)
-            y = torch.ops.onednn.qlinear_pointwise(rows, 1.0, 0, self.packed, self._scale, self._zp, None, 1.0, 0,
-                                                   torch.float32, "none", [], "")
+            y = torch.ops.onednn.qlinear_pointwise(rows, 1.0, 0, self._linear("cl"), self._scale, self._zp, None,
+                                                   1.0, 0, torch.float32, "none", [], "")
             y = y.view(M, L, -1).transpose(1, 2)
+        else:  # the kernel spans the whole token axis: rows [M, C * L] in x's memory order, one output token
+            M, C, L = xq.shape
+            if L != self.kernel:
+                return None
+            if xq.is_contiguous():
+                rows, layout = xq.reshape(M, C * L), "cl"
+            else:
+                rows, layout = xq.transpose(1, 2).reshape(M, L * C), "lc"  # (a copy unless token-major)
+            y = torch.ops.onednn.qlinear_pointwise(rows, 1.0, 0, self._linear(layout), self._scale, self._zp,
+                                                   None, 1.0, 0, torch.float32, "none", [], "")
+            y = y.view(M, -1, 1)
         if self.two:  # m = 2 q + r: both scaled parts are exact and so is their sum (row_max * hi < 2**24)
             y = y[:, :self.out] + y[:, self.out:]
         return y.floor_() if self.floor else y
