@@ -167,6 +167,18 @@ def ensure_venv(cache: Path, timeout: float) -> dict:
     return res
 
 
+def nengo_info(py: str) -> tuple[dict, dict]:
+    """Versions in the venv and nengo-loihi's per-core limits (as the worker reports them)."""
+    code = ("import json, sys, importlib.metadata as md\n"
+            "from nengo_loihi import block as b\n"
+            "v = {'python': sys.version.split()[0]}\n"
+            "v.update({p: md.version(p) for p in ('nengo-loihi', 'nengo', 'numpy', 'scipy')})\n"
+            "print(json.dumps([v, {'compartments': b.MAX_COMPARTMENTS, 'in_axons': b.MAX_IN_AXONS, "
+            "'out_axons': b.MAX_OUT_AXONS, 'synapse_bits': b.MAX_SYNAPSE_BITS}]))\n")
+    r = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=300)
+    return tuple(json.loads(r.stdout)) if r.returncode == 0 else ({}, {})
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
@@ -406,20 +418,44 @@ def make_cases(spec: dict, preset: str, ours: dict | None, placement: dict | Non
     return cases, skipped
 
 
+def _fingerprint(case: dict, weights: dict) -> str:
+    import hashlib
+    h = hashlib.sha256(json.dumps(case, sort_keys=True).encode())
+    for c in case["connections"]:
+        h.update(weights[c["weight"]].tobytes())
+    return h.hexdigest()[:16]
+
+
 def run_worker(py: str, cases: list[dict], weights: dict, work: Path, args) -> dict:
     """Runs the worker on all cases (one process, --timeout in all, --case-timeout each). A worker that dies or
-    times out keeps the cases it finished (its partial file)."""
+    times out keeps the cases it finished (its partial file); --resume reuses the finished cases of an earlier
+    run whose fingerprint (case and weights) is unchanged and runs only the others."""
     import numpy as np
     work.mkdir(parents=True, exist_ok=True)
     cases_file, w_file, partial = work / "cases.json", work / "weights.npz", work / "partial.jsonl"
-    cases_file.write_text(json.dumps(cases))
-    np.savez(w_file, **weights)
-    if partial.exists():
+    for c in cases:
+        c["hash"] = _fingerprint(c, weights)
+    done = {}
+    if args.resume and partial.exists():
+        want = {c["id"]: c["hash"] for c in cases}
+        for ln in partial.read_text().splitlines():
+            try:
+                r = json.loads(ln)
+            except ValueError:
+                continue
+            if r.get("hash") and want.get(r["id"]) == r["hash"] and "timed out" not in str(r.get("error", "")):
+                done[r["id"]] = r
+    elif partial.exists():
         partial.unlink()
+    todo = [c for c in cases if c["id"] not in done]
+    cases_file.write_text(json.dumps(todo))
+    np.savez(w_file, **weights)
     cmd = [py, str(WORKER), "--cases", str(cases_file), "--weights", str(w_file), "--partial", str(partial),
            "--case-timeout", str(args.case_timeout)]
     t0 = time.time()
-    out = {"command": cmd}
+    out = {"command": cmd, "reused_cases": len(done)}
+    if done:
+        print(f"--resume: {len(done)} cases reused from {partial}, {len(todo)} to run", flush=True)
     try:
         r = subprocess.run(cmd, cwd=str(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=args.timeout, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
@@ -428,11 +464,14 @@ def run_worker(py: str, cases: list[dict], weights: dict, work: Path, args) -> d
         if r.returncode == 0 and line.startswith("{"):
             out.update(json.loads(line))
         else:
-            out["fatal"] = f"worker exit {r.returncode}: " + _short(r.stderr.strip().splitlines()[-1:] or "")
+            out["fatal"] = (f"worker exit {r.returncode} (rerun with --resume to keep the finished cases): "
+                            + _short(r.stderr.strip().splitlines()[-1:] or ""))
     except subprocess.TimeoutExpired:
-        out["fatal"] = f"worker timed out after {args.timeout} s"
+        out["fatal"] = f"worker timed out after {args.timeout} s (rerun with --resume to keep the finished cases)"
     if "cases" not in out:
-        out["cases"] = [json.loads(ln) for ln in partial.read_text().splitlines()] if partial.exists() else []
+        new = [json.loads(ln) for ln in partial.read_text().splitlines()] if partial.exists() else []
+        out["cases"] = [r for r in new if r["id"] not in done]
+    out["cases"] = list(done.values()) + out["cases"]
     out["seconds"] = round(time.time() - t0, 1)
     return out
 
@@ -682,7 +721,9 @@ def _per_core(d: dict | None, keys) -> str:
 def write_markdown(res: dict) -> str:
     L = ["# Our Loihi placement vs nengo-loihi 1.1.0 (issue 14, item 3)", "",
          f"{res.get('date', '')}; `{res.get('command', '')}`: {res.get('seconds_total', 0):.0f} s in all "
-         f"({res.get('worker', {}).get('seconds', 0):.0f} s in nengo-loihi). nengo side: "
+         f"({res.get('worker', {}).get('seconds', 0):.0f} s in nengo-loihi"
+         + (f"; {res['worker']['reused_cases']} cases reused from an earlier run (--resume)"
+            if res.get("worker", {}).get("reused_cases") else "") + "). nengo side: "
          f"{', '.join(f'{k} {v}' for k, v in res.get('nengo_versions', {}).items())}. Per-core limits "
          f"(nengo_loihi/block.py): {', '.join(f'{k} {v:,}' for k, v in res.get('nengo_limits', {}).items())}. "
          f"Ours: `map_resources(graph, projections, profile=\"{res.get('profile', PROFILE)}\")`. Weights "
@@ -733,7 +774,7 @@ def write_markdown(res: dict) -> str:
             elif v.get("error"):
                 L.append(f"  - {kind}: nengo-loihi error: {v['error']} ({v.get('where')})")
     if res.get("skipped_layers"):
-        L += ["", "Layers nengo-loihi cannot express:", ""]
+        L += ["", "Layers not built (not in that graph, or nengo-loihi cannot express them):", ""]
         L += [f"- {s['preset']} {s['layer']}: {s['why']}" for s in res["skipped_layers"]]
     if res.get("findings"):
         L += ["", "## Findings", ""] + [f"- {f}" for f in res["findings"]]
@@ -786,6 +827,8 @@ def main(argv=None) -> int:
     ap.add_argument("--discrete-max-synapses", type=int, default=3_000_000,
                     help="largest discrete synapse count built in nengo-loihi (default 3,000,000)")
     ap.add_argument("--no-consumers", action="store_true", help="do not build the consumers (no output axons)")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the cases an earlier run finished (same case and weights) from CACHE/work/partial.jsonl")
     ap.add_argument("--nengo-only", action="store_true", help="build the nengo-loihi side without ours")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--render-only", metavar="JSON", help="rewrite the .md from a results JSON and exit")
@@ -855,7 +898,9 @@ def main(argv=None) -> int:
           f"{res['seconds_ours']:.0f} s)", flush=True)
     wr = run_worker(env["python"], cases, weights, cache / "work", args)
     res["nengo_versions"], res["nengo_limits"] = wr.get("versions", {}), wr.get("limits", {})
-    res["worker"] = {"seconds": wr["seconds"], "fatal": wr.get("fatal")}
+    res["worker"] = {"seconds": wr["seconds"], "fatal": wr.get("fatal"), "reused_cases": wr.get("reused_cases", 0)}
+    if not wr.get("versions"):  # the worker died before its last line: ask the venv
+        res["nengo_versions"], res["nengo_limits"] = nengo_info(env["python"])
     by_id = {c["id"]: c for c in wr["cases"]}
     rows = []
     for lay in layers:

@@ -338,6 +338,7 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - a failed build is a result
             r = {"id": case["id"], "error": short(e), "where": where(e)}
         r["seconds"] = round(time.time() - t0, 2)
+        r["hash"] = case.get("hash")  # the parent's fingerprint of the case (its --resume reuses matching ones)
         out["cases"].append(r)
         if a.partial:
             with open(a.partial, "a") as f:
