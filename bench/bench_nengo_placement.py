@@ -152,7 +152,7 @@ def ensure_venv(cache: Path, timeout: float) -> dict:
     if r.returncode != 0:
         res.update(cause="pip: " + _pip_error(r.stdout), seconds=round(time.time() - t0, 1))
         return res
-    chk = subprocess.run([str(py), "-c", "import nengo_loihi, nengo; print(nengo_loihi.__version__, nengo.__version__)"],
+    chk = subprocess.run([str(py), "-c", "import nengo_loihi, nengo; print(nengo_loihi.__version__)"],
                          capture_output=True, text=True, timeout=300)
     if chk.returncode != 0:
         res.update(cause="import nengo_loihi failed: " + _short(chk.stderr.strip().splitlines()[-1:]),
@@ -591,9 +591,10 @@ def compare_layer(spec: dict, ours: dict | None, nengo: dict) -> dict:
                                  "); nengo-loihi 1.1.0 has no synaptic delays (its builder never sets delay_bits)")
                 v3 = v.get("nengo_formats", {}).get("synapse_bits", v2)
                 if v2 != v3:
+                    discrete = [c["synapse"] for c in spec["projections"]
+                                if ours["axon_formats"].get(c["synapse"]) != "population"]
                     parts.append(f"{v2 - v3:+,} from index bits: ours stores index bits with every synapse of a "
-                                 "discrete list (" + ", ".join(c["synapse"] for c in spec["projections"]
-                                                               if ours["axon_formats"].get(c["synapse"]) != "population")
+                                 "discrete list (" + ", ".join(discrete)
                                  + "); nengo-loihi stores discrete weights with compression 3, without indices "
                                  "(block.py Synapse.set_weights), an encoding that on hardware fits a list that "
                                  "targets every compartment of the core")
@@ -828,7 +829,7 @@ def main(argv=None) -> int:
                     help="largest discrete synapse count built in nengo-loihi (default 3,000,000)")
     ap.add_argument("--no-consumers", action="store_true", help="do not build the consumers (no output axons)")
     ap.add_argument("--resume", action="store_true",
-                    help="reuse the cases an earlier run finished (same case and weights) from CACHE/work/partial.jsonl")
+                    help="reuse the cases an earlier run finished (same case and weights): CACHE/work/partial.jsonl")
     ap.add_argument("--nengo-only", action="store_true", help="build the nengo-loihi side without ours")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--render-only", metavar="JSON", help="rewrite the .md from a results JSON and exit")
