@@ -100,7 +100,10 @@ def markdown(rows: list[dict]) -> str:
              "each limit over all cores (compartments / synapse bits / input axons / output axons). `over`: "
              "populations with a core over a limit, recounted from the chosen tiles (must be 0). A configuration that "
              "cannot be placed names the population, the limit, used and allowed (one neuron per core already "
-             "exceeds it).", "",
+             "exceeds it, after the fan-out repair: the consumers of a producer that feeds too many cores re-cut "
+             "under a cap on its fan-out, docs/limits.md section 4). loihi1 gives every synapse format (the high "
+             "and low part of a 16-bit weight, each weight-exponent group) its own axons, as nengo-loihi does; "
+             "loihi2 lets them share (an assumption, docs/limits.md section 2 (f)).", "",
              "| preset | SSA | weight bits | profile | cores | chips | latency (steps) | bound by | fullest | over |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

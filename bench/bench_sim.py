@@ -59,7 +59,8 @@ def time_vs_reference(repeats: int) -> dict:
                 t = time.perf_counter(); eng.run(x); sim_t.append(time.perf_counter() - t)
         out[form] = {"reference_s": min(ref_t), "simulator_s": min(sim_t), "ratio": min(sim_t) / min(ref_t)}
         print(f"cifar10-4-384 batch 16, SSA {form}: reference {min(ref_t):.2f} s, fixed-point simulator "
-              f"{min(sim_t):.2f} s, ratio {min(sim_t) / min(ref_t):.2f}x (target <= 2x)", flush=True)
+              f"{min(sim_t):.2f} s, ratio {min(sim_t) / min(ref_t):.2f}x "
+              f"(target <= {'1.2x' if form == 'graded' else '2x'})", flush=True)
     return out
 
 
@@ -163,9 +164,12 @@ def _imagenet_child(batch: int) -> None:
     with torch.no_grad():
         for side, fn in (("reference", lambda: model(x)), ("simulator", lambda: eng.run(x))):
             fn()  # warm-up
-            t = time.perf_counter()
-            fn()
-            out[side + "_s"] = time.perf_counter() - t
+            times = []
+            for _ in range(3):  # best of 3: one timed call varied 3x between runs on this machine
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            out[side + "_s"] = min(times)
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(json.dumps(out))
 

@@ -24,8 +24,9 @@ from hw_backends.loihi.crossings import chip_crossings
 from hw_backends.loihi.export import build
 from hw_backends.loihi.placement import LIMIT_NAMES, place, tile_usage
 from hw_backends.loihi.profiles import LOIHI1, PROFILES, get_profile
+from hw_backends.loihi.quantize import quantize
 from hw_backends.loihi.resources import map_resources
-from hw_backends.loihi.timing import Projection, projections
+from hw_backends.loihi.timing import Projection, insert_delay_relays, projections, schedule
 from sim.engine import Engine
 
 from .helpers_models import TINY, randomized_model, tiny_checkpoint
@@ -80,7 +81,15 @@ def brute_force(g: ir.Graph, projs: list[Projection], profile, tiles: dict) -> d
         n = g.nodes[p.synapse]
         geo = (n.kind, getattr(n, "kernel", None), getattr(n, "stride", None), getattr(n, "groups", None),
                np.shape(getattr(n, "weight", 0)))
-        return (p.pre, p.delay, population(p), geo)
+        shared = (p.pre, p.delay, population(p), geo)
+        return shared if profile.synapse_groups_share_axons else shared + (p.synapse,)
+
+    def axon_masks(p, post, T):  # the inputs of each axon set p uses on the core holding T: one per format
+        Wt = W[p.synapse][T]
+        if profile.synapse_groups_share_axons:
+            return [Wt.any(0)]
+        groups = exp_groups(p, post)[T]
+        return [Wt[groups == gval].any(0) for gval in np.unique(groups)]
 
     out = {}
     for name, ext in tiles.items():
@@ -92,8 +101,9 @@ def brute_force(g: ir.Graph, projs: list[Projection], profile, tiles: dict) -> d
             axons = 0
             for k in {key(p) for p in into}:
                 p = next(q for q in into if key(q) == k)
-                reached = np.flatnonzero(W[p.synapse][T].any(0))
-                axons += len(np.unique(positions(p)[reached])) if population(p) else len(reached)
+                for mask in axon_masks(p, name, T):
+                    reached = np.flatnonzero(mask)
+                    axons += len(np.unique(positions(p)[reached])) if population(p) else len(reached)
             bits = syn = 0
             for p in into:
                 w_bits = profile.weight_bits + p.delay.bit_length() + idx_bits
@@ -125,11 +135,12 @@ def brute_force(g: ir.Graph, projs: list[Projection], profile, tiles: dict) -> d
                 for k in {key(p) for p in projs if p.pre == name and p.post == post}:
                     p = next(q for q in projs if q.pre == name and q.post == post and key(q) == k)
                     for T in tiles_of(shapes[post], tiles[post]):
-                        reached = np.intersect1d(np.flatnonzero(W[p.synapse][T].any(0)), S)
-                        if population(p):
-                            n_out += profile.population_axon_slots * len(np.unique(positions(p)[reached]))
-                        else:
-                            n_out += len(reached)
+                        for mask in axon_masks(p, post, T):
+                            reached = np.intersect1d(np.flatnonzero(mask), S)
+                            if population(p):
+                                n_out += profile.population_axon_slots * len(np.unique(positions(p)[reached]))
+                            else:
+                                n_out += len(reached)
             per_tile.append(n_out)
         out[name] = {"worst": worst, "totals": totals, "output_axons": per_tile}
     return out
@@ -138,7 +149,7 @@ def brute_force(g: ir.Graph, projs: list[Projection], profile, tiles: dict) -> d
 # ------------------------------------------------------------------------------------------------ a small graph
 def small_graph() -> tuple[ir.Graph, list[Projection]]:
     """Every synapse kind of the lowered networks, with border effects, strides, groups, per-channel exponents,
-    two synapse groups sharing axons (a 16-bit weight's parts), a delay, a token-invariant readout and the SSA's
+    two synapse groups that may share axons (a 16-bit weight's parts), a delay, a token-invariant readout and the SSA's
     broadcast and sum synapses in both product orders."""
     def w(*shape):
         return RNG.uniform(0.5, 1.5, shape) * RNG.choice([-1, 1], shape)
@@ -190,6 +201,25 @@ def test_per_core_counts_match_brute_force():
             assert ours[name]["totals"]["input_axons"] == ref[name]["totals"]["input_axons"], name
             assert ours[name]["totals"]["synapse_bits"] == ref[name]["totals"]["synapse_bits"], name
             assert ours[name]["output_axons_per_tile"].ravel().tolist() == ref[name]["output_axons"], name
+
+
+def test_a_weights_parts_share_axons_only_where_the_profile_says_so():
+    """loihi1 gives the low part of a 16-bit weight, and each exponent group of a synapse on a core, its own axons
+    (nengo-loihi's rule: one synapse format per Synapse); a profile that lets synapse groups share axons counts
+    their common axons once, on the receiving and on the sending core."""
+    g, projs = small_graph()
+    shared = dataclasses.replace(LOIHI1, synapse_groups_share_axons=True)
+    lin = [p for p in projs if p.synapse == "lin"]  # exponents [0, 0, 1, 1]: both groups on C's first tile
+    low = [p for p in projs if p.synapse == "lin.low"]
+
+    def c_axons(ps, profile):
+        return tile_usage(g, ps, profile, {"C": TILES["C"]})["C"]["totals"]["input_axons"]
+
+    assert c_axons(lin + low, shared) == c_axons(lin, shared) == c_axons(low, shared) > 0
+    assert c_axons(lin + low, LOIHI1) == c_axons(lin, LOIHI1) + c_axons(low, LOIHI1)
+    assert c_axons(lin, LOIHI1) > c_axons(lin, shared)
+    own, one = tile_usage(g, projs, LOIHI1, TILES), tile_usage(g, projs, shared, TILES)
+    assert own["B"]["output_axons_per_tile"].sum() > one["B"]["output_axons_per_tile"].sum()
 
 
 def test_placement_obeys_every_limit_and_each_limit_binds_somewhere():
@@ -244,15 +274,45 @@ def test_auto_ssa_skips_a_form_that_cannot_be_placed(monkeypatch):
     from hw_backends.loihi import profiles
     frontend = spikformer_to_ir(randomized_model("digits-2-64", seed=4, **TINY).double())
     backend = get_backend("loihi")
-    for name, out_axons in (("tight", 40), ("tighter", 32)):  # the binary form needs more output axons per neuron
+    for name, in_axons in (("tight", 24), ("tighter", 16)):  # the binary form's readout needs more input axons
         monkeypatch.setitem(profiles.PROFILES, name, dataclasses.replace(LOIHI1, name=name,
-                                                                         output_axons_per_core=out_axons))
+                                                                         input_axons_per_core=in_axons))
     b = backend.build(frontend, ConversionOptions(target="loihi", hw="tight"))
-    assert b.ssa_form == "graded" and "output axons" in b.ssa_forms["by_form"]["binary"]["unplaceable"]
-    with pytest.raises(limits.LoihiLimitError, match="output axons per core on tight"):
+    assert b.ssa_form == "graded" and "input axons" in b.ssa_forms["by_form"]["binary"]["unplaceable"]
+    with pytest.raises(limits.LoihiLimitError, match="input axons per core on tight"):
         backend.build(frontend, ConversionOptions(target="loihi", hw="tight", ssa="binary"))
     with pytest.raises(limits.LoihiLimitError, match="the binary form fails too"):
         backend.build(frontend, ConversionOptions(target="loihi", hw="tighter"))
+
+
+def test_a_producers_fan_out_is_repaired_by_recutting_its_consumers(monkeypatch):
+    """With 40 output axons per core a neuron of the binary form feeds more consumer cores than one core can
+    address when every consumer is cut for its fewest cores; the placement re-cuts those consumers under a cap
+    on that producer's fan-out and then obeys every limit, the caps recorded; with the repair disabled (one
+    placement pass) the same network cannot be placed."""
+    from hw_backends.loihi import placement
+    g = lower(spikformer_to_ir(randomized_model("digits-2-64", seed=4, **TINY).double()), ssa_form="binary")
+    q, _ = quantize(g, weight_bits=16)
+    insert_delay_relays(q)
+    projs = schedule(q)["projections"]
+    profile = dataclasses.replace(LOIHI1, output_axons_per_core=40, synapse_groups_share_axons=True)
+    placed = place(q, projs, profile)
+    capped = {n: r["fan_out_caps"] for n, r in placed.items() if "fan_out_caps" in r}
+    assert capped
+    check = tile_usage(q, projs, profile, {n: r["tile"] for n, r in placed.items()})
+    for name, r in placed.items():
+        for k in LIMIT_NAMES:
+            assert check[name]["worst"][k] == r["worst_core"][k]["used"] <= r["worst_core"][k]["allowed"], (name, k)
+    into = placement._incoming(q, projs, q.shapes(), profile)
+    met = 0
+    for consumer, caps in capped.items():
+        for producer, c in caps.items():
+            assert placement.fan_out(into[consumer], producer, placed[consumer]["tile"], profile) == c["used"]
+            met += c["used"] <= c["cap"]
+    assert met
+    monkeypatch.setattr(placement, "FAN_OUT_PASSES", 1)
+    with pytest.raises(limits.LoihiLimitError, match="output axons per core"):
+        place(q, projs, profile)
 
 
 def test_every_profile_figure_has_a_source_and_a_status():

@@ -7,7 +7,9 @@ part (the kept axes among the output's channel axes, a "key") and its token axis
 
 Two axon formats (docs/limits.md, section 4): "discrete" (one input axon per presynaptic neuron, its own synapse
 list) and "population" (one axon per input position, the input channel carried in the spike; the kernel stored
-once per distinct tap pattern on a core; nengo-loihi's convolution format, pop32). Counts are structural: every
+once per distinct tap pattern on a core; nengo-loihi's convolution format, pop32). Where a profile keeps one
+synapse format per axon (`per_format`), each exponent group of a synapse present on a core has its own axons.
+Counts are structural: every
 connection of the geometry counts, zero weights included (an upper bound where a trained weight is exactly 0)."""
 from __future__ import annotations
 
@@ -90,10 +92,10 @@ class ConvGeometry:
         return ("conv", self.in_shape, self.out_shape, self.groups, self.kernel, self.stride, self.padding)
 
     # ---------------------------------------------------------------- per post dimension
-    def dim_stats(self, d: int, t: int, population: bool) -> DimStats:
-        return self._channels(t, population) if d == 0 else self._spatial(d - 1, t, population)
+    def dim_stats(self, d: int, t: int, population: bool, per_format: bool = False) -> DimStats:
+        return self._channels(t, population, per_format) if d == 0 else self._spatial(d - 1, t, population)
 
-    def _channels(self, t: int, population: bool) -> DimStats:
+    def _channels(self, t: int, population: bool, per_format: bool = False) -> DimStats:
         a, b = intervals(self.out_shape[0], t)
         n_int, G = len(a), self.n_exp
         onehot = np.zeros((G, self.out_shape[0] + 1), np.int64)
@@ -103,7 +105,8 @@ class ConvGeometry:
         if population:  # atoms: every input channel; one weight set per exponent group
             per_g = (cum[:, b] - cum[:, a]).T  # [n_int, G]
             n = (per_g * self.in_shape[0])[:, :, None]
-            return DimStats(a, b, np.ones(n_int, np.int64), length * self.in_shape[0], n, (n > 0).astype(np.int64))
+            reached = (per_g > 0).sum(1) if per_format else np.ones(n_int, np.int64)
+            return DimStats(a, b, reached, length * self.in_shape[0], n, (n > 0).astype(np.int64))
         g0, g1 = a // self.cout_g, (b - 1) // self.cout_g
         reps = g1 - g0 + 1
         iv = np.repeat(np.arange(n_int), reps)
@@ -114,7 +117,9 @@ class ConvGeometry:
         pairs = np.repeat(iv, G)
         grp = np.tile(np.arange(G), len(iv))
         n, cnt = _hist(pairs, per.ravel(), np.full(per.size, self.cin_g), n_int, grp, G)
-        return DimStats(a, b, reps * self.cin_g, length * self.cin_g, n, cnt)
+        reached = (np.bincount(iv, weights=(per > 0).sum(1), minlength=n_int).astype(np.int64) if per_format
+                   else reps) * self.cin_g
+        return DimStats(a, b, reached, length * self.cin_g, n, cnt)
 
     def _spatial_reach(self, d: int, a: np.ndarray, b: np.ndarray):
         """Per interval [a, b) of output positions: the input positions that can reach it (rows), how many outputs
@@ -160,11 +165,16 @@ class ConvGeometry:
         o_hi = np.minimum(N_out - 1, q // s)
         return np.where(o_lo <= o_hi, o_lo // t, 0), np.where(o_lo <= o_hi, o_hi // t, -1)
 
-    def _channel_targets(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        gam = np.arange(self.in_shape[0]) // self.cin_g
-        return gam * self.cout_g // t, ((gam + 1) * self.cout_g - 1) // t
+    def _channel_targets(self, t: int, per_format: bool) -> np.ndarray:
+        """Per conv group: the output channel tiles its outputs lie in, each counted once per exponent group
+        present there when `per_format`."""
+        o = np.arange(self.out_shape[0])
+        grp = self.exp_group if per_format else np.zeros_like(o)
+        gam, cell = o // self.cout_g, (o // t) * self.n_exp + grp
+        n_cells = (self.out_shape[0] // t + 1) * self.n_exp
+        return np.bincount(np.unique(gam * n_cells + cell) // n_cells, minlength=self.groups)
 
-    def sender_counts(self, extents: tuple, population: bool):
+    def sender_counts(self, extents: tuple, population: bool, per_format: bool = False):
         """Output axons each presynaptic neuron (discrete: array in the input shape) or position (population:
         array in the spatial input shape, times the returned factor) uses toward a post tiled with `extents`."""
         per_dim = []
@@ -172,10 +182,10 @@ class ConvGeometry:
             f, l_ = self._spatial_targets(d, extents[d + 1])
             per_dim.append(np.maximum(l_ - f + 1, 0))
         sp = per_dim[0] if len(per_dim) == 1 else np.multiply.outer(per_dim[0], per_dim[1])
+        per_gam = self._channel_targets(extents[0], per_format)
         if population:
-            return sp, len(intervals(self.out_shape[0], extents[0])[0])
-        f, l_ = self._channel_targets(extents[0])
-        return np.multiply.outer(l_ - f + 1, sp), 1
+            return sp, int(per_gam[0])
+        return np.multiply.outer(np.repeat(per_gam, self.cin_g), sp), 1
 
     def reach_indices(self, box: list[tuple[int, int]]) -> np.ndarray:
         """Flat indices (input shape) of the presynaptic neurons that reach the post box [(lo, hi) per dim]."""
@@ -243,7 +253,7 @@ class AxisGeometry:
         u, m = np.unique(iv * nk + self.out_code, return_counts=True)
         return a, b, u // nk, u % nk, m
 
-    def dim_stats(self, d: int, t: int, population: bool) -> DimStats:
+    def dim_stats(self, d: int, t: int, population: bool, per_format: bool = False) -> DimStats:
         if d == 0:
             a, b, iv, _, m = self._codes_per_interval(t)
             reached = np.bincount(iv, minlength=len(a)) * self.summed
@@ -256,7 +266,7 @@ class AxisGeometry:
             return DimStats(a, b, ln, ln, ones[:, None, None], ln[:, None, None])
         return DimStats(a, b, ones, ln, ln[:, None, None], ones[:, None, None])
 
-    def sender_counts(self, extents: tuple, population: bool):
+    def sender_counts(self, extents: tuple, population: bool, per_format: bool = False):
         _, _, _, codes, _ = self._codes_per_interval(extents[0])
         per_code = np.bincount(codes, minlength=max(math.prod(self.key_sizes), 1))
         k_tok = 1 if self.token_kept else len(intervals(self.out_shape[1], extents[1])[0])

@@ -40,6 +40,12 @@ def build(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 
                        warnings=qrep["warnings"] + res["warnings"])
 
 
+def _recut(r: dict) -> str:
+    caps = [f"{pre} (fan-out {c['used']:,}, cap {c['cap']:,})" for pre, c in r.get("fan_out_caps", {}).items()
+            if c["used"] <= c["cap"]]
+    return f"; re-cut for {', '.join(caps)}" if caps else ""
+
+
 def _placement_lines(res: dict) -> list[str]:
     prof, lim = res["profile"], res["limits"]
     lines = ["", f"## Placement on {prof['name']}", "",
@@ -47,14 +53,15 @@ def _placement_lines(res: dict) -> list[str]:
              f"{lim['input_axons']:,} input axons, {lim['output_axons']:,} output axons; {prof['cores_per_chip']} "
              "cores per chip (figures, sources and assumptions: resources.json `profile`, docs/limits.md). "
              "Binding: the limit closest to its figure on the population's fullest core (none: the population fits "
-             "one core).", "",
+             "one core); \"re-cut for\": cut under a cap on a producer's fan-out (output axons per producer neuron "
+             "toward it), so that producer fits a core (docs/limits.md, section 4).", "",
              "| population | neurons | tile | cores | binding limit | used / allowed on the fullest core |",
              "|---|---|---|---|---|---|"]
     for name, r in res["populations"].items():
         b = r["binding"]
         used = r["worst_core"][r["tightest"]]
         lines.append(f"| {name} | {r['neurons']:,} | {'x'.join(map(str, r['tile']))} | {r['cores']:,} | "
-                     f"{LIMIT_LABELS.get(b, b)} | {used['used']:,} / {used['allowed']:,} "
+                     f"{LIMIT_LABELS.get(b, b)}{_recut(r)} | {used['used']:,} / {used['allowed']:,} "
                      f"({LIMIT_LABELS[r['tightest']].split(' per')[0]}) |")
     return lines
 

@@ -31,16 +31,19 @@ LIMIT_LABELS = {"compartments": "compartments (neurons) per core", "synapse_bits
 @dataclass
 class Incoming:
     """One projection into a population: its synapse geometry, axon format and the key of the input axons it
-    uses (projections with the same presynaptic population, delay, format and geometry, e.g. the high and low
-    parts of a 16-bit weight, share their axons)."""
+    uses (where the profile lets synapse groups share axons, projections with the same presynaptic population,
+    delay, format and geometry, e.g. the high and low parts of a 16-bit weight, share them, as do a synapse's
+    exponent groups; otherwise each projection, and each exponent group of it on a core, has its own)."""
     proj: Projection
     geom: object
     population: bool
     delay_bits: int
+    shares_axons: bool
 
     @property
     def key(self) -> tuple:
-        return (self.proj.pre, self.proj.delay, self.population, self.geom.signature)
+        shared = (self.proj.pre, self.proj.delay, self.population, self.geom.signature)
+        return shared if self.shares_axons else shared + (self.proj.synapse,)
 
 
 @dataclass
@@ -123,7 +126,7 @@ class PopulationCut:
     def _classes(self, d: int, t: int) -> _Classes:
         if (d, t) not in self._cache:
             a, b = intervals(self.shape[d], t)
-            stats = [inc.geom.dim_stats(d, t, inc.population) for inc in self.incoming]
+            stats = [inc.geom.dim_stats(d, t, inc.population, not inc.shares_axons) for inc in self.incoming]
             cols = [(b - a)[:, None]]
             for st in stats:
                 cols += [st.reached[:, None], st.synapses[:, None], st.n.reshape(len(a), -1),
@@ -180,8 +183,25 @@ def _extent_candidates(size: int) -> list[int]:
     return sorted({-(-size // k) for k in range(1, size + 1)}, reverse=True)
 
 
-def choose_extents(cut: PopulationCut, allowed: dict) -> tuple[tuple, Usage]:
-    """The tile extents with the fewest tiles whose every tile obeys every limit."""
+def fan_out(incoming: list[Incoming], pre: str, extents: tuple, profile: HardwareProfile) -> int:
+    """Output axons the neediest neuron of `pre` uses toward one consumer cut with `extents` (per projection
+    the largest count, summed over the projections from `pre`: an upper bound where they differ in shape)."""
+    total, seen = 0, set()
+    for inc in incoming:
+        if inc.proj.pre != pre or inc.key in seen:
+            continue
+        seen.add(inc.key)
+        counts, factor = inc.geom.sender_counts(tuple(extents), inc.population, not inc.shares_axons)
+        per = int(counts.max()) if counts.size else 0
+        total += per * factor * profile.population_axon_slots if inc.population else per
+    return total
+
+
+def choose_extents(cut: PopulationCut, allowed: dict, caps: dict | None = None) -> tuple[tuple, Usage]:
+    """The tile extents with the fewest tiles whose every tile obeys every limit, and under which the neediest
+    neuron of each producer named in `caps` uses at most that many output axons toward this population (a cap
+    place() sets when a producer's fan-out cannot fit one core otherwise). Where no tiling meets the caps, the
+    one closest to them (smallest fan-out / cap, then fewest cores)."""
     C, spatial = cut.shape[0], cut.shape[1:]
     cap = allowed["compartments"]
     cands = []
@@ -193,7 +213,7 @@ def choose_extents(cut: PopulationCut, allowed: dict) -> tuple[tuple, Usage]:
         nc_lo = -(-C // min(C, cap // area))
         cands.append((n_sp * nc_lo, n_sp, nc_lo, sp))
     cands.sort(key=lambda c: (c[0], c[3]))
-    best = None
+    best = fallback = None  # fallback: where no tiling meets the caps, the one that comes closest
     for lb, n_sp, nc_lo, sp in cands:
         if best is not None and lb >= best[0]:
             break
@@ -218,8 +238,16 @@ def choose_extents(cut: PopulationCut, allowed: dict) -> tuple[tuple, Usage]:
                 lo = mid + 1
         ext = (-(-C // hi),) + sp
         cores = n_sp * len(intervals(C, ext[0])[0])
+        if caps:  # fewer channel tiles only lower a producer's fan-out: the fewest that fit decide for sp
+            excess = max(fan_out(cut.incoming, pre, ext, cut.profile) / cap for pre, cap in caps.items())
+            if excess > 1:
+                if fallback is None or (excess, cores) < fallback[:2]:
+                    fallback = (excess, cores, ext, u)
+                continue
         if best is None or cores < best[0]:
             best = (cores, ext, u)
+    if best is None and fallback is not None:
+        return fallback[2], fallback[3]
     if best is None:
         unit = (1,) * len(cut.shape)
         u = cut.usage(unit, allowed)
@@ -242,7 +270,8 @@ def _incoming(g: ir.Graph, projs: list[Projection], shapes: dict, profile: Hardw
         if p.delay.bit_length() > profile.max_delay_bits:
             raise L.LoihiLimitError(f"{p.synapse} ({p.pre} -> {p.post})", f"synaptic delay ({profile.max_delay_bits} "
                                     f"bit, {profile.name})", p.delay, 2 ** profile.max_delay_bits - 1)
-        into.setdefault(p.post, []).append(Incoming(p, geom, population, p.delay.bit_length()))
+        into.setdefault(p.post, []).append(Incoming(p, geom, population, p.delay.bit_length(),
+                                                     profile.synapse_groups_share_axons))
     return into
 
 
@@ -255,7 +284,7 @@ def _sender_load(name: str, shape: tuple, into: dict, tiles: dict, profile: Hard
             if inc.proj.pre != name or inc.key in seen:
                 continue
             seen.add(inc.key)
-            counts, factor = inc.geom.sender_counts(tuple(tiles[post]), inc.population)
+            counts, factor = inc.geom.sender_counts(tuple(tiles[post]), inc.population, not inc.shares_axons)
             sender.add(counts * (profile.population_axon_slots if inc.population else 1), factor, inc.population)
     return sender
 
@@ -276,22 +305,44 @@ def tile_usage(g: ir.Graph, projs: list[Projection], profile: HardwareProfile, t
     return out
 
 
-def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile) -> dict:
-    """Tiles, usage and cores of every population; cores numbered population by population in topological order
-    (tiles row-major over the grid), chip = core // cores_per_chip (nengo-loihi's Greedy allocator's rule)."""
-    shapes = g.shapes()
-    allowed = profile.limits()
-    into = _incoming(g, projs, shapes, profile)
-    order = [n for n in g.topo_order() if isinstance(g.nodes[n], POPULATION_TYPES)]
+FAN_OUT_PASSES = 6  # placements tried while a producer's fan-out is repaired by re-cutting its consumers
+
+
+class _FanOut(Exception):
+    """A producer's neuron needs more output axons than a core has; `placed`: the cuts made before it."""
+
+    def __init__(self, error: L.LoihiLimitError, producer: str, placed: dict):
+        super().__init__(str(error))
+        self.error, self.producer, self.placed = error, producer, placed
+
+
+def _consumers(into: dict, pre: str) -> list[str]:
+    return sorted({post for post, incs in into.items() if any(inc.proj.pre == pre for inc in incs)})
+
+
+def _place_pass(order: list[str], shapes: dict, into: dict, profile: HardwareProfile, allowed: dict, caps: dict,
+                previous: dict) -> dict:
+    """One placement, consumers first. Populations cut before the first capped one are taken from `previous`
+    (their cut does not depend on the caps). Raises _FanOut where a producer's fan-out does not fit a core."""
     placed: dict[str, dict] = {}
+    reuse = True
     for name in reversed(order):
+        reuse = reuse and name not in caps and name in previous
+        if reuse:
+            placed[name] = previous[name]
+            continue
         shape = tuple(shapes[name])
         incoming = into.get(name, [])
         if not incoming:
             raise ir.IRValidationError(f"{name}: population without input")
         sender = _sender_load(name, shape, into, {k: v["tile"] for k, v in placed.items()}, profile)
         cut = PopulationCut(name, shape, incoming, sender, profile)
-        ext, usage = choose_extents(cut, allowed)
+        try:
+            ext, usage = choose_extents(cut, allowed, caps.get(name))
+        except L.LoihiLimitError as e:
+            if e.limit.startswith(LIMIT_LABELS["output_axons"]) and _consumers(into, name):
+                raise _FanOut(e, name, placed) from None
+            raise
         grid = tuple(len(intervals(s, t)[0]) for s, t in zip(shape, ext))
         ratios = usage.ratios(allowed)
         tightest = max(LIMIT_NAMES, key=lambda k: ratios[k])
@@ -303,8 +354,47 @@ def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile) -> dic
             "input_axons": usage.totals["input_axons"], "output_axons": usage.totals.get("output_axons", 0),
             "axon_formats": {inc.proj.synapse: ("population" if inc.population else "discrete")
                              for inc in incoming}}
-    offset = 0
+        if name in caps:  # what the repair asked and what this cut gives (above the cap where no tiling meets it)
+            placed[name]["fan_out_caps"] = {pre: {"cap": cap, "used": fan_out(incoming, pre, ext, profile)}
+                                            for pre, cap in caps[name].items()}
+    return placed
+
+
+def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile) -> dict:
+    """Tiles, usage and cores of every population; cores numbered population by population in topological order
+    (tiles row-major over the grid), chip = core // cores_per_chip (nengo-loihi's Greedy allocator's rule).
+
+    Consumers are cut first, each for its fewest cores; a producer whose neuron then needs more output axons
+    than a core has (it feeds too many consumer cores) is repaired by re-cutting its consumers under a cap on
+    that producer's fan-out toward each (its share of the allowed output axons, by its present use), e.g. a
+    3x3 conv cut into deeper channel tiles over fewer positions, and placing again; the caps only tighten,
+    for at most FAN_OUT_PASSES placements, after which the producer's LoihiLimitError stands."""
+    shapes = g.shapes()
+    allowed = profile.limits()
+    into = _incoming(g, projs, shapes, profile)
+    order = [n for n in g.topo_order() if isinstance(g.nodes[n], POPULATION_TYPES)]
+    caps: dict[str, dict[str, int]] = {}  # consumer -> producer -> most output axons toward it
+    previous: dict[str, dict] = {}
+    for _ in range(FAN_OUT_PASSES):
+        try:
+            placed = _place_pass(order, shapes, into, profile, allowed, caps, previous)
+            break
+        except _FanOut as f:
+            last = f
+            tiles = {k: v["tile"] for k, v in f.placed.items()}
+            share = {q: fan_out(into[q], f.producer, tiles[q], profile) for q in _consumers(into, f.producer)}
+            total = sum(share.values())
+            budget = allowed["output_axons"] - len(share)  # room for rounding down
+            new = {q: max(1, use * budget // max(total, 1)) for q, use in share.items()}
+            if all(caps.get(q, {}).get(f.producer, math.inf) <= c for q, c in new.items()):
+                raise f.error from None  # no cap tightens: the repair cannot progress
+            for q, c in new.items():
+                caps.setdefault(q, {})[f.producer] = min(c, caps.get(q, {}).get(f.producer, math.inf))
+            previous = f.placed
+    else:
+        raise last.error from None
     out = {}
+    offset = 0
     for name in order:
         r = placed[name]
         r["first_core"] = offset

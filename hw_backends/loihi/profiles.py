@@ -16,6 +16,8 @@ NL_CFG = f"{NL_BLOCK}, SynapseConfig.bits_per_axon / Synapse.bits"
 NL_AXON = f"{NL_BLOCK}, Axon.axon_slots (pop32: 2 slots per axon)"
 NL_CONNECTION = ("[NL] nengo_loihi/config.py: Connection pop_type default 32; builder/connection.py: convolutions "
                  "as population axons")
+NL_AXONS_PER_SYNAPSE = ("[NL] nengo_loihi/block.py: Axon.target is one Synapse (each Synapse is reached by its own "
+                        "axons); hardware/nxsdk_objects.py writes one synapseMap entry per axon of each Synapse")
 NL_ALLOC = "[NL] nengo_loihi/hardware/allocators.py: Greedy(cores_per_chip=128)"
 BRIEF = "[B] Intel Loihi 2 brief (2021)"
 LAVA = "[L] lava-nc 0.10.0 PyDelaySparseModelBitAcc (6-bit delays)"
@@ -49,6 +51,8 @@ class HardwareProfile:
     memory_word_bits: int               # ... rounded up to whole words
     population_axon_slots: int          # output-axon slots a population axon (pop32) takes on its sending core
     population_axons: bool              # convolution-shaped projections may use population axons
+    synapse_groups_share_axons: bool    # projections alike in source, delay, format and geometry (the high and
+    #                                     low parts of a 16-bit weight) drive one list of synapses per input axon
     sources: dict = field(default_factory=dict, compare=False)  # field name -> Figure
 
     def limits(self) -> dict:
@@ -77,9 +81,10 @@ LOIHI1 = HardwareProfile(
     cores_per_chip=128, neurons_per_core=1024, synapse_memory_bits_per_core=1_048_576, input_axons_per_core=4096,
     output_axons_per_core=4096, weight_bits=8, max_delay_bits=6, index_bits_min=6, index_bits_max=12,
     synapses_per_block=64, block_header_bits=10, memory_word_bits=64, population_axon_slots=2,
-    population_axons=True,
+    population_axons=True, synapse_groups_share_axons=False,
     sources={
         "cores_per_chip": Figure(SOURCED, NL_ALLOC),
+        "synapse_groups_share_axons": Figure(SOURCED, NL_AXONS_PER_SYNAPSE),
         "neurons_per_core": Figure(SOURCED, f"{NL_BLOCK}: MAX_COMPARTMENTS"),
         "synapse_memory_bits_per_core": Figure(SOURCED, f"{NL_BLOCK}: MAX_SYNAPSE_BITS"),
         "input_axons_per_core": Figure(SOURCED, f"{NL_BLOCK}: MAX_IN_AXONS"),
@@ -99,7 +104,7 @@ LOIHI2 = HardwareProfile(
     cores_per_chip=128, neurons_per_core=8192, synapse_memory_bits_per_core=_L2_SYNAPSES_PER_CHIP // 128,
     input_axons_per_core=4096, output_axons_per_core=4096, weight_bits=8, max_delay_bits=6, index_bits_min=6,
     index_bits_max=13, synapses_per_block=64, block_header_bits=10, memory_word_bits=64, population_axon_slots=2,
-    population_axons=True,
+    population_axons=True, synapse_groups_share_axons=True,
     sources={
         "cores_per_chip": Figure(SOURCED, f"{BRIEF}: 128 neuro cores per chip; [O] Orchard et al. 2021"),
         "neurons_per_core": Figure(DERIVED, f"{BRIEF}: up to 1M neurons per chip; 2^20 / 128 cores",
@@ -118,6 +123,14 @@ LOIHI2 = HardwareProfile(
                                         "no Loihi 2 figure is published; binds only for populations whose neurons "
                                         "feed many cores"),
         "max_delay_bits": Figure(SOURCED, LAVA),
+        "synapse_groups_share_axons": Figure(
+            ASSUMPTION, "an input axon names one list of synapse entries (synapseMap: pointer and length) and every "
+                        "entry names its own synapse format (nengo-loihi's nxsdk_objects.py writes synFmtId per "
+                        "entry), so the high and low parts of a 16-bit weight, two formats with different weight "
+                        "exponents, can sit in one list behind one axon",
+            "nengo-loihi gives each part its own axons (the loihi1 profile does the same); without sharing a "
+            "16-bit projection needs twice the input and output axons, and the official cifar10-4-384 and "
+            "imagenet weights then need --weight-bits 8 (docs/limits.md, section 5)"),
         "index_bits_max": Figure(ASSUMPTION, "the smallest index that addresses 8192 compartments",
                                  "Loihi 1's map stops at 12 bits (4096 compartments); a 12-bit field would cap a "
                                  "core's sparse synapse targets at 4096 compartments"),
