@@ -310,6 +310,9 @@ def test_a_producers_fan_out_is_repaired_by_recutting_its_consumers(monkeypatch)
             assert placement.fan_out(into[consumer], producer, placed[consumer]["tile"], profile) == c["used"]
             met += c["used"] <= c["cap"]
     assert met
+    from hw_backends.loihi.export import _placement_lines
+    summary = "\n".join(_placement_lines(map_resources(q, projs, profile)))
+    assert "; re-cut for " in summary and "(fan-out " in summary
     monkeypatch.setattr(placement, "FAN_OUT_PASSES", 1)
     with pytest.raises(limits.LoihiLimitError, match="output axons per core"):
         place(q, projs, profile)
