@@ -209,7 +209,13 @@ def gpu_summary() -> dict:
     if not path.exists():
         return {"measured": False, "reason": "bench/bench_sim_gpu.py has not run on a machine with a CUDA GPU"}
     r = json.loads(path.read_text())
-    return {"measured": True, "date": r["date"], "gpu": r["machine"]["gpu"],
+    commit = r.get("commit")
+    changed = None  # has the simulator (sim/) changed since the GPU run's commit?
+    if commit:
+        d = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", "sim"], cwd=ROOT, capture_output=True)
+        changed = {0: False, 1: True}.get(d.returncode)
+    return {"measured": True, "date": r["date"], "gpu": r["machine"]["gpu"], "commit": commit,
+            "sim_changed_since": changed,
             "identical_mismatches": sum(row["node_by_node"]["mismatches"] + row["fused"]["mismatches"]
                                         for row in r["identical"]),
             "ratios": {f"{row['ssa_form']} b{row['batch']}": row["ratio"] for row in r["time_vs_reference"]},
@@ -228,7 +234,14 @@ def main() -> None:
     ap.add_argument("--imagenet-batches", default="1,4")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--imagenet-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite sim.md from bench/results/sim.json (the GPU row refreshed) without measuring")
     a = ap.parse_args()
+    if a.render_only:
+        results = json.loads((OUT / "sim.json").read_text())
+        results["gpu"] = gpu_summary()
+        write_results(results)
+        return
     if a.memory_child:
         _memory_child()
         return
@@ -243,9 +256,16 @@ def main() -> None:
         if a.lava_event_samples:
             results["lava_vs_simulator_events"] = lava_vs_sim(a.lava_event_samples, "event-digits")
     results["gpu"] = gpu_summary()
+    results["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip()
+    write_results(results)
+
+
+def write_results(results: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     lines = ["# Simulator benchmark", "", f"Machine: {os.cpu_count()} CPU cores, torch threads 2. Command: "
-             "`.venv/bin/python bench/bench_sim.py`.", "",
+             "`.venv/bin/python bench/bench_sim.py`. Commit: "
+             f"{results.get('commit') or 'not recorded (a run before the bench recorded it)'}.", "",
              "| measurement | value | target |", "|---|---|---|"]
     for form, r in results["time_vs_reference"].items():
         lines.append(f"| sim / reference time, cifar10-4-384 b16, SSA {form} | {r['ratio']:.2f}x "
@@ -276,9 +296,12 @@ def main() -> None:
     gpu = results["gpu"]
     if gpu["measured"]:
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in gpu["ratios"].items())
-        lines.append(f"| GPU ({gpu['gpu']}, {gpu['date']}, bench/results/sim_gpu.md) | cuda vs cpu differences "
-                     f"{gpu['identical_mismatches']}; sim / reference {ratios}; 50,000-image imagenet parity "
-                     f"{(gpu['imagenet_parity_50k_projected_s'] or 0) / 60:.1f} min | identical |")
+        since = {True: f"; sim/ has changed since {gpu['commit']}: the present engine has not run on a GPU",
+                 False: f"; sim/ unchanged since {gpu['commit']}"}.get(gpu.get("sim_changed_since"), "")
+        lines.append(f"| GPU ({gpu['gpu']}, {gpu['date']}, commit {gpu.get('commit')}, bench/results/sim_gpu.md) | "
+                     f"cuda vs cpu differences {gpu['identical_mismatches']}; sim / reference {ratios}; 50,000-image "
+                     f"imagenet parity {(gpu['imagenet_parity_50k_projected_s'] or 0) / 60:.1f} min{since} | "
+                     "identical |")
     else:
         lines.append(f"| GPU | not measured: {gpu['reason']} | |")
     for name, text in (("sim.json", json.dumps(results, indent=1)), ("sim.md", "\n".join(lines) + "\n")):
