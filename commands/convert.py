@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     options = conversion_options(args, args.target, device=args.device)
 
     t0 = time.perf_counter()
-    build = convert(ckpt, options)
+    build = convert(ckpt, options, progress=True)
     t1 = time.perf_counter()
     summary = build.export(out, converter=PROG)
     t2 = time.perf_counter()

@@ -54,7 +54,7 @@ class Backend:
     default_suffix: ClassVar[str] = ""
     ssa_forms: ClassVar[tuple] = ("binary",)
 
-    def build(self, frontend: ir.Graph, options: ConversionOptions) -> TargetBuild:
+    def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
         raise NotImplementedError
 
     def check_output(self, out_path) -> Path:

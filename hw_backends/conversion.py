@@ -85,8 +85,9 @@ class Build:
         return self.backend.export(self, out_path, self.model_info(**info))
 
 
-def convert(source, options: ConversionOptions | None = None) -> Build:
-    """`source`: a checkpoint path (loaded safely, torch.load weights_only) or a ModelSource."""
+def convert(source, options: ConversionOptions | None = None, progress: bool = False) -> Build:
+    """`source`: a checkpoint path (loaded safely, torch.load weights_only) or a ModelSource. `progress`: a
+    progress bar over the target's long steps where stderr is a terminal."""
     options = options or ConversionOptions()
     backend = get_backend(options.target)  # an unknown target fails before any work
     if not isinstance(source, ModelSource):  # a missing or unsafe file: CheckpointError from spikformer.checkpoint
@@ -96,6 +97,6 @@ def convert(source, options: ConversionOptions | None = None) -> Build:
         frontend.metadata["input_value_grid"] = source.input_grid
     if frontend.metadata.get("input_per_step") and source.binary_events:
         frontend.metadata["input_binary"] = True  # event frames of 0/1: binary spikes on chip, not graded
-    target = backend.build(frontend, options)
+    target = backend.build(frontend, options, progress=progress)
     target.graph.validate()
     return Build(options, source, backend, frontend, target)

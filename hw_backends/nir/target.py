@@ -20,7 +20,7 @@ class NIRBackend(Backend):
     default_suffix = ".nir"
     ssa_forms = ("binary",)  # graded spikes and product neurons have no NIR node type
 
-    def build(self, frontend: ir.Graph, options: ConversionOptions) -> TargetBuild:
+    def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
         form = self.resolve_ssa(options.ssa)
         g = lower(frontend, ssa_order=options.ssa_order, ssa_form=form)
         return TargetBuild(lowered=g, graph=g, numeric="float", ssa_form=form)
