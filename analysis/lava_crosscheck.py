@@ -11,7 +11,7 @@ import torch
 
 from convert import ir
 from hw_backends.loihi.lava_graph import check_matrix_sizes, readout_population
-from hw_backends.loihi.lava_run import graph_and_schedule, populations, record_list, run_lava
+from hw_backends.loihi.lava_run import LavaTimeoutError, graph_and_schedule, populations, record_list, run_lava
 from sim.engine import Engine
 
 
@@ -97,7 +97,7 @@ class EngineCrosscheck:
 
 
 def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin_models: bool = True,
-                    crosscheck: bool = True):
+                    crosscheck: bool = True, retries: int = 1):
     """The `sim_runner` of analysis.parity.run_parity for the Lava engine (`spk-parity --engine lava`).
 
     `built`: a Loihi build (or an export directory, or a (graph, schedule) pair). Returns
@@ -107,7 +107,9 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
     (images (C, H, W), tokens (C, N)): spikes of a LIF population, payloads of a graded one, and for the
     readout its v at every logical step (the simulator's record of it). Every requested population is recorded
     in this run, whatever the export's own record list; a name that is not a population raises ValueError.
-    One isolated Lava run (run_lava, killed after `timeout_s`) per call; `runner.last_result` keeps the last
+    One isolated Lava run (run_lava, killed after `timeout_s`) per call, started afresh up to `retries` times
+    when it times out (lava-nc's runtime occasionally hangs, README "Parity"; every timeout is kept in
+    `runner.timeouts` and reported, never hidden); `runner.last_result` keeps the last
     LavaResult (timing, process counts). With `crosscheck`, every population of the network is recorded and
     compared exactly with the fixed-point simulator on the same images (`runner.crosscheck`, an
     EngineCrosscheck accumulated over the calls)."""
@@ -125,8 +127,15 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
         rec = check.populations if check else [n for n in names if n != readout]
         x = images.detach().to("cpu", torch.float64) if isinstance(images, torch.Tensor) \
             else torch.as_tensor(np.asarray(images), dtype=torch.float64)
-        res = run_lava((g, sched), x.numpy(), record=rec, timeout_s=timeout_s, progress=progress,
-                       pin_models=pin_models, readout_steps=check is not None or readout in names)
+        for attempt in range(retries + 1):
+            try:
+                res = run_lava((g, sched), x.numpy(), record=rec, timeout_s=timeout_s, progress=progress,
+                               pin_models=pin_models, readout_steps=check is not None or readout in names)
+                break
+            except LavaTimeoutError as e:
+                runner.timeouts.append({"samples": int(x.shape[0]), "timeout_s": timeout_s, "error": str(e)})
+                if attempt == retries:
+                    raise
         runner.last_result = res
         if check is not None:
             check.add(x, res)
@@ -139,6 +148,7 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
         return logits_v, {n: records[n] for n in names}
 
     runner.last_result = None
+    runner.timeouts = []
     runner.crosscheck = check
     runner.graph, runner.schedule, runner.readout = g, sched, readout
     return runner

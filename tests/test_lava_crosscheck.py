@@ -246,6 +246,32 @@ def test_timeout_kills_the_lava_processes(tiny_built):
         os.killpg(e.value.pgid, 0)
 
 
+def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_built, monkeypatch):
+    """A Lava run that times out (lava-nc's runtime occasionally hangs) is killed and started again, up to
+    `retries` times; every timeout is kept on the runner; with no retry left the timeout is raised."""
+    from analysis import lava_crosscheck
+    from hw_backends.loihi.lava_run import LavaTimeoutError
+    real, calls = lava_crosscheck.run_lava, []
+
+    def hangs_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise LavaTimeoutError("the Lava run did not finish within 7 s (a stand-in for a hang)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lava_crosscheck, "run_lava", hangs_once)
+    runner = lava_crosscheck.make_sim_runner(tiny_built, timeout_s=7, retries=1)
+    runner(digits(1), [])
+    assert len(calls) == 2 and runner.timeouts == [
+        {"samples": 1, "timeout_s": 7, "error": "the Lava run did not finish within 7 s (a stand-in for a hang)"}]
+    assert runner.crosscheck.to_dict()["differences"] == 0
+    calls.clear()
+    no_retry = lava_crosscheck.make_sim_runner(tiny_built, timeout_s=7, retries=0)
+    with pytest.raises(LavaTimeoutError):
+        no_retry(digits(1), [])
+    assert len(calls) == 1 and len(no_retry.timeouts) == 1
+
+
 def test_export_dir_loads_as_the_same_network(tiny_built, tmp_path):
     from hw_backends.loihi.lava_graph import load_export
     write_artifacts(tmp_path, tiny_built, {"name": "tiny"}, {})
@@ -396,10 +422,12 @@ def test_parity_cli_lava_engine_runs_the_demo_size_model(tmp_path):
     ckpt = save_checkpoint(tmp_path / "demo_size.pt", randomized_model("digits-2-64", seed=2, attn_drive=1.0))
     out = tmp_path / "parity_lava"
     rc = main([str(ckpt), "--target", "loihi", "--engine", "lava", "--samples", "2", "--data", "digits",
-               "--device", "cpu", "--min-agreement", "0", "--no-progress", "-o", str(out)])
+               "--device", "cpu", "--min-agreement", "0", "--no-progress", "--lava-timeout", "300",
+               "--lava-retries", "1", "-o", str(out)])
     assert rc == 0
     rep = json.loads((out / "parity.json").read_text())
     xc = rep["engine_crosscheck"]
+    assert isinstance(xc["lava_timeouts"], list)
     assert xc["differences"] == 0 and xc["spike_mismatches"] == 0 and xc["readout_step_mismatches"] == 0
     assert xc["populations"] >= 30 and xc["spikes_compared"] > 500_000
     assert any(d["rate_simulator"] > 0 for d in rep["layers"] if "attn" in d["layer"])
