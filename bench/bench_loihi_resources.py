@@ -1,7 +1,8 @@
 """Loihi placement of every preset under both hardware profiles (hw_backends/loihi/profiles.py: loihi2 and loihi1),
 both SSA forms and both weight precisions: cores, chips, pipeline latency, the limit that binds each population,
 and a check that no population's fullest core exceeds any per-core limit of its profile. Random-weight models
-(seed 0): the placement does not depend on trained values (the counts are structural). A configuration that
+(seed 0): the counts are structural, except that the weight-exponent groups of a synapse follow its weights'
+magnitudes (loihi1 gives each group on a core its own axons), so trained weights may differ there. A configuration that
 cannot be placed is reported with the population, the limit, used and allowed (LoihiLimitError).
 
 Weight precisions: 16 (the default: high and low 8-bit synapse groups per dense weight) and 8.
@@ -95,7 +96,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["# Loihi placement per preset and hardware profile", "",
              "Every population cut into tiles (one per core) so that on every core compartments, synapse memory, "
              "input axons and output axons stay within the profile's per-core figures (hw_backends/loihi/profiles.py; "
-             "sources and assumptions: docs/limits.md). Random-weight presets (seed 0). `bound by`: populations per "
+             "sources and assumptions: docs/limits.md). Random-weight presets (seed 0; the counts are structural except "
+             "the weight-exponent groups per synapse, which follow the weights). `bound by`: populations per "
              "binding limit (none: the population fits one core). `fullest`: the highest used/allowed fraction of "
              "each limit over all cores (compartments / synapse bits / input axons / output axons). `over`: "
              "populations with a core over a limit, recounted from the chosen tiles (must be 0). A configuration that "
