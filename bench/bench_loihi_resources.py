@@ -96,8 +96,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["# Loihi placement per preset and hardware profile", "",
              "Every population cut into tiles (one per core) so that on every core compartments, synapse memory, "
              "input axons and output axons stay within the profile's per-core figures (hw_backends/loihi/profiles.py; "
-             "sources and assumptions: docs/limits.md). Random-weight presets (seed 0; the counts are structural except "
-             "the weight-exponent groups per synapse, which follow the weights). `bound by`: populations per "
+             "sources and assumptions: docs/limits.md). Random-weight presets (seed 0; the counts are structural "
+             "except the weight-exponent groups per synapse, which follow the weights). `bound by`: populations per "
              "binding limit (none: the population fits one core). `fullest`: the highest used/allowed fraction of "
              "each limit over all cores (compartments / synapse bits / input axons / output axons). `over`: "
              "populations with a core over a limit, recounted from the chosen tiles (must be 0). A configuration that "

@@ -40,7 +40,6 @@ most of it); --presets digits-2-64 about a minute. Exit 2 with one line if the v
 from __future__ import annotations
 
 import argparse
-import glob
 import inspect
 import json
 import math
@@ -50,12 +49,16 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from venv_tools import find_python, pip_error, short  # bench/, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ground.atomic import write_text  # noqa: E402 (needs ROOT on sys.path)
+
+SHORT = 300  # characters of a one-line cause in the results
 WORKER = ROOT / "bench" / "nengo_placement_worker.py"
 OUT = ROOT / "bench" / "results"
 DEFAULT_CACHE = Path(os.path.expanduser("~/.cache/spk-nengo-loihi"))
@@ -79,42 +82,6 @@ LAYERS_OTHER_BITS = {"cifar10-4-384": ["patch_embed.proj_lif1", "patch_embed.max
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _short(s, n: int = 300) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def _find_python(version: str = "3.10") -> str | None:
-    """python3.10: this venv's base interpreter when it is 3.10, else python3.10 on PATH or under pyenv (checked to
-    run: a pyenv shim exists for versions that are not selected)."""
-    cands = []
-    if version == f"{sys.version_info[0]}.{sys.version_info[1]}":
-        cands.append(os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable))
-    cands += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")), reverse=True)
-    cands += [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}", shutil.which(f"python{version}")]
-    for c in cands:
-        if not c or not os.path.exists(c):
-            continue
-        try:
-            r = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True,
-                               timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0 and r.stdout.strip() == str(tuple(int(x) for x in version.split("."))):
-            return c
-    return None
-
-
-def _pip_error(out: str) -> str:
-    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-    for key in ("ResolutionImpossible", "No matching distribution", "requires a different Python",
-                "Could not find a version", "ERROR:", "error:"):
-        for ln in lines:
-            if key in ln:
-                return _short(ln)
-    return _short(lines[-1] if lines else "pip failed")
-
-
 def ensure_venv(cache: Path, timeout: float) -> dict:
     """Creates (or reuses) CACHE/venv with REQUIREMENTS. Returns {ok, python, reused, seconds, freeze, cause, log}."""
     t0 = time.time()
@@ -128,7 +95,7 @@ def ensure_venv(cache: Path, timeout: float) -> dict:
         if info.get("requirements") == REQUIREMENTS:
             res.update(info, ok=True, reused=True, python=str(py), seconds=0.0)
             return res
-    base = _find_python("3.10")
+    base = find_python("3.10")
     if base is None:
         res.update(cause="no python3.10 interpreter found (PATH, ~/.pyenv/versions)", seconds=0.0)
         return res
@@ -150,12 +117,12 @@ def ensure_venv(cache: Path, timeout: float) -> dict:
             return res
         log.write(r.stdout + f"\n[exit {r.returncode}]\n")
     if r.returncode != 0:
-        res.update(cause="pip: " + _pip_error(r.stdout), seconds=round(time.time() - t0, 1))
+        res.update(cause="pip: " + pip_error(r.stdout, SHORT), seconds=round(time.time() - t0, 1))
         return res
     chk = subprocess.run([str(py), "-c", "import nengo_loihi, nengo; print(nengo_loihi.__version__)"],
                          capture_output=True, text=True, timeout=300)
     if chk.returncode != 0:
-        res.update(cause="import nengo_loihi failed: " + _short(chk.stderr.strip().splitlines()[-1:]),
+        res.update(cause="import nengo_loihi failed: " + short(chk.stderr.strip().splitlines()[-1:], SHORT),
                    seconds=round(time.time() - t0, 1))
         return res
     fr = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True)
@@ -177,22 +144,6 @@ def nengo_info(py: str) -> tuple[dict, dict]:
             "'out_axons': b.MAX_OUT_AXONS, 'synapse_bits': b.MAX_SYNAPSE_BITS}]))\n")
     r = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=300)
     return tuple(json.loads(r.stdout)) if r.returncode == 0 else ({}, {})
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------ our side
@@ -280,7 +231,7 @@ def ours_variants(q, projs, name: str, tile: list, tiles: dict | None = None) ->
                 out["one_exponent"]["output_axons"] = int(load.per_tile(tuple(tile)).max())
         return out
     except Exception as e:  # noqa: BLE001 - an internal API that moved: the bench still reports the rest
-        return {"error": _short(f"{type(e).__name__}: {e}")}
+        return {"error": short(f"{type(e).__name__}: {e}", SHORT)}
 
 
 def _valid_positions(n_in: int, n_out: int, k: int, s: int, p: int) -> "list[int]":
@@ -480,7 +431,7 @@ def run_worker(py: str, cases: list[dict], weights: dict, work: Path, args) -> d
             out.update(json.loads(line))
         else:
             out["fatal"] = (f"worker exit {r.returncode} (rerun with --resume to keep the finished cases): "
-                            + _short(r.stderr.strip().splitlines()[-1:] or ""))
+                            + short(r.stderr.strip().splitlines()[-1:] or "", SHORT))
     except subprocess.TimeoutExpired:
         out["fatal"] = f"worker timed out after {args.timeout} s (rerun with --resume to keep the finished cases)"
     if "cases" not in out:
@@ -815,7 +766,8 @@ def write_markdown(res: dict) -> str:
 METHOD = [
     "nengo-loihi 1.1.0 in its own venv (Python 3.10; nengo 3.2.0, the newest nengo it declares tested; numpy<2 "
     "because nengo 3.2.0 imports numpy.product, gone in numpy 2). The main venv is untouched and imports nothing "
-    "of nengo; bench/nengo_placement_worker.py runs inside that venv and imports nothing of this repository.",
+    "of nengo; bench/nengo_placement_worker.py runs inside that venv and imports nothing of this repository but "
+    "bench/worker_tools.py (standard library only).",
     "Layers: the quantised graph spk-convert --target loihi builds (export.build; SSA form and weight bits per "
     "entry, default graded and 8) of a randomized "
     "preset (spikformer.synthetic.randomized_model, seed 0); each layer is one population with all its incoming "
@@ -865,7 +817,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.render_only:
-        write_atomic(out / "nengo_placement.md", write_markdown(json.loads(Path(args.render_only).read_text())))
+        write_text(out / "nengo_placement.md", write_markdown(json.loads(Path(args.render_only).read_text())))
         return 0
     t_start = time.time()
     cache = Path(args.cache_dir)
@@ -957,9 +909,9 @@ def main(argv=None) -> int:
     res["layers"], res["skipped_layers"] = rows, skipped_layers
     res["findings"] = findings(rows)
     res["seconds_total"] = round(time.time() - t_start, 1)
-    write_atomic(out / "nengo_placement.json", json.dumps(res, indent=1, default=str))
+    write_text(out / "nengo_placement.json", json.dumps(res, indent=1, default=str))
     md = write_markdown(res)
-    write_atomic(out / "nengo_placement.md", md)
+    write_text(out / "nengo_placement.md", md)
     print(md)
     print(f"wrote {out / 'nengo_placement.json'} and {out / 'nengo_placement.md'} ({res['seconds_total']:.0f} s)")
     return 0

@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from venv_tools import find_python, pip_error, short  # bench/, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "bench" / "nir_interop_worker.py"
 OUT = ROOT / "bench" / "results"
@@ -101,11 +103,6 @@ def overlay_pins() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _short(s: str, n: int = 240) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
 def _du(path: Path) -> int:
     """Bytes on disk under path, not following symlinks."""
     total = 0
@@ -117,28 +114,6 @@ def _du(path: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def _find_python(version: str) -> str | None:
-    """An interpreter for `version` ("3.10"): this venv's base interpreter when it matches, else python<ver> on
-    PATH (checked to run: pyenv shims exist for versions that are not selected), else ~/.pyenv/versions."""
-    cands = []
-    if version == f"{sys.version_info[0]}.{sys.version_info[1]}":
-        base = getattr(sys, "_base_executable", None) or sys.executable
-        cands.append(os.path.realpath(base))  # a venv's python is a symlink to its base interpreter
-    cands += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")), reverse=True)
-    cands += [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}", shutil.which(f"python{version}")]
-    for c in cands:
-        if not c or not os.path.exists(c):
-            continue
-        try:
-            r = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
-                               text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0 and r.stdout.strip() == str(tuple(int(x) for x in version.split("."))):
-            return c
-    return None
 
 
 def _local_cpu_torch(py_tag: str) -> str | None:
@@ -206,17 +181,6 @@ def _pip(py: Path, args: list[str], log, timeout: float) -> subprocess.Completed
     return r
 
 
-def _pip_error(out: str) -> str:
-    """The one line of pip output that says why it failed."""
-    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-    for key in ("ResolutionImpossible", "No matching distribution", "requires a different Python",
-                "Could not find a version", "ERROR:", "error:"):
-        for ln in lines:
-            if key in ln:
-                return _short(ln)
-    return _short(lines[-1] if lines else "pip failed")
-
-
 def ensure_venv(name: str, cache: Path, timeout: float) -> dict:
     """Creates (or reuses) the consumer's venv. Returns {ok, python, venv, reused, seconds, torch_source, cause,
     log}."""
@@ -236,7 +200,7 @@ def ensure_venv(name: str, cache: Path, timeout: float) -> dict:
         info = json.loads((venv / ".spk-installed").read_text())
         res.update(info, ok=True, reused=True, python=str(py), seconds=0.0)
         return res
-    base_py = _find_python(spec["python"])
+    base_py = find_python(spec["python"])
     if base_py is None:
         res.update(cause=f"no python{spec['python']} interpreter found", seconds=time.time() - t0)
         return res
@@ -253,7 +217,7 @@ def ensure_venv(name: str, cache: Path, timeout: float) -> dict:
                 shutil.rmtree(venv)
             r = subprocess.run([base_py, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=600)
             if r.returncode != 0:
-                res.update(cause=_short(f"venv creation failed: {r.stderr or r.stdout}"))
+                res.update(cause=short(f"venv creation failed: {r.stderr or r.stdout}"))
                 break
             site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                        capture_output=True, text=True).stdout.strip())
@@ -288,7 +252,7 @@ def ensure_venv(name: str, cache: Path, timeout: float) -> dict:
                 (venv / ".spk-installed").write_text(json.dumps(info, indent=1))
                 res.update(info, ok=True, python=str(py), cause=None)
                 break
-            res.update(cause="pip: " + _pip_error(r.stdout), torch_source=torch_source)
+            res.update(cause="pip: " + pip_error(r.stdout), torch_source=torch_source)
             if ov is not None and "ResolutionImpossible" not in r.stdout and "conflict" not in r.stdout.lower():
                 break  # a failure that a different torch would not fix
     res["seconds"] = round(time.time() - t0, 1)
@@ -534,7 +498,7 @@ def run_consumer(name: str, env: dict, profiles: list[dict], npz: Path, work: Pa
             out.update(json.loads(line))
         else:
             tail = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
-            out["fatal"] = _short(f"worker exited {r.returncode} without a result: {tail[0]}")
+            out["fatal"] = short(f"worker exited {r.returncode} without a result: {tail[0]}")
         out["stderr_tail"] = r.stderr.splitlines()[-30:]
     except subprocess.TimeoutExpired:
         out["fatal"] = f"worker timed out after {args.timeout} s"
@@ -622,8 +586,8 @@ def _summary_cell(cases: list[dict], n: int) -> str:
         return "no build" + (f": unmapped {', '.join(un)}" if un else "")
     if best.get("reads") == "no":
         c = (best.get("cause") or "").replace("nir.read: ", "").replace("TypeError: ", "")
-        return "no read: " + _short(c, 70)
-    return _short(best.get("cause") or "?", 80)
+        return "no read: " + short(c, 70)
+    return short(best.get("cause") or "?", 80)
 
 
 def write_markdown(res: dict, path: Path) -> None:
@@ -703,7 +667,7 @@ def write_markdown(res: dict, path: Path) -> None:
                 cause = (cause + "; " if cause else "") + "read: " + c["read_cause"].replace("|", "/")
             L.append(f"| {name} | {c['profile']} | {c['mode']} | {_fmt_bool(c.get('reads'))} | "
                      f"{_fmt_bool(c.get('builds'))} | {_fmt_bool(c.get('runs'))} | {_fmt_agree(c, n)} | "
-                     f"{_fmt_spikes(c)} | {_short(cause, 260) or 'matches'} |")
+                     f"{_fmt_spikes(c)} | {short(cause, 260) or 'matches'} |")
     L += [""]
     if na:
         L += ["Not applicable (same for every profile):", ""]

@@ -1,6 +1,6 @@
 """nengo-loihi's own block splitting and core validation on layers of our networks; run inside a throwaway
 venv with nengo-loihi 1.1.0 (bench/bench_nengo_placement.py creates it and starts this). Imports nothing from
-this repository.
+this repository but its sibling bench/worker_tools.py (standard library only).
 
     <venv>/bin/python bench/nengo_placement_worker.py --cases cases.json --weights weights.npz
         [--partial out.jsonl] [--case-timeout 600]
@@ -30,33 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
-import traceback
 import warnings
+
+from worker_tools import CaseTimeout, short, where  # bench/, beside this file (standard library only)
 
 REAL_STDOUT = sys.stdout
 sys.stdout = sys.stderr  # keep stdout for the one JSON line
-
-
-class CaseTimeout(Exception):
-    pass
-
-
-def short(e: BaseException, n: int = 300) -> str:
-    msg = " ".join(str(e).split())
-    s = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def where(e: BaseException) -> str:
-    tb = traceback.extract_tb(e.__traceback__)
-    for fr in reversed(tb):
-        if "site-packages" in fr.filename:
-            return f"{fr.filename.split('site-packages' + os.sep, 1)[1]}:{fr.lineno} ({fr.name})"
-    return f"{os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
 
 
 def versions() -> dict:

@@ -1,6 +1,7 @@
 """One NIR consumer on the interop bench's NIR profiles, run inside that consumer's own venv (see
-bench/bench_nir_interop.py, which starts it). Imports nothing from this repository except, in mode "nodemap",
-hw_backends/nir/nirtorch_map.py, loaded by file path.
+bench/bench_nir_interop.py, which starts it). Imports nothing from this repository except its sibling
+bench/worker_tools.py (standard library only) and, in mode "nodemap", hw_backends/nir/nirtorch_map.py, loaded by
+file path.
 
     <venv>/bin/python bench/nir_interop_worker.py --consumer snntorch --cases cases.json --ref ref.npz
         --images 32 [--partial out.jsonl] [--case-timeout 300] [--nodemap FILE]
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import importlib.metadata as md
 import importlib.util
@@ -23,8 +25,10 @@ import os
 import signal
 import sys
 import time
-import traceback
 import warnings
+
+import worker_tools  # bench/, beside this file (standard library only)
+from worker_tools import CaseTimeout, where
 
 REAL_STDOUT = sys.stdout
 sys.stdout = sys.stderr  # consumers print (snntorch's "[warning] scaling weights ..."); keep stdout for the JSON
@@ -32,29 +36,11 @@ sys.stdout = sys.stderr  # consumers print (snntorch's "[warning] scaling weight
 PACKAGES = {"snntorch": "snntorch", "norse": "norse", "spikingjelly": "spikingjelly", "sinabs": "sinabs",
             "rockpool": "rockpool", "nirtorch": "nirtorch"}
 
+short = functools.partial(worker_tools.short, n=220)
+
 
 class NotApplicable(Exception):
     """This mode does not apply to this consumer (its API has no such knob)."""
-
-
-class CaseTimeout(Exception):
-    pass
-
-
-def short(e: BaseException, n: int = 220) -> str:
-    msg = " ".join(str(e).split())
-    s = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def where(e: BaseException) -> str:
-    """The innermost frame of the traceback that lies in a site-packages package (which package raised it)."""
-    tb = traceback.extract_tb(e.__traceback__)
-    for fr in reversed(tb):
-        if "site-packages" in fr.filename:
-            rel = fr.filename.split("site-packages" + os.sep, 1)[1]
-            return f"{rel}:{fr.lineno} ({fr.name})"
-    return f"{os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
 
 
 def versions(consumer: str) -> dict:
