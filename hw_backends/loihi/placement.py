@@ -183,18 +183,24 @@ def _extent_candidates(size: int) -> list[int]:
     return sorted({-(-size // k) for k in range(1, size + 1)}, reverse=True)
 
 
-def fan_out(incoming: list[Incoming], pre: str, extents: tuple, profile: HardwareProfile) -> int:
-    """Output axons the neediest neuron of `pre` uses toward one consumer cut with `extents` (per projection
-    the largest count, summed over the projections from `pre`: an upper bound where they differ in shape)."""
-    total, seen = 0, set()
+def _axon_counts(incoming: list[Incoming], pre: str, extents, profile: HardwareProfile):
+    """Per axon set of `pre` into one consumer cut with `extents` (projections that share axons counted once):
+    the output axons each presynaptic neuron (discrete) or position (population, times `factor`) uses there,
+    output slots included; yields (counts, factor, population)."""
+    seen = set()
     for inc in incoming:
         if inc.proj.pre != pre or inc.key in seen:
             continue
         seen.add(inc.key)
         counts, factor = inc.geom.sender_counts(tuple(extents), inc.population, not inc.shares_axons)
-        per = int(counts.max()) if counts.size else 0
-        total += per * factor * profile.population_axon_slots if inc.population else per
-    return total
+        yield counts * (profile.population_axon_slots if inc.population else 1), factor, inc.population
+
+
+def fan_out(incoming: list[Incoming], pre: str, extents: tuple, profile: HardwareProfile) -> int:
+    """Output axons the neediest neuron of `pre` uses toward one consumer cut with `extents` (per projection
+    the largest count, summed over the projections from `pre`: an upper bound where they differ in shape)."""
+    return sum(int(counts.max()) * factor if counts.size else 0
+               for counts, factor, _ in _axon_counts(incoming, pre, extents, profile))
 
 
 def choose_extents(cut: PopulationCut, allowed: dict, caps: dict | None = None) -> tuple[tuple, Usage]:
@@ -279,13 +285,8 @@ def _sender_load(name: str, shape: tuple, into: dict, tiles: dict, profile: Hard
     """Output axons of population `name` toward its consumers, cut with `tiles[post]` (extents)."""
     sender = SenderLoad(shape)
     for post, incs in into.items():
-        seen = set()
-        for inc in incs:
-            if inc.proj.pre != name or inc.key in seen:
-                continue
-            seen.add(inc.key)
-            counts, factor = inc.geom.sender_counts(tuple(tiles[post]), inc.population, not inc.shares_axons)
-            sender.add(counts * (profile.population_axon_slots if inc.population else 1), factor, inc.population)
+        for counts, factor, population in _axon_counts(incs, name, tiles.get(post), profile):
+            sender.add(counts, factor, population)
     return sender
 
 

@@ -59,41 +59,35 @@ class LoihiBackend(Backend):
         profile = get_profile(options.hw)
         builds, totals, errors = {}, {}, {}
         others = [name for name in PROFILES if name != profile.name]
-        bar = tqdm(total=len(SSA_FORMS) + len(others), desc="loihi build", unit="placement", leave=False,
-                   disable=None if progress else True, file=sys.stderr)
-        for form in SSA_FORMS:
-            bar.set_postfix_str(f"SSA {form} on {profile.name}")
-            bar.update(0)
-            try:
-                b = build(lower(frontend, ssa_order=options.ssa_order, ssa_form=form), vth_mant=options.vth_mant,
-                          weight_bits=options.weight_bits, input_scale=options.input_scale, profile=profile)
-            except LoihiLimitError as e:  # this form cannot be built or placed; "auto" may take the other
-                errors[form], totals[form] = e, {"unplaceable": str(e)}
+        with tqdm(total=len(SSA_FORMS) + len(others), desc="loihi build", unit="placement", leave=False,
+                  disable=None if progress else True, file=sys.stderr) as bar:
+            for form in SSA_FORMS:
+                bar.set_postfix_str(f"SSA {form} on {profile.name}")
+                try:
+                    b = build(lower(frontend, ssa_order=options.ssa_order, ssa_form=form), vth_mant=options.vth_mant,
+                              weight_bits=options.weight_bits, input_scale=options.input_scale, profile=profile)
+                    totals[form] = dict(b.resources["total"], pipeline_depth=b.schedule["max_depth"])
+                    builds[form] = b
+                except LoihiLimitError as e:  # this form cannot be built or placed; "auto" may take the other
+                    errors[form], totals[form] = e, {"unplaceable": str(e)}
                 bar.update()
-                continue
-            totals[form] = dict(b.resources["total"], pipeline_depth=b.schedule["max_depth"])
-            builds[form] = b
-            bar.update()
-        if options.ssa != "auto" and options.ssa in errors:
-            bar.close()
-            e = errors[options.ssa]
-            raise LoihiLimitError(e.node, e.limit, e.used, e.allowed, _placement_hint(e, options, profile))
-        if not builds:  # the last form's error, the others' named in it
-            bar.close()
-            *failed, last = errors.items()
-            e = last[1]
-            raise LoihiLimitError(e.node, e.limit + "".join(f" (the {f} form fails too: {o})" for f, o in failed),
-                                  e.used, e.allowed, _placement_hint(e, options, profile))
-        chosen = min(builds, key=lambda f: totals[f]["cores"]) if options.ssa == "auto" else options.ssa
-        b = builds[chosen]
-        b.ssa_forms = {"chosen": chosen, "requested": options.ssa, "by_form": totals}
-        b.resources["ssa_forms"] = b.ssa_forms
-        b.resources["other_profiles"] = {}
-        for name in others:
-            bar.set_postfix_str(f"SSA {chosen} on {name}, for comparison")
-            b.resources["other_profiles"][name] = _totals_or_error(b, get_profile(name))
-            bar.update()
-        bar.close()
+            if options.ssa != "auto" and options.ssa in errors:
+                e = errors[options.ssa]
+                raise LoihiLimitError(e.node, e.limit, e.used, e.allowed, _placement_hint(e, options, profile))
+            if not builds:  # the last form's error, the others' named in it
+                *failed, last = errors.items()
+                e = last[1]
+                raise LoihiLimitError(e.node, e.limit + "".join(f" (the {f} form fails too: {o})" for f, o in failed),
+                                      e.used, e.allowed, _placement_hint(e, options, profile))
+            chosen = min(builds, key=lambda f: totals[f]["cores"]) if options.ssa == "auto" else options.ssa
+            b = builds[chosen]
+            b.ssa_forms = {"chosen": chosen, "requested": options.ssa, "by_form": totals}
+            b.resources["ssa_forms"] = b.ssa_forms
+            b.resources["other_profiles"] = {}
+            for name in others:
+                bar.set_postfix_str(f"SSA {chosen} on {name}, for comparison")
+                b.resources["other_profiles"][name] = _totals_or_error(b, get_profile(name))
+                bar.update()
         return b
 
     def export(self, build, out_path, model_info: dict) -> dict:
