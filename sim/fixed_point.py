@@ -7,6 +7,7 @@ CPU); every operation below keeps them integers."""
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from convert import ir, kernels
 from hw_backends.loihi.numerics import ACTIVATION_MAX, STATE_RANGE, value_bounds
+from . import lif_kernel
 
 
 
@@ -142,6 +144,15 @@ def _pow2(f: int) -> bool:
     return f > 0 and f & (f - 1) == 0
 
 
+def _decay_in_place(v: torch.Tensor, f: int) -> torch.Tensor:
+    """_decay(v, f) for 0 < f <= 4096, in v itself where that is exact (v is the caller's own)."""
+    if f == 4096:
+        return v
+    if _pow2(f):
+        return v.div_(4096 // f, rounding_mode="trunc")  # trunc0(v f / 4096), exact
+    return _decay(v, f)
+
+
 def memory_order(x: torch.Tensor) -> list[int] | None:
     """The permutation of x's dims that lists them in memory order (x.permute(p) is contiguous), or None where
     x is not a dense tensor in some order (the batch dim first: steps are slices of it)."""
@@ -150,7 +161,7 @@ def memory_order(x: torch.Tensor) -> list[int] | None:
 
 
 def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, safe: dict | None = None,
-              empty=None):
+              empty=None, compiled: bool = True):
     """lif_step over `steps` time steps of a time-major [steps * B, ...] input: the same spikes, state and
     counters as calling lif_step once per step, with the per-step range checks done once for the layer where
     its largest input proves them unnecessary: |a| <= ACTIVATION_MAX (nothing to count), |a| < 2**17 (u cannot
@@ -158,7 +169,8 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
     |v'| <= (2**23 - 1) f / 4096 + 64 max|a| + max|bias|). Layers with u memory (du < 4095) and readouts run
     step by step through lif_step. Everything runs in x's memory order (elementwise; the per-channel bias
     follows it). Returns the spikes [steps * B, ...] (float, laid out as a), in `empty(shape, dtype, device)`
-    (torch.empty by default)."""
+    (torch.empty by default). `compiled`: on CPU, the steps run in sim.lif_kernel's one pass where numba is
+    present (the same results; off, or elsewhere, as tensor operations step by step)."""
     B = a.shape[0] // steps
     f = 4096 - node.dv
     fast = node.du == 4095 and not node.readout and a.numel() > 0
@@ -171,20 +183,12 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
         a, perm = a.contiguous(), list(range(a.dim()))
     inv = [perm.index(d) for d in range(a.dim())]
     a = a.permute(perm)  # contiguous: steps are its leading blocks
-    m_t = []
-    for t in range(steps):  # each step's largest |a|: counted as lif_step does
-        m = _absmax(a[t * B:(t + 1) * B])
-        m_t.append(m)
-        if m > ACTIVATION_MAX:
-            state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
-            state["a_in_max"] = max(state.get("a_in_max", 0), int(m))
-    a_max = max(m_t)
+    if compiled and a.device.type == "cpu" and lif_kernel.available():
+        return _lif_layer_compiled(node, a, perm, inv, state, pc, steps, safe or {}, empty)
+    r = a.reshape(steps, -1)  # each step's largest |a| (two passes, no temporary)
+    m_t = [max(-lo, hi) for lo, hi in zip(r.amin(1).tolist(), r.amax(1).tolist())]
+    a_max, b_max, dt = _lif_layer_ranges(node, m_t, state, pc)
     safe = safe or {}
-    b_max = 0.0 if node.bias_mant is None else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp
-    # float32 where lif_step uses it, and also where 64 a may wrap (|a| < 2**18): |64 a| < 2**24 and its wrap
-    # are exact, the wrapped |u| <= 2**23, so a sum can round only beyond 2**24, where v saturates either way
-    # (the check below then runs: 64 a_max >= 2**23)
-    dt = torch.float32 if _float32_ok(node) and a_max < F32_WRAP_A_MAX else torch.float64
     th = node.vth * 64
     v_decayed = max(STATE_RANGE - 1, th) * f / 4096  # |v| after the decay, at most
     b = None
@@ -196,22 +200,21 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
     v = state.get("v")
     if v is not None:
         v = v.permute(perm).to(dt, copy=True).contiguous()
-    for t in range(steps):  # step by step: small temporaries that stay in cache and in the allocator's pool
-        uu = a[t * B:(t + 1) * B].to(dt) * 64
+    a = a.to(dt)
+    for t in range(steps):  # step by step, in place: no temporaries (fresh pages cost more than the arithmetic)
+        a_t = a[t * B:(t + 1) * B]
         if not safe.get("no_wrap") and 64 * m_t[t] >= STATE_RANGE:  # lava's 24-bit wrap of u = a << 6, as
             # lif_step (which checks |u| >= 2**23 where it runs in float64, i.e. where |a| >= 2**17): u - 2**24
             # where u > 2**23, u + 2**24 where u <= -2**23, counting the latter (lif_step's w != u)
+            uu = a_t * 64
             low = uu <= -STATE_RANGE
             state["u_wrapped"] = state.get("u_wrapped", 0) + int(low.sum())
             uu = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
-        if v is None or f == 0:
-            v = uu
-        elif f == 4096:
-            v = v.add_(uu)
-        elif _pow2(f):
-            v = v.div_(4096 // f, rounding_mode="trunc").add_(uu)  # trunc0(v f / 4096), exact
+            v = uu if v is None or f == 0 else _decay_in_place(v, f).add_(uu)
+        elif v is None or f == 0:
+            v = a_t * 64
         else:
-            v = _decay(v, f).add_(uu)
+            v = _decay_in_place(v, f).add_(a_t, alpha=64)  # v' + (a << 6): one exact step, no temporary
         if b is not None:
             v.add_(b)
         if not safe.get("no_saturation") and v_decayed + 64 * m_t[t] + b_max >= STATE_RANGE - 1 \
@@ -221,6 +224,58 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
         s = spikes[t * B:(t + 1) * B]
         torch.gt(v, th, out=s)
         v.addcmul_(v, s, value=-1)  # v - v s: 0 where it fired (+0, as masked_fill, which is slower), else v
+    state["v"] = v.permute(inv)
+    return spikes.permute(inv)
+
+
+def _lif_layer_ranges(node: ir.LoihiLIF, m_t: list, state: dict, pc) -> tuple[float, float, torch.dtype]:
+    """lif_layer's bookkeeping from each step's largest |a| (`m_t`): the steps over Loihi's 16-bit input
+    counted as lif_step counts them; returns (largest |a|, largest |bias|, the dtype that holds v and spikes
+    exactly)."""
+    for m in m_t:
+        if m > ACTIVATION_MAX:
+            state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
+            state["a_in_max"] = max(state.get("a_in_max", 0), int(m))
+    a_max = max(m_t)
+    b_max = pc.memo((id(node), "lif_bias_max"), lambda: 0.0 if node.bias_mant is None
+                    else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp)
+    # float32 where lif_step uses it, and also where 64 a may wrap (|a| < 2**18): |64 a| < 2**24 and its wrap
+    # are exact, the wrapped |u| <= 2**23, so a sum can round only beyond 2**24, where v saturates either way
+    # (the check below then runs: 64 a_max >= 2**23)
+    dt = torch.float32 if _float32_ok(node) and a_max < F32_WRAP_A_MAX else torch.float64
+    return a_max, b_max, dt
+
+
+def _lif_layer_compiled(node: ir.LoihiLIF, a: torch.Tensor, perm: list, inv: list, state: dict, pc, steps: int,
+                        safe: dict, empty) -> torch.Tensor:
+    """lif_layer on sim.lif_kernel: `a` (CPU) already in memory order (`perm`, undone by `inv`). Each sample's
+    elements are (rows, channels, the rest) in memory: the kernel takes [steps, samples * rows, channels * rest]
+    with each element's bias."""
+    B = a.shape[0] // steps
+    f = 4096 - node.dv
+    k = inv[1]  # the channel dim's place in memory order
+    rows, C, rest = math.prod(a.shape[1:k]), a.shape[k], math.prod(a.shape[k + 1:])
+    shape = (steps, B * rows, C * rest)
+    x = (a if a.dtype in (torch.float32, torch.float64) else a.double()).view(shape)
+    r = x.view(steps, -1)  # each step's largest |a| (two passes, no temporary)
+    a_max, b_max, dt = _lif_layer_ranges(node, [max(-lo, hi) for lo, hi in zip(r.amin(1).tolist(),
+                                                                               r.amax(1).tolist())], state, pc)
+    th = node.vth * 64
+    v_decayed = max(STATE_RANGE - 1, th) * f / 4096  # |v| after the decay, at most
+    wrap = not safe.get("no_wrap") and 64 * a_max >= STATE_RANGE  # else no u can wrap
+    sat = not safe.get("no_saturation") and v_decayed + 64 * a_max + b_max >= STATE_RANGE - 1  # nor v saturate
+    spikes = (empty or torch.empty)(a.shape, dtype=dt, device=a.device)
+    v = state.get("v")
+    fresh = v is None
+    v = torch.empty(a[:B].shape, dtype=dt) if fresh else v.permute(perm).to(dt, copy=True).contiguous()
+    bias = pc.memo((id(node), "lif_bias_row", C, rest), lambda: np.repeat(
+        np.zeros(C) if node.bias_mant is None
+        else np.asarray(node.bias_mant, dtype=np.float64) * 2.0 ** node.bias_exp, rest))
+    wrapped, saturated = lif_kernel.run(x, v.view(shape[1:]), bias, f, th, spikes.view(shape), wrap, sat, fresh)
+    if wrap:  # (lava's wrap could apply: counted, as the step-by-step version does)
+        state["u_wrapped"] = state.get("u_wrapped", 0) + wrapped
+    if saturated:
+        state["saturated"] = state.get("saturated", 0) + saturated
     state["v"] = v.permute(inv)
     return spikes.permute(inv)
 

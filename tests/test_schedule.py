@@ -11,7 +11,7 @@ from convert.frontend import spikformer_to_ir
 from convert.kernels import ParamCache
 from convert.passes import lower
 from hw_backends.loihi.export import build
-from sim import fixed_point, fused, int8
+from sim import fixed_point, fused, int8, lif_kernel
 from sim.engine import Engine
 
 from .helpers_models import randomized_model
@@ -163,7 +163,10 @@ def _lif_by_steps(node, a, steps, state):
 
 @pytest.mark.parametrize("amp", [3000, 40_000, 150_000, 250_000, 600_000])  # float32; counted; wrap (f32, f64)
 @pytest.mark.parametrize("dv,bias", [(2048, True), (0, False), (4095, True), (1000, True)])
-def test_lif_layer_equals_lif_step(amp, dv, bias):
+@pytest.mark.parametrize("compiled", [True, False])  # sim.lif_kernel's one pass, tensor operations step by step
+def test_lif_layer_equals_lif_step(amp, dv, bias, compiled):
+    if compiled and not lif_kernel.available():
+        pytest.skip("numba is not installed")
     steps, B = 4, 3
     g = torch.Generator().manual_seed(amp + dv)
     node = ir.LoihiLIF("n", du=4095, dv=dv, vth=500,
@@ -174,17 +177,36 @@ def test_lif_layer_equals_lif_step(amp, dv, bias):
     for dt in (torch.float32, torch.float64) if amp < 2 ** 24 else (torch.float64,):
         s_ref, s_new = {}, {}
         want = _lif_by_steps(node, a.to(dt), steps, s_ref)
-        got = fixed_point.lif_layer(node, a.to(dt), s_new, ParamCache(), steps)
+        got = fixed_point.lif_layer(node, a.to(dt), s_new, ParamCache(), steps, compiled=compiled)
         assert got.shape == want.shape and torch.equal(got, want)
         assert torch.equal(s_new["v"], s_ref["v"].to(s_new["v"].dtype))
         for k in COUNTERS:
             assert s_new.get(k) == s_ref.get(k), k
         # and from that state on: the next steps continue from it as lif_step does
         more_ref, more_new = _lif_by_steps(node, a.to(dt), steps, s_ref), fixed_point.lif_layer(
-            node, a.to(dt), s_new, ParamCache(), steps)
+            node, a.to(dt), s_new, ParamCache(), steps, compiled=compiled)
         assert torch.equal(more_ref, more_new)
     if amp >= 250_000:
         assert s_ref.get("u_wrapped") or s_ref.get("saturated")
+
+
+@pytest.mark.skipif(not lif_kernel.available(), reason="numba is not installed")
+@pytest.mark.parametrize("bias", [True, False])
+def test_lif_kernel_on_images_in_channels_last_memory_equals_the_tensor_version(bias):
+    """Image-shaped input with rows before channels in memory (the kernel's [steps, rows, channels] view), from
+    no state and from a given state, wrapping u and saturating v."""
+    steps, B = 3, 5
+    g = torch.Generator().manual_seed(7)
+    node = ir.LoihiLIF("n", du=4095, dv=2048, vth=200, bias_exp=2, bias_mant=torch.randint(
+        -900, 900, (4,), generator=g).double().numpy() if bias else None)
+    a = torch.randint(-300_000, 300_000, (steps * B, 6, 7, 4), generator=g).float().permute(0, 3, 1, 2)
+    for v0 in (None, torch.randint(-5000, 5000, (B, 4, 6, 7), generator=g).float()):
+        s_new, s_ref = ({} if v0 is None else {"v": v0.clone()}), ({} if v0 is None else {"v": v0.clone()})
+        got = fixed_point.lif_layer(node, a, s_new, ParamCache(), steps, compiled=True)
+        want = fixed_point.lif_layer(node, a, s_ref, ParamCache(), steps, compiled=False)
+        assert got.shape == want.shape and got.stride() == want.stride() and got.dtype == want.dtype
+        assert torch.equal(got, want) and 0 < got.sum() < got.numel() and torch.equal(s_new["v"], s_ref["v"])
+        assert s_ref.get("u_wrapped") and all(s_new.get(k) == s_ref.get(k) for k in COUNTERS)
 
 
 @pytest.mark.skipif(not int8.available(), reason="no exact oneDNN int8 kernels here")
