@@ -241,7 +241,7 @@ def _lif_layer_ranges(node: ir.LoihiLIF, m_t: list, state: dict, pc) -> tuple[fl
                     else float(np.max(np.abs(node.bias_mant))) * 2.0 ** node.bias_exp)
     # float32 where lif_step uses it, and also where 64 a may wrap (|a| < 2**18): |64 a| < 2**24 and its wrap
     # are exact, the wrapped |u| <= 2**23, so a sum can round only beyond 2**24, where v saturates either way
-    # (the check below then runs: 64 a_max >= 2**23)
+    # (lif_layer's saturation check then runs: 64 a_max >= 2**23)
     dt = torch.float32 if _float32_ok(node) and a_max < F32_WRAP_A_MAX else torch.float64
     return a_max, b_max, dt
 
