@@ -105,6 +105,18 @@ def _demo_build(data: str):
                 f"random-weight {preset} (no {checkpoint}; run scripts/demo.sh for the trained one)")
 
 
+def _best_time(fn, at_most: int = 3, budget_s: float = 0.0) -> float:
+    """The shortest of several timed calls of `fn` after one untimed warm-up call: at least 3, then more while
+    they add up to less than `budget_s`, at most `at_most`."""
+    fn()
+    times = []
+    while len(times) < at_most and (len(times) < 3 or sum(times) < budget_s):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def _operation_time(eng, x, runs: int = 10) -> dict:
     """Where the simulator's time on `x` goes: per run, the wall time, the tensor operations' own time (torch
     profiler, self CPU of every operation: the kernels and their dispatch, no Python) and the compiled LIF
@@ -156,17 +168,10 @@ def lava_vs_sim(samples: int, data: str = "digits") -> dict:
     g = b.target.graph
     eng = Engine(g, "loihi_fixed", fuse_ssa=True)  # what spk-parity --engine sim runs
 
-    def sim_time(images):
-        eng.run(images)  # warm-up: the simulator is timed warm, best of 20 runs or of those within 2 s (a run of
-        times = []  # a few ms varies 1.5x on a shared machine)
-        while len(times) < 20 and (len(times) < 3 or sum(times) < 2.0):
-            t = time.perf_counter()
-            eng.run(images)
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    sim_s = sim_time(x)
-    whole_s = sim_time(x_all)  # the whole test set in one batch, as a parity run over it batches it
+    # best of up to 20 runs within 2 s: a run of a few ms varies 1.5x on a shared machine
+    sim_s = _best_time(lambda: eng.run(x), at_most=20, budget_s=2.0)
+    whole_s = _best_time(lambda: eng.run(x_all), at_most=20, budget_s=2.0)  # the whole test set in one batch,
+    # as a parity run over it batches it
     floor = _operation_time(eng, x)
     runner = make_sim_runner(b.target, timeout_s=1800, progress=True, retries=0)  # a hang fails the bench
     t = time.perf_counter()
@@ -210,13 +215,7 @@ def _imagenet_child(batch: int) -> None:
     out = {"batch": batch, "build_s": build_s}
     with torch.no_grad():
         for side, fn in (("reference", lambda: model(x)), ("simulator", lambda: eng.run(x))):
-            fn()  # warm-up
-            times = []
-            for _ in range(3):  # best of 3: one timed call varied 3x between runs on this machine
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            out[side + "_s"] = min(times)
+            out[side + "_s"] = _best_time(fn)  # best of 3: one timed call varied 3x between runs on this machine
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(json.dumps(out))
 

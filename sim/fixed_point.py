@@ -185,9 +185,7 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
     a = a.permute(perm)  # contiguous: steps are its leading blocks
     if compiled and a.device.type == "cpu" and lif_kernel.available():
         return _lif_layer_compiled(node, a, perm, inv, state, pc, steps, safe or {}, empty)
-    r = a.reshape(steps, -1)  # each step's largest |a| (two passes, no temporary)
-    m_t = [max(-lo, hi) for lo, hi in zip(r.amin(1).tolist(), r.amax(1).tolist())]
-    a_max, b_max, dt = _lif_layer_ranges(node, m_t, state, pc)
+    m_t, b_max, dt = _lif_layer_ranges(node, a, steps, state, pc)
     safe = safe or {}
     th = node.vth * 64
     v_decayed = max(STATE_RANGE - 1, th) * f / 4096  # |v| after the decay, at most
@@ -228,10 +226,13 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
     return spikes.permute(inv)
 
 
-def _lif_layer_ranges(node: ir.LoihiLIF, m_t: list, state: dict, pc) -> tuple[float, float, torch.dtype]:
-    """lif_layer's bookkeeping from each step's largest |a| (`m_t`): the steps over Loihi's 16-bit input
-    counted as lif_step counts them; returns (largest |a|, largest |bias|, the dtype that holds v and spikes
-    exactly)."""
+def _lif_layer_ranges(node: ir.LoihiLIF, a: torch.Tensor, steps: int, state: dict, pc) \
+        -> tuple[list, float, torch.dtype]:
+    """lif_layer's bookkeeping from each step's largest |a| (`a` contiguous, time-major): the steps over Loihi's
+    16-bit input counted as lif_step counts them; returns (each step's largest |a|, largest |bias|, the dtype
+    that holds v and spikes exactly)."""
+    r = a.reshape(steps, -1)  # (two passes, no temporary)
+    m_t = [max(-lo, hi) for lo, hi in zip(r.amin(1).tolist(), r.amax(1).tolist())]
     for m in m_t:
         if m > ACTIVATION_MAX:
             state["a_in_over_16bit"] = state.get("a_in_over_16bit", 0) + 1
@@ -243,7 +244,7 @@ def _lif_layer_ranges(node: ir.LoihiLIF, m_t: list, state: dict, pc) -> tuple[fl
     # are exact, the wrapped |u| <= 2**23, so a sum can round only beyond 2**24, where v saturates either way
     # (lif_layer's saturation check then runs: 64 a_max >= 2**23)
     dt = torch.float32 if _float32_ok(node) and a_max < F32_WRAP_A_MAX else torch.float64
-    return a_max, b_max, dt
+    return m_t, b_max, dt
 
 
 def _lif_layer_compiled(node: ir.LoihiLIF, a: torch.Tensor, perm: list, inv: list, state: dict, pc, steps: int,
@@ -257,9 +258,8 @@ def _lif_layer_compiled(node: ir.LoihiLIF, a: torch.Tensor, perm: list, inv: lis
     rows, C, rest = math.prod(a.shape[1:k]), a.shape[k], math.prod(a.shape[k + 1:])
     shape = (steps, B * rows, C * rest)
     x = (a if a.dtype in (torch.float32, torch.float64) else a.double()).view(shape)
-    r = x.view(steps, -1)  # each step's largest |a| (two passes, no temporary)
-    a_max, b_max, dt = _lif_layer_ranges(node, [max(-lo, hi) for lo, hi in zip(r.amin(1).tolist(),
-                                                                               r.amax(1).tolist())], state, pc)
+    m_t, b_max, dt = _lif_layer_ranges(node, x, steps, state, pc)
+    a_max = max(m_t)
     th = node.vth * 64
     v_decayed = max(STATE_RANGE - 1, th) * f / 4096  # |v| after the decay, at most
     wrap = not safe.get("no_wrap") and 64 * a_max >= STATE_RANGE  # else no u can wrap
