@@ -254,6 +254,34 @@ class Spikformer(nn.Module):
             return x.mean(2)
         return x.flatten(3).mean(3)  # [T, B, C, N] or [T, B, C, H, W]: mean over tokens
 
+    def set_input_normalization(self, data_config) -> None:
+        """Normalise every input as the official loader did (spikformer.data_config.DataConfig; None or an
+        unnormalised config: none). The constants are non-persistent buffers: they follow .to()/.double() but
+        are not in the state dict, so official state dicts still load strictly."""
+        if data_config is None or not data_config.normalized:
+            self.input_mean255 = self.input_std255 = None
+            return
+        if self.config.event_input:
+            raise ValueError("event input is not normalised (the official DVS code feeds event counts)")
+        data_config.check_channels(self.config.in_channels)
+        mean255, std255 = data_config.pixel_mean_std()
+        dev = self.head.weight.device
+        for name in ("input_mean255", "input_std255"):  # a plain None left by an earlier call
+            self.__dict__.pop(name, None)
+        self.register_buffer("input_mean255", mean255.to(dev).view(-1, 1, 1), persistent=False)
+        self.register_buffer("input_std255", std255.to(dev).view(-1, 1, 1), persistent=False)
+
+    @property
+    def input_normalized(self) -> bool:
+        return getattr(self, "input_mean255", None) is not None
+
+    def normalize_input(self, img: torch.Tensor) -> torch.Tensor:
+        """x in [0, 1] (8-bit pixels / 255) -> (255 x - 255 mean) / (255 std): timm's PrefetchLoader arithmetic
+        (255 x is the 8-bit value exactly in float32); unchanged when the model has no normalisation."""
+        if not self.input_normalized:
+            return img
+        return (img * 255).sub_(self.input_mean255.to(img.dtype)).div_(self.input_std255.to(img.dtype))
+
     def time_major_input(self, x: torch.Tensor) -> torch.Tensor:
         """Model input -> [T, B, C, H, W]: event frames [B, T, C, H, W] are permuted (one frame per step, as the
         official DVS code); images [B, C, H, W] are repeated at every step (direct encoding)."""
@@ -271,7 +299,7 @@ class Spikformer(nn.Module):
         [B, T, C, H, W] -> logits [B, classes]. Neuron states are reset before every call, as the official
         training loop does after every batch."""
         functional.reset_net(self)
-        x = self.time_major_input(img)
+        x = self.time_major_input(self.normalize_input(img))
         return self.head(self.forward_features(x).mean(0))
 
 
