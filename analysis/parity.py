@@ -18,6 +18,7 @@ from sim.engine import Engine, check_images
 from spikformer.model import lif_modules
 
 from .reference import record_reference
+from .samples import TensorSamples, as_samples
 from .shards import ExactSum, ShardExecutor, exact_sum, nan_max, run_sharded
 
 
@@ -162,35 +163,40 @@ def count_batch(job: ParityJob, x: torch.Tensor, y: torch.Tensor, engine: Engine
     return c
 
 
-def parity_shard(job: ParityJob, images: torch.Tensor, labels: torch.Tensor, progress=None,
-                 sim_runner=None) -> ParityCounts:
-    """The merged counts of `images` in batches of job.batch_size (one shard of a run, or all of it);
-    `progress(n)` after each batch of n samples."""
+def parity_shard(job: ParityJob, samples, progress=None, sim_runner=None) -> ParityCounts:
+    """The merged counts of `samples` (analysis.samples) in batches of job.batch_size (one shard of a run, or all
+    of it); `progress(n)` after each batch of n samples. Streamed batches are checked as they come."""
     engine = None
     if sim_runner is None:
         engine = Engine(job.graph, job.numeric, dtype=torch.float64, device=job.sim_device, fuse_ssa=True)
     total = job.empty()
-    for i in range(0, len(images), job.batch_size):
-        x = images[i:i + job.batch_size]
-        total.merge(count_batch(job, x, labels[i:i + job.batch_size], engine, sim_runner))
+    streamed = not isinstance(samples, TensorSamples)
+    for x, y in samples.batches(job.batch_size):
+        if streamed:
+            check_images(job.graph, x, fixed=job.mode == "fixed", warn=False)
+        total.merge(count_batch(job, x, y, engine, sim_runner))
         if progress is not None:
             progress(len(x))
     return total
 
 
-def run_parity(model: torch.nn.Module, graph: ir.Graph, images: torch.Tensor, labels: torch.Tensor,
+def run_parity(model: torch.nn.Module, graph: ir.Graph, images, labels: torch.Tensor | None,
                mode: str, batch_size: int = 32, device: str = "cpu", sim_device: str = "cpu",
                progress: bool = True, sim_runner=None, numeric: str | None = None, logit_atol: float | None = None,
                executor: ShardExecutor | None = None) -> ParityCounts:
-    """`mode` "float" (reference semantics; the graph runs in float64) or "fixed" (Loihi fixed point; the
-    reference runs in float32); `numeric`: the graph's arithmetic for the engine (default: "float" for mode
-    float, "loihi_fixed" for mode fixed; a Build says which: Build.runnable). `sim_runner(images, layer_names)
-    -> (logits, records)` replaces the built-in engine (e.g. Lava). `logit_atol`: see default_logit_atol.
-    `executor` (analysis.shards): the batches run in shards elsewhere (spk-parity --ray); the merged counts are
-    the same as in this process."""
+    """`images`: a tensor (with `labels`) or analysis.samples (labels None: they come with the samples, e.g. a
+    data set streamed from disk). `mode` "float" (reference semantics; the graph runs in float64) or "fixed" (Loihi
+    fixed point; the reference runs in float32); `numeric`: the graph's arithmetic for the engine (default:
+    "float" for mode float, "loihi_fixed" for mode fixed; a Build says which: Build.runnable).
+    `sim_runner(images, layer_names) -> (logits, records)` replaces the built-in engine (e.g. Lava). `logit_atol`:
+    see default_logit_atol. `executor` (analysis.shards): the batches run in shards elsewhere (spk-parity --ray);
+    the merged counts are the same as in this process."""
     numeric = numeric or ("loihi_fixed" if mode == "fixed" else "float")
-    # the engine warns itself, but a sharded run's workers keep their warnings in their logs
-    check_images(graph, images, fixed=mode == "fixed", warn=sim_runner is not None or executor is not None)
+    samples = as_samples(images, labels)
+    if isinstance(samples, TensorSamples):
+        # the engine warns itself, but a sharded run's workers keep their warnings in their logs
+        check_images(graph, samples.images, fixed=mode == "fixed",
+                     warn=sim_runner is not None or executor is not None)
     ref_dtype = torch.float64 if mode == "float" else torch.float32
     model = model.to(device=device, dtype=ref_dtype).eval()
     readout_scale = float(graph.metadata.get("readout_scale", 1.0)) if mode == "fixed" else 1.0
@@ -200,11 +206,11 @@ def run_parity(model: torch.nn.Module, graph: ir.Graph, images: torch.Tensor, la
         if executor is not None:
             raise ValueError("a custom simulator runner (the Lava engine) runs in this process only")
 
-        def fn(job, images, labels, progress):
-            return parity_shard(job, images, labels, progress, sim_runner)
+        def fn(job, samples, progress):
+            return parity_shard(job, samples, progress, sim_runner)
     else:
         fn = parity_shard
-    return run_sharded(fn, job, images, labels, batch_size, ParityCounts.merge, executor, progress,
+    return run_sharded(fn, job, samples, batch_size, ParityCounts.merge, executor, progress,
                        desc=f"parity ({mode})")
 
 

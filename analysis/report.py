@@ -21,6 +21,7 @@ from sim.engine import Engine, check_images
 from . import activity as A
 from .energy import categories_table, conventions, dense_flops, event_energy, flops_summary, preset_flops_table
 from .energy_models import EnergyModel
+from .samples import TensorSamples, as_samples
 from .shards import ShardExecutor, run_sharded
 
 REPORT_FORMAT = "spikformer-energy-report"
@@ -133,10 +134,9 @@ class ActivityCounts:
         return self
 
 
-def activity_shard(job: ActivityJob, images: torch.Tensor, labels: torch.Tensor | None,
-                   progress=None) -> ActivityCounts:
-    """The merged activity of `images` in batches of job.batch_size (one shard of a run, or all of it);
-    `progress(n)` after each batch of n samples."""
+def activity_shard(job: ActivityJob, samples, progress=None) -> ActivityCounts:
+    """The merged activity of `samples` (analysis.samples) in batches of job.batch_size (one shard of a run, or all
+    of it); `progress(n)` after each batch of n samples. Streamed batches are checked as they come."""
     graph = job.graph
     eng = Engine(graph, job.numeric, dtype=torch.float64, device=job.device)
     names = A.needed_records(graph)
@@ -146,12 +146,14 @@ def activity_shard(job: ActivityJob, images: torch.Tensor, labels: torch.Tensor 
     else:
         count = A.ActivityCounter(graph, job.device, job.per_neuron)
     total = None
-    for i in range(0, len(images), job.batch_size):
-        x = images[i:i + job.batch_size]
+    streamed = not isinstance(samples, TensorSamples)
+    for x, y in samples.batches(job.batch_size):
+        if streamed:
+            check_images(graph, x, fixed=job.numeric != "float", warn=False)
         res = eng.run(x, record=names)
         correct = 0
-        if labels is not None:
-            correct = int((res.outputs[graph.outputs()[0]].argmax(-1).cpu() == labels[i:i + job.batch_size]).sum())
+        if y is not None:
+            correct = int((res.outputs[graph.outputs()[0]].argmax(-1).cpu() == y).sum())
         c = ActivityCounts(count(res.records), correct, len(x))
         total = c if total is None else total.merge(c)
         del res
@@ -160,16 +162,18 @@ def activity_shard(job: ActivityJob, images: torch.Tensor, labels: torch.Tensor 
     return total
 
 
-def run_activity(graph: ir.Graph, numeric: str, images: torch.Tensor, device: str = "cpu", batch_size: int = 16,
+def run_activity(graph: ir.Graph, numeric: str, images, device: str = "cpu", batch_size: int = 16,
                  progress: bool = False, activity_fn=None, labels: torch.Tensor | None = None,
                  executor: ShardExecutor | None = None, per_neuron: bool = False) -> tuple[A.Activity, dict]:
-    """Counts activity over all images, batch by batch, running `graph` in `numeric` arithmetic (sim.engine).
-    Returns (activity, {"correct": n, "samples": n}). `executor` (analysis.shards): the batches run in shards
-    elsewhere (spk-report --ray); the merged activity is the same as in this process."""
-    if executor is not None:  # the workers' warnings stay in their logs: check (and warn) here
-        check_images(graph, images, fixed=numeric != "float")
+    """Counts activity over all images (a tensor, or analysis.samples with their labels), batch by batch, running
+    `graph` in `numeric` arithmetic (sim.engine). Returns (activity, {"correct": n, "samples": n}). `executor`
+    (analysis.shards): the batches run in shards elsewhere (spk-report --ray); the merged activity is the same as
+    in this process."""
+    samples = as_samples(images, labels)
+    if executor is not None and isinstance(samples, TensorSamples):
+        check_images(graph, samples.images, fixed=numeric != "float")  # the workers' warnings stay in their logs
     job = ActivityJob(graph, numeric, device, batch_size, activity_fn, per_neuron)
-    res = run_sharded(activity_shard, job, images, labels, batch_size, ActivityCounts.merge, executor, progress,
+    res = run_sharded(activity_shard, job, samples, batch_size, ActivityCounts.merge, executor, progress,
                       desc="spk-report")
     return res.activity, {"correct": res.correct, "samples": res.samples}
 

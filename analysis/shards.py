@@ -8,7 +8,7 @@ value as an integer, so that ((b1 + b2) + b3) and (b1 + (b2 + b3)) give the same
 batches as the one-process run (`shard_ranges` cuts only between batches), so every per-batch number is the same
 and the merged result equals the one-process result bit for bit.
 
-`run_sharded` runs a shard function `fn(job, images, labels, progress) -> counts` either in this process (one
+`run_sharded` runs a shard function `fn(job, samples, progress) -> counts` either in this process (one
 shard, all batches) or through an executor (`commands.ray_scaleout.RayExecutor`: one Ray task per shard); this
 module does not import Ray."""
 from __future__ import annotations
@@ -135,7 +135,7 @@ class ShardExecutor(Protocol):
     shards: int  # how many shards to cut
 
     def map(self, fn: Callable, job, parts: Sequence[tuple], on_done: Callable[[int], None]) -> list:
-        """fn(job, images, labels, None) for every (images, labels) of `parts`; results in the order of `parts`;
+        """fn(job, part, None) for every part (analysis.samples) of `parts`; results in the order of `parts`;
         on_done(samples) as each part completes."""
         ...
 
@@ -144,15 +144,15 @@ class ShardExecutor(Protocol):
         ...
 
 
-def run_sharded(fn: Callable, job, images, labels, batch_size: int, merge: Callable, executor: ShardExecutor |
+def run_sharded(fn: Callable, job, samples, batch_size: int, merge: Callable, executor: ShardExecutor |
                 None = None, progress: bool = True, desc: str = "", unit: str = "img"):
-    """fn(job, images, labels, progress) -> counts over whole batches of `batch_size`; `merge(a, b)` merges two
-    counts exactly. Without an executor: one shard in this process. With one: `executor.shards` contiguous
-    shards on batch boundaries, merged in shard order."""
-    n = len(images)
+    """fn(job, samples, progress) -> counts over whole batches of `batch_size` (`samples`: analysis.samples, in
+    memory or streamed); `merge(a, b)` merges two counts exactly. Without an executor: one shard in this process.
+    With one: `executor.shards` contiguous shards on batch boundaries, merged in shard order; each shard gets its
+    samples' `for_worker()` (a streamed data set's recipe where the workers can read it, else its tensors)."""
+    n = len(samples)
     with tqdm(total=n, desc=desc, unit=unit, disable=not progress, leave=False) as bar:
         if executor is None:
-            return fn(job, images, labels, bar.update)
-        parts = [(images[a:b], None if labels is None else labels[a:b])
-                 for a, b in shard_ranges(n, batch_size, executor.shards)]
+            return fn(job, samples, bar.update)
+        parts = [samples.slice(a, b).for_worker() for a, b in shard_ranges(n, batch_size, executor.shards)]
         return reduce(merge, executor.map(fn, job, parts, bar.update))

@@ -2,8 +2,10 @@
 per shard, merged exactly on the driver (analysis.shards).
 
 What a task gets: the run's job (the reference model and the graph, built once on the driver from the checkpoint
-and the conversion options) as one Ray object, and its shard's images and labels as arguments, so the checkpoint
-and the data set need to be readable on the driver only; every node needs this project installed (the same
+and the conversion options) as one Ray object, and its shard's samples (analysis.samples): the images and labels
+as tensors, or, for a data set read from a path that the workers see too (`--ray-data shared`), the recipe that
+opens it and the shard's indices, so each worker reads its own slice. The checkpoint needs to be readable on the
+driver only; every node needs this project installed (the same
 version, in the same environment), since a task imports its shard function from it. What it returns: integer
 counts, maxima and exact sums (no float sums), so the merged result equals a one-process run's on the same
 samples.
@@ -82,10 +84,11 @@ def _inject_fault(shard: int) -> None:
         os._exit(1)
 
 
-def _run_shard(fn, job, images, labels, shard: int):
-    """The body of one Ray task: `fn` of analysis (imported by reference in the worker) on one shard."""
+def _run_shard(fn, job, samples, shard: int):
+    """The body of one Ray task: `fn` of analysis (imported by reference in the worker) on one shard's samples
+    (tensors, or a data set's recipe and indices that the worker reads itself)."""
     _inject_fault(shard)
-    return fn(job, images, labels, None)
+    return fn(job, samples, None)
 
 
 def _reachable(address: str, timeout: float = 5.0) -> str | None:
@@ -180,12 +183,12 @@ class RayExecutor:
         task = ray.remote(_run_shard).options(num_cpus=1, max_retries=self.retries, retry_exceptions=False,
                                               name=f"{self.prog}-shard")
         job_ref = ray.put(job)
-        refs = [task.remote(fn, job_ref, x, y, k) for k, (x, y) in enumerate(parts)]
+        refs = [task.remote(fn, job_ref, part, k) for k, part in enumerate(parts)]
         self.used_shards = len(refs)
         index = {ref: k for k, ref in enumerate(refs)}
         starts = [0]
-        for x, _ in parts:
-            starts.append(starts[-1] + len(x))
+        for part in parts:
+            starts.append(starts[-1] + len(part))
         results: list = [None] * len(refs)
         pending = list(refs)
         try:
@@ -205,7 +208,7 @@ class RayExecutor:
                             f"--ray: shard {k} (samples {starts[k]}-{starts[k + 1] - 1}) failed after "
                             f"{self.retries + 1} attempt(s): {type(e).__name__}: {_one_line(e)}; nothing was "
                             "written") from None
-                    on_done(len(parts[k][0]))
+                    on_done(len(parts[k]))
         except BaseException:
             for ref in pending:
                 try:

@@ -130,7 +130,7 @@ class _InProcess:
         self.shards = shards
 
     def map(self, fn, job, parts, on_done):
-        return [fn(job, x, y, None) for x, y in parts]
+        return [fn(job, part, None) for part in parts]
 
     def describe(self):
         return {"backend": "in-process", "shards": self.shards}
