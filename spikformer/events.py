@@ -308,30 +308,35 @@ def _check_channels(in_channels: int, spec: str):
                         f"{in_channels} input channel(s); use a model with in_channels 2")
 
 
+def resolve_sensor(scan: dict, sensor: tuple[int, int] | None):
+    """(known data set name or None, sensor (H, W), where the size came from) of a scanned events folder: the
+    spec's size, else the known data set's, else (max y + 1, max x + 1) over all its files (one pass)."""
+    known = known_data_set(scan["classes"], scan["layout"] == "train/test")
+    root = scan["root"]
+    if sensor is not None:
+        return known, sensor, "spec"
+    if known is not None:
+        return known, SENSOR_SIZES[known], f"known data set {known}"
+    hi_x = hi_y = -1
+    for items in scan["splits"].values():
+        for f, _ in items:
+            ev = read_event_file(f, None, _where(f, root))
+            if len(ev["x"]):
+                hi_x, hi_y = max(hi_x, int(ev["x"].max())), max(hi_y, int(ev["y"].max()))
+    if hi_x < 0:
+        raise DataError(f"event data folder {_line(root)} holds no events; cannot infer the sensor size "
+                        f"(give it as events:DIR:HxW)")
+    return known, (hi_y + 1, hi_x + 1), "inferred (max y + 1, max x + 1)"
+
+
 def load_events_dir(arg: str, T: int, img_size: int, in_channels: int, seed: int):
     """events:DIR -> (x_train, y_train, x_test, y_test, info): frames float32 [N, T, 2, S, S], int64 labels."""
     T = _check_T(T)
     _check_channels(in_channels, f"events:{arg}")
     dir_, sensor = parse_events_arg(arg)
     scan = scan_event_folder(dir_)
-    known = known_data_set(scan["classes"], scan["layout"] == "train/test")
+    known, sensor, source = resolve_sensor(scan, sensor)
     root = scan["root"]
-    if sensor is not None:
-        source = "spec"
-    elif known is not None:
-        sensor, source = SENSOR_SIZES[known], f"known data set {known}"
-    else:
-        source = "inferred (max y + 1, max x + 1)"
-        hi_x = hi_y = -1
-        for items in scan["splits"].values():
-            for f, _ in items:
-                ev = read_event_file(f, None, _where(f, root))
-                if len(ev["x"]):
-                    hi_x, hi_y = max(hi_x, int(ev["x"].max())), max(hi_y, int(ev["y"].max()))
-        if hi_x < 0:
-            raise DataError(f"event data folder {_line(root)} holds no events; cannot infer the sensor size "
-                            f"(give it as events:DIR:HxW)")
-        sensor = (hi_y + 1, hi_x + 1)
     n_events = 0
     arrays = {}
     for name, items in scan["splits"].items():
