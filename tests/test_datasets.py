@@ -3,7 +3,6 @@
 small folders written in the original layouts."""
 from __future__ import annotations
 
-import math
 import pickle
 import tracemalloc
 import zipfile
