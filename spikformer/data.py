@@ -2,7 +2,7 @@
 
 `load_dataset(spec, img_size, in_channels)` returns `(x_train, y_train, x_test, y_test)`: float32 tensors
 [N, C, H, W] with values in [0, 1], already converted to the model's channel count and image size, and int64
-labels. Data specs:
+labels. Data specs (the streaming readers of spikformer/datasets read these and more, one sample at a time):
 
 - `digits`: scikit-learn's bundled 8x8 digits (1797 images, values 0..16), stratified 80/20 split with the
   given seed; nothing is downloaded.
@@ -18,7 +18,8 @@ integrate_events_by_fixed_frames_number(split_by='number', frames_num=T), at the
 
 - `events:DIR` (or `events:DIR:HxW` to give the sensor size): SpikingJelly's processed event data sets,
   DIR/events_np/[train|test/]<class>/*.npz with arrays t, x, y, p, read with allow_pickle=False; their own
-  train/test folders, or a seeded stratified 80/20 split when there are none (CIFAR10-DVS).
+  train/test folders, or when there are none (CIFAR10-DVS) the official split (the first ceil(90 %) of each class
+  in file order for training, docs/data.md), or with `:split=random` a seeded stratified 80/20 split.
 - `event-digits`: the digits above rendered as N-MNIST-style saccade recordings (nothing is read or downloaded);
   the same split as `digits` for the same seed.
 
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from ground.errors import UserError
 
 SPEC_HELP = ("digits, cifar10:DIR (cifar-10-batches-py folder), npz:FILE (arrays x and y), event-digits or "
-             "events:DIR[:HxW] (SpikingJelly events_np folder)")
+             "events:DIR[:HxW][:split=random] (SpikingJelly events_np folder)")
 EVENT_KINDS = ("events", "event-digits")
 TEST_FRACTION = 0.2
 CIFAR10_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]

@@ -212,6 +212,16 @@ def test_imagenet_index_is_torchvisions_imagefolder(imagenet):
         assert ds.info["split"] == split and folder in ds.info["split_rule"]
 
 
+def test_imagenet_labels_agree_with_timms_folder_parser(imagenet):
+    """The official training read the folders with timm 0.5.4's parser (natural class order): for synset-like
+    names it gives the same class indices and the same (file, label) pairs, in another file order."""
+    parser = pytest.importorskip("timm.data.parsers.parser_image_folder")
+    ds = open_dataset(f"imagenet:{imagenet}", IMAGENET_CFG, OFFICIAL["imagenet"], "test")
+    items, class_to_idx = parser.find_images_and_targets(str(imagenet / "val"))
+    assert class_to_idx == {c: i for i, c in enumerate(ds.info["classes"])}
+    assert sorted(items) == sorted(zip(ds.files, ds.labels.tolist()))
+
+
 @pytest.mark.parametrize("crop_pct,interpolation,size", [(1.0, "bicubic", 224), (0.875, "bilinear", 224),
                                                          (0.9, "bicubic", 64)])
 def test_imagenet_equals_timm_eval_transform(imagenet, crop_pct, interpolation, size):
@@ -434,7 +444,8 @@ def test_cifar10dvs_equals_spikingjelly_and_its_split(cifar10dvs):
 
 
 def test_cifar10dvs_random_split_only_when_asked(cifar10dvs):
-    (x_tr, y_tr, x_te, y_te), info = load_dataset_with_info(f"events:{cifar10dvs}", 128, 2, seed=4, T=4)
+    (x_tr, y_tr, x_te, y_te), info = load_dataset_with_info(f"events:{cifar10dvs}:split=random", 128, 2, seed=4,
+                                                            T=4)
     ds = open_dataset(f"events:{cifar10dvs}:split=random", DVS_CFG, OFFICIAL["dvs"], "test", seed=4)
     assert len(ds) == len(y_te) and [ds[i][1] for i in range(len(ds))] == y_te.tolist()
     assert torch.equal(torch.stack([ds[i][0] for i in range(len(ds))]), x_te)

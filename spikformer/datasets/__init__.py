@@ -22,8 +22,6 @@ subclass BadSampleError naming the file.
 """
 from __future__ import annotations
 
-import re
-
 from ..data import DataError, load_dataset_with_info
 from ..data_config import DataConfig
 from ..presets import SpikformerConfig
@@ -38,7 +36,6 @@ SPEC_HELP = ("digits, event-digits, cifar10:DIR (cifar-10-batches-py), cifar100:
              "events:DIR[:HxW][:split=random] (SpikingJelly events_np folder)")
 IMAGE_KINDS = ("digits", "cifar10", "cifar100", "imagenet", "npz")
 EVENT_KINDS = ("event-digits", "events")
-_SPLIT_OPTION = re.compile(r"^(?P<rest>.+):split=(?P<rule>[A-Za-z]+)$")
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, str | None, str]:
@@ -55,11 +52,9 @@ def parse_dataset_spec(spec: str) -> tuple[str, str | None, str]:
     if kind not in IMAGE_KINDS + EVENT_KINDS:
         raise DataError(f"unknown data spec {spec!r}; use one of: {SPEC_HELP}")
     rule = "official"
-    m = _SPLIT_OPTION.match(arg)
-    if m and kind == "events":
-        arg, rule = m["rest"], m["rule"].lower()
-        if rule not in ("official", "random"):
-            raise DataError(f"data spec {spec!r}: split must be 'official' or 'random', got {m['rule']!r}")
+    if kind == "events":
+        from ..events import parse_split_option
+        arg, rule = parse_split_option(arg)
     if not arg:
         raise DataError(f"data spec {spec!r} needs a path after '{kind}:'; use one of: {SPEC_HELP}")
     return kind, arg, rule

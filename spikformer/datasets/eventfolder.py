@@ -8,7 +8,6 @@ files), the first ceil(0.9 n) of a class for training and the rest for testing, 
 `split=random` asks for spikformer.data's seeded stratified 80/20 split instead (what spk-train used before)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,6 @@ import torch
 from .. import events as E
 from ..data import DataError, _stratified_split
 from .base import BadSampleError, SampleDataset
-
-OFFICIAL_TRAIN_RATIO = 0.9
-SPLIT_RULES = ("official", "random")
-
-
-def official_split(labels: np.ndarray, num_classes: int, train_ratio: float = OFFICIAL_TRAIN_RATIO):
-    """(train indices, test indices) as cifar10dvs/train.py's split_to_train_test_set(train_ratio, ds,
-    num_classes) without random_split: per class, in data set order, the first ceil(n * train_ratio)."""
-    train, test = [], []
-    for c in range(num_classes):
-        idx = [i for i, y in enumerate(labels) if y == c]
-        pos = math.ceil(len(idx) * train_ratio)
-        train.extend(idx[:pos])
-        test.extend(idx[pos:])
-    return np.array(train, dtype=np.int64), np.array(test, dtype=np.int64)
 
 
 class EventFolderDataset(SampleDataset):
@@ -50,10 +34,8 @@ class EventFolderDataset(SampleDataset):
                 tr, te = _stratified_split(labels, seed)
                 rule, split_seed = f"stratified 80/20 with seed {seed} (asked for with split=random)", seed
             else:
-                tr, te = official_split(labels, len(scan["classes"]))
-                rule, split_seed = ("official CIFAR10-DVS split (cifar10dvs/train.py split_to_train_test_set(0.9)): "
-                                    "first ceil(90 %) of each class in sorted file order for training, the rest "
-                                    "for testing"), None
+                tr, te = E.official_split(labels, len(scan["classes"]))
+                rule, split_seed = E.OFFICIAL_SPLIT_RULE, None
             self.items = [items[i] for i in (tr if split == "train" else te)]
         else:
             if split_rule == "random":
