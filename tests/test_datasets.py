@@ -336,6 +336,33 @@ def test_npz_uint8_streams_the_pixels(tmp_path, save):
             assert yi == y[j] and torch.equal(xi * 255, torch.from_numpy(x[j].transpose(2, 0, 1).astype(np.float32)))
 
 
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_is_never_loaded_whole(tmp_path, save):
+    """Opening a 24 MiB npz and reading samples allocates a few samples' and pieces' worth, not the array (numpy
+    reports its allocations to tracemalloc); the deflated one is inflated into a temporary file, which goes with
+    the set."""
+    x = np.random.default_rng(0).integers(0, 256, size=(2000, 64, 64, 3), dtype=np.uint8)
+    save(tmp_path / "big.npz", x=x, y=np.arange(2000) % 10)
+    del x
+    np.savez(tmp_path / "small.npz", x=np.zeros((10, 8, 8), np.uint8), y=np.arange(10) % 2)
+    open_dataset(f"npz:{tmp_path / 'small.npz'}", CIFAR_CFG, RAW, "train")[0]  # imports (sklearn) before tracing
+    tracemalloc.start()
+    try:
+        ds = open_dataset(f"npz:{tmp_path / 'big.npz'}", CIFAR_CFG.with_(img_size=64), RAW, "train")
+        for i in range(0, len(ds), 97):
+            ds[i]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(ds) == 1600 and peak < 8 * 2 ** 20
+    tmp = getattr(ds, "_tmpdir", None)
+    assert (tmp is not None) == (save is np.savez_compressed)
+    del ds
+    import gc
+    gc.collect()
+    assert tmp is None or not __import__("os").path.exists(tmp)
+
+
 def test_npz_float_equals_the_whole_set_loader(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(20, 1, 8, 8)) * 3
