@@ -7,7 +7,8 @@ spikformer.data (load_dataset) on the same npz files.
 usage: .venv/bin/python bench/bench_datasets_memory.py [--sizes 1000,8000] [--out bench/results]
 Writes bench/results/datasets_memory.json and datasets_memory.md.
 
-Kinds: npz:FILE (uint8 [N, 64, 64, 3], stored: 12 KiB a sample), imagenet:DIR (JPEGs of 160x120 in 10 class
+Kinds: npz:FILE (uint8 [N, 64, 64, 3], 12 KiB a sample; npz stored by np.savez, npz_z deflated by
+np.savez_compressed: inflated into a temporary file first), imagenet:DIR (JPEGs of 160x120 in 10 class
 folders), events:DIR (CIFAR10-DVS layout, 10 classes, 2,000 events a file at 128x128, the official split).
 CIFAR is left out: its files have a fixed size (the reader's cache is bounded by CACHE_BYTES, not by the set).
 """
@@ -31,6 +32,7 @@ OUT = ROOT / "bench" / "results"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MODELS = {  # spikformer.presets.SpikformerConfig fields of the model each kind is opened for
     "npz": dict(img_size=64, in_channels=3, num_classes=10, embed_dim=16, num_heads=2, depth=1, T=1),
+    "npz_z": dict(img_size=64, in_channels=3, num_classes=10, embed_dim=16, num_heads=2, depth=1, T=1),
     "imagenet": dict(img_size=112, in_channels=3, num_classes=10, embed_dim=16, num_heads=2, depth=1, T=1),
     "events": dict(img_size=128, in_channels=2, num_classes=10, embed_dim=16, num_heads=2, depth=1, T=16,
                    pool_stages=4, layout="dvs"),
@@ -42,9 +44,9 @@ def generate(kind: str, n: int, dest: Path) -> str:
     import numpy as np
 
     rng = np.random.default_rng(n)
-    if kind == "npz":
+    if kind in ("npz", "npz_z"):
         x = rng.integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
-        np.savez(dest / "data.npz", x=x, y=np.arange(n) % 10)
+        (np.savez if kind == "npz" else np.savez_compressed)(dest / "data.npz", x=x, y=np.arange(n) % 10)
         return f"npz:{dest / 'data.npz'}"
     if kind == "imagenet":
         from PIL import Image
@@ -95,7 +97,7 @@ def measure(kind: str, spec: str, whole_set: bool) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,8000")
-    ap.add_argument("--kinds", default="npz,imagenet,events")
+    ap.add_argument("--kinds", default="npz,npz_z,imagenet,events")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # kind spec whole_set
     a = ap.parse_args(argv)
