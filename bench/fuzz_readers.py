@@ -29,6 +29,17 @@ Readers (READERS) and the valid files they are fed (make_samples, from a small r
                 classes, .npz files stored and deflated) with one file mutated (its bytes, or one array's
                 bytes re-zipped with valid CRCs), read with the inferred sensor size or with
                 events:DIR:16x16                                                          DataError
+    npz_stream  spikformer.datasets.open_dataset('npz:FILE'), every sample of both splits read
+                                                            data.npz, stored and deflated DataError
+    cifar100    spikformer.datasets.open_dataset('cifar100:DIR'), every sample of both splits read
+                                                            a cifar-100-python folder with train, test or meta
+                                                            mutated                        DataError
+    imagenet    spikformer.datasets.open_dataset('imagenet:DIR'), every sample of both splits read
+                                                            an ImageNet-layout folder (JPEG, PNG, a text file)
+                                                            with one file mutated          DataError
+    events_stream  spikformer.datasets.open_dataset('events:DIR'), every sample of both splits read
+                                                            the events sample above, mutated as for events
+                                                                                          DataError
 
 Mutations (seeded, `mutate`): bit flips (1-8 bits), byte overwrites (1-16 bytes, random or boundary values),
 truncations, insertions (1-64 bytes), deletions (1-64 bytes); offsets are uniform over the file half the time
@@ -211,6 +222,8 @@ def make_samples(dest) -> Path:
     batch = {b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in y[:6]],
              b"data": rng.integers(0, 256, size=(6, 3072), dtype=np.uint8), b"filenames": [b"a.png"] * 6}
     (dest / "data_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    _cifar100_sample(dest / "cifar100", rng)
+    _imagenet_sample(dest / "imagenet", rng)
     for i, (split, cls) in enumerate(EVENT_SAMPLE_FILES):  # SpikingJelly's events_np layout and dtypes
         n = 60 + 7 * i
         save = np.savez_compressed if i % 2 else np.savez
@@ -220,6 +233,35 @@ def make_samples(dest) -> Path:
              x=rng.integers(0, 16, n).astype(np.uint32), y=rng.integers(0, 16, n).astype(np.uint32),
              p=rng.integers(0, 2, n).astype(np.int64))
     return dest
+
+
+def _cifar100_sample(d: Path, rng):
+    """cifar-100-python as the original: protocol-2 pickles of dicts with bytes keys."""
+    import numpy as np
+
+    d.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", 5), ("test", 3)):
+        batch = {b"filenames": [b"a.png"] * n, b"batch_label": name.encode(),
+                 b"fine_labels": [int(v) for v in rng.integers(0, 4, n)],
+                 b"coarse_labels": [int(v) for v in rng.integers(0, 2, n)],
+                 b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {b"fine_label_names": [f"c{i}".encode() for i in range(4)], b"coarse_label_names": [b"a", b"b"]}
+    (d / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+IMAGENET_SAMPLE_FILES = ("train/a/a0.JPEG", "train/b/b0.png", "val/a/a1.JPEG", "val/b/b1.jpg")
+
+
+def _imagenet_sample(d: Path, rng):
+    import numpy as np
+    from PIL import Image
+
+    for i, name in enumerate(IMAGENET_SAMPLE_FILES):
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        w, h = (40, 30) if i % 2 else (27, 45)
+        Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(d / name)
+    (d / "val" / "a" / "notes.txt").write_text("not an image")
 
 
 # ------------------------------------------------------------------------------------------------ readers
@@ -283,6 +325,18 @@ def _events_case(samples: Path, case_dir: Path, rng: random.Random):
         desc = dict(desc, member=members[k][0].filename, rezipped=True)
     spec = f"events:{d}" + (":16x16" if rng.random() < 0.5 else "")
     return spec, dict(desc, file=name, spec=spec[len(f"events:{d}"):] or "inferred sensor")
+
+
+def _folder_case(folder: str, names: tuple):
+    """The sample folder `folder` with one of its files `names` mutated."""
+    def make(samples: Path, case_dir: Path, rng: random.Random):
+        d = case_dir / folder
+        shutil.copytree(samples / folder, d)
+        name = names[rng.randrange(len(names))]
+        data, desc = mutate_bytes((d / name).read_bytes(), rng)
+        (d / name).write_bytes(data)
+        return d, dict(desc, file=f"{folder}/{name}")
+    return make
 
 
 def _export_case(samples: Path, case_dir: Path, rng: random.Random):
@@ -436,6 +490,52 @@ def _check_events(result):
     assert info["value_grid"] == 1
 
 
+# the model each streaming reader is opened for (spikformer.presets.SpikformerConfig fields)
+STREAM_MODELS = {
+    "npz": dict(img_size=8, in_channels=1, num_classes=3, embed_dim=16, num_heads=2, depth=1, T=1, pool_stages=0),
+    "cifar100": dict(img_size=8, in_channels=3, num_classes=4, embed_dim=16, num_heads=2, depth=1, T=1,
+                     pool_stages=0),
+    "imagenet": dict(img_size=16, in_channels=3, num_classes=2, embed_dim=16, num_heads=2, depth=1, T=1,
+                     pool_stages=0),
+    "events": dict(img_size=EVENT_SAMPLE["img_size"], in_channels=2, num_classes=2, embed_dim=16, num_heads=2,
+                   depth=1, T=EVENT_SAMPLE["T"], pool_stages=0, layout="dvs"),
+}
+
+
+def _stream(kind: str):
+    """Opens both splits of the spec with spikformer.datasets.open_dataset and reads every sample."""
+    def call(arg):
+        from spikformer.data_config import OFFICIAL, RAW
+        from spikformer.datasets import open_dataset
+        from spikformer.presets import SpikformerConfig
+        cfg = SpikformerConfig(**STREAM_MODELS[kind])
+        spec = arg if kind == "events" else f"{kind}:{arg}"
+        dc = OFFICIAL["dvs"] if kind == "events" else OFFICIAL["cifar"] if cfg.in_channels == 3 else RAW
+        out = []
+        for split in ("train", "test"):
+            ds = open_dataset(spec, cfg, dc, split)
+            out.append((cfg, ds, [ds[i] for i in range(len(ds))]))
+        return out
+    return call
+
+
+def _check_stream(result):
+    import torch
+    for cfg, ds, samples in result:
+        assert len(samples) == ds.info["n"] == len(ds)
+        for x, y in samples:
+            assert isinstance(x, torch.Tensor) and x.dtype == torch.float32, "not a float32 tensor"
+            assert tuple(x.shape) == cfg.input_shape, f"sample of shape {list(x.shape)}, not {cfg.input_shape}"
+            assert isinstance(y, int) and 0 <= y < cfg.num_classes, f"label {y!r}"
+            assert bool(torch.isfinite(x).all()) and float(x.min()) >= 0.0, "values negative or not finite"
+            if ds.info["value_grid"] == 1:
+                assert bool((x == x.round()).all()), "event frames that are not counts"
+            else:
+                assert float(x.max()) <= 1.0, "image values above 1"
+            if ds.info["value_grid"] == 255:
+                assert bool(((x * 255) == (x * 255).round()).all()), "8-bit images off the 1/255 grid"
+
+
 def _check_cifar(result):
     x, y = result
     assert x.shape[1:] == (3, 32, 32) and len(y) == len(x)
@@ -514,6 +614,14 @@ READERS: dict[str, Reader] = {r.name: r for r in (
            _check_cifar),
     Reader("events", "spikformer.data.load_dataset('events:DIR')", _errors("events"), _events_case, _load_events,
            _check_events),
+    Reader("npz_stream", "spikformer.datasets.open_dataset('npz:FILE')", _errors("npz"),
+           _file_case("data.npz", "data_z.npz"), _stream("npz"), _check_stream),
+    Reader("cifar100", "spikformer.datasets.open_dataset('cifar100:DIR')", _errors("cifar"),
+           _folder_case("cifar100", ("train", "test", "meta")), _stream("cifar100"), _check_stream),
+    Reader("imagenet", "spikformer.datasets.open_dataset('imagenet:DIR')", _errors("imagenet"),
+           _folder_case("imagenet", IMAGENET_SAMPLE_FILES), _stream("imagenet"), _check_stream),
+    Reader("events_stream", "spikformer.datasets.open_dataset('events:DIR')", _errors("events"), _events_case,
+           _stream("events"), _check_stream),
 )}
 
 

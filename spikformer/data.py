@@ -2,7 +2,7 @@
 
 `load_dataset(spec, img_size, in_channels)` returns `(x_train, y_train, x_test, y_test)`: float32 tensors
 [N, C, H, W] with values in [0, 1], already converted to the model's channel count and image size, and int64
-labels. Data specs:
+labels. Data specs (the streaming readers of spikformer/datasets read these and more, one sample at a time):
 
 - `digits`: scikit-learn's bundled 8x8 digits (1797 images, values 0..16), stratified 80/20 split with the
   given seed; nothing is downloaded.
@@ -18,7 +18,8 @@ integrate_events_by_fixed_frames_number(split_by='number', frames_num=T), at the
 
 - `events:DIR` (or `events:DIR:HxW` to give the sensor size): SpikingJelly's processed event data sets,
   DIR/events_np/[train|test/]<class>/*.npz with arrays t, x, y, p, read with allow_pickle=False; their own
-  train/test folders, or a seeded stratified 80/20 split when there are none (CIFAR10-DVS).
+  train/test folders, or when there are none (CIFAR10-DVS) the official split (the first ceil(90 %) of each class
+  in file order for training, docs/data.md), or with `:split=random` a seeded stratified 80/20 split.
 - `event-digits`: the digits above rendered as N-MNIST-style saccade recordings (nothing is read or downloaded);
   the same split as `digits` for the same seed.
 
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from ground.errors import UserError
 
 SPEC_HELP = ("digits, cifar10:DIR (cifar-10-batches-py folder), npz:FILE (arrays x and y), event-digits or "
-             "events:DIR[:HxW] (SpikingJelly events_np folder)")
+             "events:DIR[:HxW][:split=random] (SpikingJelly events_np folder)")
 EVENT_KINDS = ("events", "event-digits")
 TEST_FRACTION = 0.2
 CIFAR10_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -121,34 +122,53 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
 
 
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+CIFAR_IMAGE_BYTES = 3 * 32 * 32
+# The largest original file is cifar-100-python/train (50,000 images, about 155 MB); a file far larger than that
+# is not a CIFAR batch, and is refused before the unpickler allocates anything for it.
+MAX_CIFAR_FILE_BYTES = 256 * 2 ** 20
+
+
+def read_cifar_batch(path: Path, labels_key: str = "labels", what: str = "CIFAR-10 batch",
+                     missing_hint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N, 3, 32, 32], labels int64 [N]) of one python-format CIFAR file (a dict with b'data' and
+    b'labels', or b'fine_labels' for CIFAR-100), unpickled with _NumpyOnlyUnpickler after a size check."""
     if not path.is_file():
-        raise DataError(f"CIFAR-10 batch file {path} is missing (expected the cifar-10-batches-py folder with "
-                        f"{', '.join(CIFAR10_TRAIN_BATCHES)} and {CIFAR10_TEST_BATCH})")
-    try:
-        with open(path, "rb") as f:
-            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
-    except pickle.UnpicklingError as e:
-        raise DataError(f"refused to read {path}: it is not a plain CIFAR-10 batch ({e})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError, MemoryError,
-            RecursionError, OverflowError) as e:  # MemoryError: a damaged length field asking for gigabytes
-        raise DataError(f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {' '.join(str(e).split())}") \
-            from None
+        raise DataError(f"{what} file {path} is missing (expected " + (missing_hint or
+                        f"the cifar-10-batches-py folder with {', '.join(CIFAR10_TRAIN_BATCHES)} and "
+                        f"{CIFAR10_TEST_BATCH}") + ")")
+    size = path.stat().st_size
+    if size > MAX_CIFAR_FILE_BYTES:
+        raise DataError(f"{what} {path} is {size} bytes, more than the {MAX_CIFAR_FILE_BYTES} a CIFAR file can be; "
+                        f"refused before reading")
+    d = _unpickle_plain(path, what)
     if not isinstance(d, dict):
-        raise DataError(f"CIFAR-10 batch {path} does not hold a dict")
+        raise DataError(f"{what} {path} does not hold a dict")
     data = d.get(b"data", d.get("data"))
-    labels = d.get(b"labels", d.get("labels"))
+    labels = d.get(labels_key.encode(), d.get(labels_key))
     if data is None or labels is None:
-        raise DataError(f"CIFAR-10 batch {path} has no 'data' or 'labels' entry")
+        raise DataError(f"{what} {path} has no 'data' or '{labels_key}' entry")
     data = np.asarray(data)
     labels = np.asarray(labels)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
-        raise DataError(f"CIFAR-10 batch {path} has data of shape {data.shape} and {labels.size} labels; "
+    if data.ndim != 2 or data.shape[1] != CIFAR_IMAGE_BYTES or labels.shape != (data.shape[0],):
+        raise DataError(f"{what} {path} has data of shape {data.shape} and {labels.size} labels; "
                         f"expected [N, 3072] and N labels")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"CIFAR-10 batch {path} has non-integer labels")
+        raise DataError(f"{what} {path} has non-integer labels")
     x = data.reshape(-1, 3, 32, 32)
     return x, labels.astype(np.int64)
+
+
+def _unpickle_plain(path: Path, what: str):
+    """The object of a pickle holding only numpy arrays and builtins (anything else is refused)."""
+    try:
+        with open(path, "rb") as f:
+            return _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"refused to read {path}: it is not a plain {what} ({e})") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError, MemoryError,
+            RecursionError, OverflowError, UnicodeDecodeError) as e:  # MemoryError: a damaged length field
+        raise DataError(f"cannot read {what} {path}: {type(e).__name__}: {' '.join(str(e).split())}") \
+            from None
 
 
 def _load_cifar10(root: str):

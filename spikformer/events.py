@@ -19,7 +19,8 @@ Frames therefore always hold non-negative integer counts (value grid 1; see spik
 
 `events:DIR` layout (SpikingJelly's processed data sets, read with np.load(allow_pickle=False), never pickle):
 DIR/events_np/<split>/<class>/**.npz with splits `train` and `test` (DVS128 Gesture, N-MNIST), or
-DIR/events_np/<class>/**.npz without splits (CIFAR10-DVS: a seeded stratified 80/20 split is made); DIR may also
+DIR/events_np/<class>/**.npz without splits (CIFAR10-DVS: the official split, the first ceil(90 %) of each class
+in file order for training, or with `:split=random` a seeded stratified 80/20 split; docs/data.md); DIR may also
 be the events_np folder itself. Each .npz holds 1-D arrays t (integer or float), x, y (integers), p (0/1 integers
 or bool) of one length. Labels are the positions of the class folder names in sorted order, as SpikingJelly's
 DatasetFolder (torchvision) gives them (so DVS128 Gesture's folder '10' is label 2). Files are found as
@@ -224,6 +225,37 @@ def read_event_file(path, sensor: tuple[int, int] | None = None, where: str | No
 # ------------------------------------------------------------------------------------------------ folders
 
 _SENSOR_SUFFIX = re.compile(r"^(?P<dir>.+):(?P<h>\d+)x(?P<w>\d+)$")
+_SPLIT_SUFFIX = re.compile(r"^(?P<rest>.+):split=(?P<rule>[A-Za-z]+)$")
+SPLIT_RULES = ("official", "random")
+OFFICIAL_TRAIN_RATIO = 0.9
+
+
+def parse_split_option(arg: str) -> tuple[str, str]:
+    """'DIR[:HxW]:split=RULE' -> ('DIR[:HxW]', RULE); without the option the rule is 'official'."""
+    m = _SPLIT_SUFFIX.match(arg)
+    if not m:
+        return arg, "official"
+    rule = m["rule"].lower()
+    if rule not in SPLIT_RULES:
+        raise DataError(f"events:{_line(arg)}: split must be 'official' or 'random', got {m['rule']!r}")
+    return m["rest"], rule
+
+
+def official_split(labels, num_classes: int, train_ratio: float = OFFICIAL_TRAIN_RATIO):
+    """(train indices, test indices) as the official cifar10dvs/train.py's split_to_train_test_set(train_ratio,
+    ds, num_classes) without random_split (docs/data.md): per class, in data set order, the first
+    ceil(n * train_ratio) samples train, the rest test, classes one after the other."""
+    train, test = [], []
+    for c in range(num_classes):
+        idx = [i for i, y in enumerate(labels) if y == c]
+        pos = math.ceil(len(idx) * train_ratio)
+        train.extend(idx[:pos])
+        test.extend(idx[pos:])
+    return np.array(train, dtype=np.int64), np.array(test, dtype=np.int64)
+
+
+OFFICIAL_SPLIT_RULE = ("official CIFAR10-DVS split (cifar10dvs/train.py split_to_train_test_set(0.9)): first "
+                       "ceil(90 %) of each class in sorted file order for training, the rest for testing")
 
 
 def parse_events_arg(arg: str) -> tuple[str, tuple[int, int] | None]:
@@ -308,30 +340,37 @@ def _check_channels(in_channels: int, spec: str):
                         f"{in_channels} input channel(s); use a model with in_channels 2")
 
 
-def load_events_dir(arg: str, T: int, img_size: int, in_channels: int, seed: int):
-    """events:DIR -> (x_train, y_train, x_test, y_test, info): frames float32 [N, T, 2, S, S], int64 labels."""
-    T = _check_T(T)
-    _check_channels(in_channels, f"events:{arg}")
-    dir_, sensor = parse_events_arg(arg)
-    scan = scan_event_folder(dir_)
+def resolve_sensor(scan: dict, sensor: tuple[int, int] | None):
+    """(known data set name or None, sensor (H, W), where the size came from) of a scanned events folder: the
+    spec's size, else the known data set's, else (max y + 1, max x + 1) over all its files (one pass)."""
     known = known_data_set(scan["classes"], scan["layout"] == "train/test")
     root = scan["root"]
     if sensor is not None:
-        source = "spec"
-    elif known is not None:
-        sensor, source = SENSOR_SIZES[known], f"known data set {known}"
-    else:
-        source = "inferred (max y + 1, max x + 1)"
-        hi_x = hi_y = -1
-        for items in scan["splits"].values():
-            for f, _ in items:
-                ev = read_event_file(f, None, _where(f, root))
-                if len(ev["x"]):
-                    hi_x, hi_y = max(hi_x, int(ev["x"].max())), max(hi_y, int(ev["y"].max()))
-        if hi_x < 0:
-            raise DataError(f"event data folder {_line(root)} holds no events; cannot infer the sensor size "
-                            f"(give it as events:DIR:HxW)")
-        sensor = (hi_y + 1, hi_x + 1)
+        return known, sensor, "spec"
+    if known is not None:
+        return known, SENSOR_SIZES[known], f"known data set {known}"
+    hi_x = hi_y = -1
+    for items in scan["splits"].values():
+        for f, _ in items:
+            ev = read_event_file(f, None, _where(f, root))
+            if len(ev["x"]):
+                hi_x, hi_y = max(hi_x, int(ev["x"].max())), max(hi_y, int(ev["y"].max()))
+    if hi_x < 0:
+        raise DataError(f"event data folder {_line(root)} holds no events; cannot infer the sensor size "
+                        f"(give it as events:DIR:HxW)")
+    return known, (hi_y + 1, hi_x + 1), "inferred (max y + 1, max x + 1)"
+
+
+def load_events_dir(arg: str, T: int, img_size: int, in_channels: int, seed: int):
+    """events:DIR[:HxW][:split=random] -> (x_train, y_train, x_test, y_test, info): frames float32
+    [N, T, 2, S, S], int64 labels."""
+    T = _check_T(T)
+    _check_channels(in_channels, f"events:{arg}")
+    arg, rule = parse_split_option(arg)
+    dir_, sensor = parse_events_arg(arg)
+    scan = scan_event_folder(dir_)
+    known, sensor, source = resolve_sensor(scan, sensor)
+    root = scan["root"]
     n_events = 0
     arrays = {}
     for name, items in scan["splits"].items():
@@ -343,10 +382,17 @@ def load_events_dir(arg: str, T: int, img_size: int, in_channels: int, seed: int
         arrays[name] = (frames, np.array([label for _, label in items], dtype=np.int64))
     if "all" in arrays:
         x, y = arrays["all"]
-        tr, te = _stratified_split(y, seed)
+        if rule == "random":
+            tr, te = _stratified_split(y, seed)
+            split, split_seed = "stratified 80/20", seed
+        else:
+            tr, te = official_split(y, len(scan["classes"]))
+            split, split_seed = OFFICIAL_SPLIT_RULE, None
         x_tr, y_tr, x_te, y_te = x[tr], y[tr], x[te], y[te]
-        split, split_seed = "stratified 80/20", seed
     else:
+        if rule == "random":
+            raise DataError(f"events:{_line(arg)}: split=random is for folders without train/ and test/; this one "
+                            f"has them")
         (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
         split, split_seed = "folders train/test", None
     info = {"name": f"events:{known or Path(dir_).name}", "split": split, "split_seed": split_seed, "T": T,

@@ -100,23 +100,28 @@ def _sj_items(ds):
 def test_cifar10dvs_layout_equals_spikingjelly_dataset(tmp_path):
     """The CIFAR10-DVS layout (no split folders, 128x128 known sensor): every frame and label equals what
     SpikingJelly's CIFAR10DVS(data_type='frame', frames_number=T, split_by='number') gives (the official
-    Spikformer training's loader); our stratified split picks from them."""
+    Spikformer training's loader), split as the official training splits it (SpikingJelly's
+    split_to_train_test_set(0.9, ds, 10)); with ':split=random' our seeded stratified split picks from them."""
+    from spikingjelly.datasets import split_to_train_test_set
     from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
     rng = np.random.default_rng(4)
     _write_folder(tmp_path, E.CIFAR10_CLASSES, 5, 128, 128, rng)
-    (x_tr, y_tr, x_te, y_te), info = load_dataset_with_info(f"events:{tmp_path}", 128, 2, seed=0, T=4)
-    ref = _sj_items(CIFAR10DVS(str(tmp_path), data_type="frame", frames_number=4, split_by="number"))
+    origin = CIFAR10DVS(str(tmp_path), data_type="frame", frames_number=4, split_by="number")
+    ref = _sj_items(origin)
     labels = np.array([y for _, y in ref])
-    tr, te = _stratified_split(labels, 0)
-    assert x_tr.shape == (40, 4, 2, 128, 128) and x_te.shape == (10, 4, 2, 128, 128)
-    for xs, ys, idx in ((x_tr, y_tr, tr), (x_te, y_te, te)):
-        assert ys.tolist() == labels[idx].tolist()
-        for i, j in enumerate(idx):
-            assert np.array_equal(xs[i].numpy().astype(np.float64), ref[j][0])
-    assert info["name"] == "events:cifar10-dvs" and info["sensor"] == [128, 128]
-    assert info["sensor_source"] == "known data set cifar10-dvs" and info["split"] == "stratified 80/20"
-    assert info["value_grid"] == 1 and info["T"] == 4 and info["resize"] == "none" and len(info["sha256"]) == 64
-    assert sorted(torch.bincount(y_te).tolist()) == [1] * 10
+    sj_train, sj_test = split_to_train_test_set(0.9, origin, 10)
+    official = (np.array(sj_train.indices, dtype=np.int64), np.array(sj_test.indices, dtype=np.int64))
+    for suffix, (tr, te), n_test in (("", official, 0), (":split=random", _stratified_split(labels, 0), 10)):
+        (x_tr, y_tr, x_te, y_te), info = load_dataset_with_info(f"events:{tmp_path}{suffix}", 128, 2, seed=0, T=4)
+        assert x_tr.shape == (50 - n_test, 4, 2, 128, 128) and x_te.shape == (n_test, 4, 2, 128, 128)
+        for xs, ys, idx in ((x_tr, y_tr, tr), (x_te, y_te, te)):
+            assert ys.tolist() == labels[idx].tolist()
+            for i, j in enumerate(idx):
+                assert np.array_equal(xs[i].numpy().astype(np.float64), ref[j][0])
+        assert info["name"] == "events:cifar10-dvs" and info["sensor"] == [128, 128]
+        assert info["sensor_source"] == "known data set cifar10-dvs"
+        assert info["value_grid"] == 1 and info["T"] == 4 and info["resize"] == "none" and len(info["sha256"]) == 64
+    assert info["split"] == "stratified 80/20" and sorted(torch.bincount(y_te).tolist()) == [1] * 10
 
 
 def test_gesture_layout_equals_spikingjelly_dataset(tmp_path):

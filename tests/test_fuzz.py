@@ -50,7 +50,9 @@ def test_unmutated_samples_read_correctly(samples):
                "nir_graph": F._nir_graph(samples), "network": samples / "export" / "network.h5",
                "network_forged": samples / "export" / "network.h5",
                "export": samples / "export", "npz": samples / "data.npz", "cifar": samples / "data_batch",
-               "events": f"events:{samples / 'events'}"}[name]
+               "events": f"events:{samples / 'events'}", "npz_stream": samples / "data.npz",
+               "cifar100": samples / "cifar100", "imagenet": samples / "imagenet",
+               "events_stream": f"events:{samples / 'events'}"}[name]
         assert F.classify(reader, lambda: reader.call(arg)) == {"outcome": "ok"}, name
 
 
