@@ -34,6 +34,8 @@ FLAGS = {"num_heads": "--heads", "T": "--time-steps", "img_size": "--img-size"} 
 ARG_NAMES = {"num_heads": ("num_heads",), "T": ("time_step", "T"), "img_size": ("img_size",), "depth": ("layer",),
              "embed_dim": ("dim",), "mlp_ratio": ("mlp_ratio",), "num_classes": ("num_classes",)}
 FIELDS = tuple(f.name for f in fields(SpikformerConfig))
+DESCRIBE_ORDER = ("layout", "depth", "embed_dim", "num_heads", "mlp_ratio", "num_classes", "in_channels", "img_size",
+                  "T", "pool_stages", "product_order")
 BUILD_ERRORS = (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError)  # a config that builds no model
 
 
@@ -46,6 +48,12 @@ class Architecture:
     config: SpikformerConfig
     origin: dict            # field -> where its value came from
     preset: str | None = None  # the preset equal to `config`, if any
+    base: str | None = None    # override_preset: the preset it started from
+
+    @property
+    def overridden(self) -> bool:
+        """Built from a preset (override_preset) and no longer equal to it."""
+        return self.base is not None and self.config != PRESETS[self.base]
 
     def describe(self) -> str:
         return describe(self.config, self.origin, self.preset)
@@ -56,7 +64,9 @@ def describe(config: SpikformerConfig, origin: dict | None, preset: str | None =
     (state dict shapes); num_heads 12, T 4, img_size 32 (checkpoint args)"."""
     origin = origin if isinstance(origin, dict) else {}
     groups: dict[str, list[str]] = {}
-    for name, value in config.to_dict().items():
+    values = config.to_dict()
+    for name in DESCRIBE_ORDER:
+        value = values[name]
         groups.setdefault(str(origin.get(name, "unknown origin")), []).append(f"{name} {value:g}" if isinstance(
             value, float) else f"{name} {value}")
     head = f"preset {preset}" if preset else "no preset"
@@ -225,6 +235,28 @@ def infer_architecture(state: dict, args: dict | None = None, flags: dict | None
         raise ArchitectureError(f"{source}: the inferred architecture is not valid ({e}; {culprits}); give "
                                 f"--heads / --img-size / --time-steps or --preset") from None
     return Architecture(config, {k: origin[k] for k in FIELDS}, preset_named(config))
+
+
+def override_preset(base: str, overrides: dict) -> Architecture:
+    """A preset with some fields replaced (spk-train's --depth, --dim, ...): `overrides` maps a field to
+    (value, the flag that gave it); None values are not given. A new layout brings its official product order."""
+    from .presets import get_preset
+
+    config = get_preset(base)
+    given = {k: v for k, v in overrides.items() if v[0] is not None}
+    values = {k: v[0] for k, v in given.items()}
+    origin = {k: f"preset {base}" for k in FIELDS}
+    origin.update({k: v[1] for k, v in given.items()})
+    layout = values.get("layout", config.layout)
+    if layout != config.layout and "product_order" not in values and layout in OFFICIAL_DEFAULTS:
+        values["product_order"] = OFFICIAL_DEFAULTS[layout]["product_order"]
+        origin["product_order"] = f"official default of the {layout} layout"
+    try:
+        config = config.with_(**values)
+    except BUILD_ERRORS as e:
+        flags = ", ".join(f"{v[1]} {v[0]}" for v in given.values())
+        raise ArchitectureError(f"preset {base} with {flags}: {e}") from None
+    return Architecture(config, origin, preset_named(config), base)
 
 
 def apply_flags(config: SpikformerConfig, origin: dict, flags: dict | None, source: str,
