@@ -60,7 +60,6 @@ def _run(args: argparse.Namespace) -> int:
     # Check everything cheap before the (long) training so a mistake fails fast.
     arch = training_architecture(args)
     config = arch.config
-    data_config = training_data_config(args, config)
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / 'model.pt'}")
@@ -77,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
                                   num_classes=config.num_classes, T=config.T)
     info = data[1]
+    data_config = training_data_config(args, config)  # after the data: a missing data set is the first error
     print(f"{PROG}: preset {args.preset}, data {args.data} ({info['n_train']} train / {info['n_test']} test), "
           f"{args.epochs} epochs on {device}", flush=True)
     print(f"{PROG}: architecture: {arch.describe()}")

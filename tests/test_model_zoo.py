@@ -281,3 +281,104 @@ def test_spk_eval_takes_the_checkpoint_first_or_as_option(cli, tmp_path):
     for argv in ([path, "--heads", "8"], ["--checkpoint", path, "--heads", "8"]):
         rc, _, err = cli(eval_main, argv)
         assert_one_line_error(rc, err, "spk-eval: error:", "--heads 8 contradicts")
+
+
+# ------------------------------------------------------------------------------------------------ spk-train
+TINY_FLAGS = ["--depth", "1", "--dim", "16", "--heads", "2", "--img-size", "8", "--pool-stages", "1",
+              "--time-steps", "2"]
+
+
+def _train(cli, out, *extra):
+    """One epoch on 60 random 8x8 images (an npz data set: unnormalised by default, as digits)."""
+    import numpy as np
+    from commands.train import main as train_main
+    data = out.parent / "toy.npz"
+    if not data.exists():
+        rng = np.random.default_rng(0)
+        np.savez(data, x=rng.integers(0, 256, (60, 8, 8)).astype(np.float32) / 255, y=np.arange(60) % 10)
+    return cli(train_main, ["--data", f"npz:{data}", "--out", out, "--epochs", "1", "--device", "cpu",
+                            "--no-progress", *extra])
+
+
+def test_spk_train_builds_a_preset_with_overrides(cli, tmp_path):
+    out = tmp_path / "tiny.pt"
+    rc, stdout, err = _train(cli, out, *TINY_FLAGS)
+    assert rc == 0, err
+    saved = torch.load(out, weights_only=True)
+    want = SpikformerConfig(img_size=8, in_channels=1, num_classes=10, embed_dim=16, num_heads=2, depth=1,
+                            mlp_ratio=4.0, T=2, pool_stages=1, product_order="qk_first", layout="cifar")
+    assert SpikformerConfig.from_dict(saved["config"]) == want
+    meta = saved["metadata"]
+    assert meta["base_preset"] == "digits-2-64" and meta["preset"] is None and "data_config" not in meta
+    assert meta["architecture_origin"] == {"layout": "preset digits-2-64", "img_size": "--img-size",
+                                           "in_channels": "preset digits-2-64",
+                                           "num_classes": "preset digits-2-64", "embed_dim": "--dim",
+                                           "num_heads": "--heads", "depth": "--depth",
+                                           "mlp_ratio": "preset digits-2-64", "T": "--time-steps",
+                                           "pool_stages": "--pool-stages", "product_order": "preset digits-2-64"}
+    assert stdout.count("architecture: no preset: layout cifar, mlp_ratio 4, num_classes 10, in_channels 1, "
+                        "product_order qk_first (preset digits-2-64); depth 1 (--depth); embed_dim 16 (--dim); "
+                        "num_heads 2 (--heads)") == 1
+    _, cfg, loaded = load_checkpoint(out)
+    assert cfg == want and loaded["architecture_origin"]["embed_dim"] == "--dim"
+    assert loaded["data_config"]["mean"] is None
+
+
+def test_spk_train_a_plain_preset_writes_no_new_entries(cli, tmp_path):
+    """The checkpoint of a preset trained as before has the metadata it always had (so the bytes are the same):
+    flags that repeat the preset's values change nothing."""
+    out = tmp_path / "plain.pt"
+    rc, _, err = _train(cli, out, "--preset", "digits-2-64", "--dim", "64", "--layout", "cifar", "--depth", "1",
+                        "--img-size", "8")
+    assert rc == 0, err
+    meta = torch.load(out, weights_only=True)["metadata"]
+    assert meta["base_preset"] == "digits-2-64"  # depth 1 is an override
+    out2 = tmp_path / "plain2.pt"
+    rc, _, err = _train(cli, out2, "--preset", "digits-2-64", "--dim", "64", "--normalize", "none")  # 16x16
+    assert rc == 0, err
+    meta = torch.load(out2, weights_only=True)["metadata"]
+    assert meta["preset"] == "digits-2-64"
+    assert not {"base_preset", "architecture_origin", "data_config"} & set(meta)
+
+
+def test_spk_train_with_normalisation_writes_it_and_the_model_applies_it(cli, tmp_path):
+    out = tmp_path / "norm.pt"
+    rc, stdout, err = _train(cli, out, *TINY_FLAGS, "--normalize", "0.5/0.25")
+    assert rc == 0, err
+    assert "input: normalised with mean [0.5] std [0.25]" in stdout
+    meta = torch.load(out, weights_only=True)["metadata"]
+    assert meta["data_config"]["mean"] == [0.5] and meta["data_config"]["std"] == [0.25]
+    model, _, loaded = load_checkpoint(out)
+    assert model.input_normalized and loaded["data_config"]["origin"] == "checkpoint data_config"
+    x = torch.randint(0, 256, (4, 1, 8, 8)).float() / 255
+    raw, _, _ = load_checkpoint(out, normalize="none")
+    assert not raw.input_normalized
+    with torch.no_grad():
+        assert torch.equal(model(x), raw((x * 255 - 127.5) / 63.75))  # 255 * 0.5, 255 * 0.25: exact in float32
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--dim", "60"], "embed_dim must be a multiple of 8"),
+    (["--heads", "5"], "embed_dim 64 is not divisible by num_heads 5"),
+    (["--depth", "-1"], "--depth must be positive"),
+    (["--layout", "dvs", "--in-channels", "2", "--normalize", "cifar"], "takes event counts"),
+    (["--normalize", "cifar"], "normalises 3 channels but the model takes 1"),
+    (["--normalize", "0.5"], "--normalize '0.5'"),
+])
+def test_spk_train_architecture_errors(cli, tmp_path, extra, needle):
+    out = tmp_path / "m.pt"
+    rc, _, err = _train(cli, out, *extra)
+    assert_one_line_error(rc, err, "spk-train: error:", needle)
+    assert not out.exists()
+
+
+def test_spk_train_normalises_the_official_data_sets_by_default():
+    from commands.train_config import training_data_config
+    cfg = cifar(10, 4, 384, 12)
+    for spec, mean in (("cifar10:/data", CIFAR_MEAN), ("cifar100:/data", CIFAR_MEAN), ("digits", None),
+                       ("npz:/x.npz", None)):
+        dc = training_data_config(argparse.Namespace(normalize=None, data=spec), cfg)
+        assert (list(dc.mean) if dc.mean else None) == mean, spec
+    inet = training_data_config(argparse.Namespace(normalize=None, data="imagenet:/data"), imagenet(8, 512, 8))
+    assert list(inet.mean) == IMAGENET_MEAN and "imagenet/imagenet.yml" in inet.origin
+    assert not training_data_config(argparse.Namespace(normalize=None, data="cifar10:/d"), dvs(10)).normalized
