@@ -32,7 +32,8 @@ class ModelSource:
 
     def facts(self) -> dict:
         """The model facts artifacts record (name, checksum, config, training data and accuracy)."""
-        return {"name": self.name, "checkpoint_sha256": self.sha256, "preset": self.preset or self.metadata.get("preset"),
+        return {"name": self.name, "checkpoint_sha256": self.sha256,
+                "preset": self.preset or self.metadata.get("preset"),
                 "config": self.config.to_dict(), "architecture_origin": self.metadata.get("architecture_origin"),
                 "data_config": self.metadata.get("data_config"), "dataset": self.metadata.get("dataset"),
                 "test_accuracy": self.metadata.get("test_accuracy"), "checkpoint_source": self.metadata.get("source")}

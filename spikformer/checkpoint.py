@@ -31,7 +31,8 @@ import torch
 from ground.atomic import write_bytes
 from ground.errors import UserError
 from . import restricted_unpickler
-from .architecture import BUILD_ERRORS, ArchitectureError, apply_flags, describe, infer_architecture, preset_named
+from .architecture import (BUILD_ERRORS, FLAGS, ArchitectureError, apply_flags, describe, infer_architecture,
+                           preset_named)
 from .data_config import RAW, DataConfig, DataConfigError, resolve_data_config
 from .model import Spikformer
 from .presets import OWN_PRESETS, PRESETS, SpikformerConfig, UnknownPresetError, get_preset
@@ -288,8 +289,7 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
     flags = {"num_heads": heads, "T": time_steps, "img_size": img_size}
     for name, value in flags.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise CheckpointError(f"{ {'num_heads': '--heads', 'T': '--time-steps'}.get(name, '--img-size')} must "
-                                  f"be a positive integer, got {value!r}")
+            raise CheckpointError(f"{FLAGS[name]} must be a positive integer, got {value!r}")
     obj = _torch_load(path, map_location=device)
     preset_cfg = None
     if preset is not None:

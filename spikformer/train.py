@@ -102,7 +102,8 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
           data=None, log=print, data_config=None) -> TrainResult:
     """Train a Spikformer of `config` on `data_spec` (see spikformer.data). `data` may pass an already loaded
     (split, info) pair. `data_config` (spikformer.data_config.DataConfig): the input normalisation the model
-    applies to the raw [0, 1] data (None: none). Returns the trained model (eval mode) with its final test accuracy and per-epoch history."""
+    applies to the raw [0, 1] data (None: none). Returns the trained model (eval mode) with its final test
+    accuracy and per-epoch history."""
     if epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
