@@ -11,6 +11,7 @@ configs below are spelled out by hand (the official yml values, the args each ru
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import torch
@@ -169,6 +170,16 @@ def test_loaded_model_computes_the_official_forward(name, tmp_path):
     assert not torch.equal(want[0], want[1]), "the same logits for different inputs test nothing"
 
 
+def test_every_field_is_described_with_its_origin():
+    from spikformer.architecture import describe
+    cfg = cifar(100, 2, 256, 8)
+    origin = {k: f"from-{k}" for k in cfg.to_dict()}
+    line = describe(cfg, origin)
+    assert "\n" not in line and line.startswith("no preset: ")
+    for k, v in cfg.to_dict().items():
+        assert f"{k} {v:g} (from-{k})" in line if isinstance(v, float) else f"{k} {v} (from-{k})" in line, k
+
+
 # ------------------------------------------------------------------------------------- flags, args, errors
 def _cifar100_small(tmp_path, **arg_changes):
     cfg = cifar(100, 2, 64, 4).with_(img_size=8, T=2)
@@ -258,6 +269,16 @@ def test_spk_convert_takes_a_non_preset_official_checkpoint(cli, tmp_path, targe
     assert "num_heads 4 (checkpoint args (num_heads))" in stdout
     assert stdout.count("input: normalised with mean [0.4914, 0.4822, 0.4465]") == 1
     assert "(training checkpoint args)" in stdout
+    if target == "nir":
+        from hw_backends.nir import nir_io
+        info = json.loads(nir_io.read_nir_graph(out).metadata["model_info"])
+    else:
+        info = json.loads((out / "manifest.json").read_text())["model"]
+    assert info["config"] == cfg.to_dict() and info["preset"] is None
+    assert info["architecture_origin"]["num_heads"] == "checkpoint args (num_heads)"
+    assert info["architecture_origin"]["embed_dim"] == "state dict shapes"
+    assert info["data_config"] == {"mean": CIFAR_MEAN, "std": CIFAR_STD, "interpolation": "bicubic",
+                                   "crop_pct": 1.0, "origin": "training checkpoint args"}
 
 
 def test_spk_convert_one_line_errors(cli, tmp_path):
