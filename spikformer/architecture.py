@@ -33,6 +33,8 @@ FLAGS = {"num_heads": "--heads", "T": "--time-steps", "img_size": "--img-size"} 
 # Official training-argument names of each field (cifar10/train.py, imagenet/train.py, cifar10dvs/train.py).
 ARG_NAMES = {"num_heads": ("num_heads",), "T": ("time_step", "T"), "img_size": ("img_size",), "depth": ("layer",),
              "embed_dim": ("dim",), "mlp_ratio": ("mlp_ratio",), "num_classes": ("num_classes",)}
+# cifar10dvs/train.py has --num-classes (default 10) but never passes it to create_model: not a model fact there
+ARGS_NOT_BUILT = {"dvs": ("num_classes",)}
 FIELDS = tuple(f.name for f in fields(SpikformerConfig))
 DESCRIBE_ORDER = ("layout", "depth", "embed_dim", "num_heads", "mlp_ratio", "num_classes", "in_channels", "img_size",
                   "T", "pool_stages", "product_order")
@@ -178,7 +180,7 @@ def infer_architecture(state: dict, args: dict | None = None, flags: dict | None
     dict; `flags`: {"num_heads", "T", "img_size"} -> value or None (not given)."""
     facts = shape_facts(state, source)
     layout, dim = facts["layout"], facts["embed_dim"]
-    given = args_facts(args)
+    given = {k: v for k, v in args_facts(args).items() if k not in ARGS_NOT_BUILT.get(layout, ())}
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     values, origin = {}, {}
     for name in ("layout", "depth", "embed_dim", "mlp_ratio", "num_classes", "in_channels"):

@@ -239,6 +239,17 @@ def test_dvs_img_size_comes_from_pos_embed(tmp_path):
         load_checkpoint(path, normalize="0.5,0.5/0.2,0.2")
 
 
+def test_dvs_args_num_classes_is_not_a_model_fact(tmp_path):
+    """cifar10dvs/train.py never passes --num-classes to create_model: a DVS128 run (11 classes) keeps the default
+    10 in its args, and that is no contradiction."""
+    cfg = dvs(11).with_(img_size=32)
+    args = official_args(cfg, 32)
+    args.num_classes = 10
+    path = tmp_path / "dvs128.pth"
+    save_official(path, cfg, expanded_state(official_structure(cfg)), args)
+    assert load_checkpoint(path)[1] == cfg
+
+
 def test_a_state_dict_that_is_no_spikformer(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 2048),
