@@ -131,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
     matched = " matched by parameter names and shapes" if build.source.metadata.get("preset_matched") else ""
     print(f"{PROG}: {ckpt} ({preset or 'config from checkpoint'}{matched}, {cfg.depth} blocks x {cfg.embed_dim}, "
           f"T={cfg.T}) -> target {backend.name}: {out}")
+    for line in build.source.describe():
+        print(f"  {line}")
     print(f"  time: load, frontend and build {t1 - t0:.2f} s, export {t2 - t1:.2f} s")
     print(f"  IR: {len(graph.nodes)} nodes ({_fmt_count(graph.summary())}), {len(graph.edges)} edges, "
           f"{neurons:,} spiking neurons")

@@ -16,8 +16,20 @@ DEFAULTS = ConversionOptions()
 def add_source_arguments(g) -> None:
     """Which model a checkpoint holds: also spk-eval's."""
     g.add_argument("--preset", default=DEFAULTS.preset,
-                   help=f"architecture of a state dict: {', '.join(sorted(PRESETS))} (default: the one preset whose "
-                        "parameter names and shapes match; checkpoints from spk-train carry their own)")
+                   help=f"architecture of a state dict: {', '.join(sorted(PRESETS))} (default: inferred from its "
+                        "parameter names and shapes and a training checkpoint's args; checkpoints from spk-train "
+                        "carry their own)")
+    g.add_argument("--heads", type=int, default=DEFAULTS.heads,
+                   help="attention heads of a state dict (default: its training args, else the preset with its "
+                        "shapes, else the layout's official value); must agree with the args and a saved config")
+    g.add_argument("--time-steps", type=int, default=DEFAULTS.time_steps,
+                   help="time steps T of a state dict (default: as for --heads)")
+    g.add_argument("--img-size", type=int, default=DEFAULTS.img_size,
+                   help="input image size of a state dict (default: as for --heads; dvs layout: from pos_embed)")
+    g.add_argument("--normalize", default=DEFAULTS.normalize,
+                   help="input normalisation: none, cifar, imagenet (that official yml) or M1,M2,M3/S1,S2,S3 "
+                        "(default: the checkpoint's data config, a training checkpoint's args, else the official "
+                        "yml of the layout; our own digits models: none)")
     g.add_argument("--weights", default=DEFAULTS.weights, choices=WEIGHTS_CHOICES,
                    help="a training checkpoint's weights: 'model' (its state_dict, as the official test script "
                         f"loads them) or 'ema' (state_dict_ema) (default {DEFAULTS.weights})")
@@ -49,6 +61,12 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
                         f"assumed) (default {DEFAULTS.hw})")
 
 
+def source_arguments(args: argparse.Namespace) -> dict:
+    """The load-time flags of add_source_arguments as load_checkpoint's keyword arguments."""
+    return {"heads": args.heads, "time_steps": args.time_steps, "img_size": args.img_size,
+            "normalize": args.normalize}
+
+
 def default_mode(target: str) -> str:
     """What a target's build runs by default: Loihi fixed point for loihi (the network spk-convert exports),
     reference float semantics otherwise."""
@@ -59,6 +77,6 @@ def conversion_options(args: argparse.Namespace, target: str, device: str = "cpu
     try:
         return ConversionOptions(target=target, ssa=args.ssa, ssa_order=args.ssa_order, weight_bits=args.weight_bits,
                                  vth_mant=args.vth_mant, input_scale=args.input_scale, preset=args.preset,
-                                 weights=args.weights, device=device, hw=args.hw)
+                                 weights=args.weights, device=device, hw=args.hw, **source_arguments(args))
     except OptionsError as e:
         raise UserError(str(e)) from None

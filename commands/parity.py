@@ -71,6 +71,8 @@ def _run(a: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     build = convert(a.checkpoint, conversion_options(a, a.target))
+    for line in build.source.describe():
+        print(f"spk-parity: {line}")
     cfg = build.source.config
     split, data_info = load_dataset_with_info(a.data, cfg.img_size, cfg.in_channels, a.seed, cfg.num_classes,
                                                   T=cfg.T)
@@ -85,7 +87,8 @@ def _run(a: argparse.Namespace) -> int:
     facts = {"model": build.source.name, "checkpoint_sha256": build.source.sha256,
              "preset": a.preset or ("matched: " + build.source.metadata["preset"]
                                     if build.source.metadata.get("preset_matched") else "from checkpoint"),
-             "config": cfg.to_dict(), "target": a.target, "mode": mode,
+             "config": cfg.to_dict(), "architecture_origin": build.source.metadata.get("architecture_origin"),
+             "data_config": build.source.metadata.get("data_config"), "target": a.target, "mode": mode,
              "engine": a.engine, "ssa_form": build.ssa_form,
              "data": a.data, "data_sha256": data_info.get("sha256"), "seed": a.seed, "device": device,
              "reference_dtype": "float64" if mode == "float" else "float32",

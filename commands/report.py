@@ -97,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
 
     build = convert(args.checkpoint, conversion_options(args, args.target))
+    for line in build.source.describe():
+        print(f"{PROG}: {line}")
     config, meta = build.source.config, build.source.metadata
     if args.attention_samples > 0:  # checked before the run, not after it
         try:
@@ -118,7 +120,8 @@ def _run(args: argparse.Namespace) -> int:
             "images_sha256": array_sha256(images)}
     checkpoint = {"checkpoint": build.source.name, "sha256": build.source.sha256,
                   "preset": args.preset or meta.get("preset"), "preset_matched": bool(meta.get("preset_matched")),
-                  "source": meta.get("source"),
+                  "source": meta.get("source"), "architecture_origin": meta.get("architecture_origin"),
+                  "data_config": meta.get("data_config"),
                   "trained_test_accuracy": meta.get("test_accuracy"),
                   "trained_on": (meta.get("dataset") or {}).get("spec") if isinstance(meta.get("dataset"), dict)
                   else meta.get("dataset")}  # metadata of a checkpoint from elsewhere may hold anything

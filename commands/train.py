@@ -1,13 +1,17 @@
 """Console scripts of the spikformer package.
 
-spk-train: train a Spikformer preset on a data set and write one checkpoint file.
+spk-train: train a Spikformer (a preset, or a preset changed by --layout/--depth/--dim/...) on a data set and
+write one checkpoint file.
 
     spk-train --preset digits-2-64 --data digits --out runs/demo/model.pt [--epochs N] [--lr LR]
               [--batch-size B] [--seed S] [--device cuda|cpu] [--no-progress] [--debug]
+              [--layout L] [--depth N] [--dim D] [--heads H] [--mlp-ratio R] [--time-steps T] [--img-size S]
+              [--num-classes K] [--in-channels C] [--pool-stages P] [--normalize none|cifar|imagenet|M/S]
 
-spk-eval: load a checkpoint (ours, or an official state dict with --preset) and print its test accuracy.
+spk-eval: load a checkpoint (ours, or an official one: architecture inferred) and print its test accuracy.
 
-    spk-eval --checkpoint model.pt [--data SPEC] [--preset NAME] [--seed S] [--device cuda|cpu] [--debug]
+    spk-eval model.pt [--data SPEC] [--preset NAME] [--heads H] [--time-steps T] [--img-size S]
+             [--normalize N] [--seed S] [--device cuda|cpu] [--debug]      (--checkpoint FILE: the same)
 
 Errors (unknown preset, bad data spec, unusable output path) are one line on stderr with a nonzero exit code;
 the checkpoint is written atomically, so a failed run leaves no output file.
@@ -21,10 +25,11 @@ from typing import Sequence
 
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
-from spikformer.presets import DEFAULT_PRESET, PRESETS, UnknownPresetError, get_preset
+from spikformer.presets import DEFAULT_PRESET, PRESETS
 from spikformer.train import default_device
 
-from .options import add_source_arguments
+from .options import add_source_arguments, source_arguments
+from .train_config import add_architecture_arguments, training_architecture, training_data_config
 
 PROG = "spk-train"
 EVAL_PROG = "spk-eval"
@@ -46,16 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the data split, init and shuffling (default 0)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars; one line per epoch instead")
+    add_architecture_arguments(p)
     add_common_args(p)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
     # Check everything cheap before the (long) training so a mistake fails fast.
-    try:
-        config = get_preset(args.preset)
-    except UnknownPresetError as e:
-        raise UserError(str(e)) from None
+    arch = training_architecture(args)
+    config = arch.config
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / 'model.pt'}")
@@ -72,12 +76,15 @@ def _run(args: argparse.Namespace) -> int:
     data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
                                   num_classes=config.num_classes, T=config.T)
     info = data[1]
+    data_config = training_data_config(args, config)  # after the data: a missing data set is the first error
     print(f"{PROG}: preset {args.preset}, data {args.data} ({info['n_train']} train / {info['n_test']} test), "
           f"{args.epochs} epochs on {device}", flush=True)
+    print(f"{PROG}: architecture: {arch.describe()}")
+    print(f"{PROG}: input: {data_config.describe()}")
     res = train(config, args.data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                device=str(device), progress=not args.no_progress, data=data)
+                device=str(device), progress=not args.no_progress, data=data, data_config=data_config)
     metadata = {
-        "preset": args.preset,
+        "preset": args.preset if not arch.overridden else arch.preset,
         "dataset": {k: info[k] for k in ("spec", "name", "split", "split_seed", "n_train", "n_test",
                                          "num_classes", "img_size", "in_channels", "sha256", "value_grid")},
         "split_seed": info["split_seed"],
@@ -93,6 +100,11 @@ def _run(args: argparse.Namespace) -> int:
         "versions": library_versions(),
         "created_by": "spikformer-deploy spk-train",
     }
+    if arch.overridden:  # a plain preset's checkpoint stays as it was (its preset names every value)
+        metadata["base_preset"] = args.preset
+        metadata["architecture_origin"] = arch.origin
+    if data_config.normalized:  # unnormalised: nothing written, raw [0, 1] input is what an absent entry means
+        metadata["data_config"] = data_config.to_dict()
     save_checkpoint(out, res.model, metadata, config=config)
     n_test = info["n_test"]
     print(f"test accuracy: {100 * res.test_accuracy:.2f} % ({round(res.test_accuracy * n_test)}/{n_test})")
@@ -110,7 +122,9 @@ def build_eval_parser() -> argparse.ArgumentParser:
     from spikformer.data import SPEC_HELP
 
     p = argparse.ArgumentParser(prog=EVAL_PROG, description="Evaluate a Spikformer checkpoint's test accuracy.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file (spk-train output or an official state dict)")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file (spk-train output or an official checkpoint)")
+    p.add_argument("--checkpoint", dest="checkpoint_option", metavar="CHECKPOINT",
+                   help="the same as the positional argument (give one of them)")
     add_source_arguments(p)
     p.add_argument("--data", default=None,
                    help=f"data spec (default: the one stored in the checkpoint, else digits): {SPEC_HELP}")
@@ -122,18 +136,22 @@ def build_eval_parser() -> argparse.ArgumentParser:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from spikformer.checkpoint import load_checkpoint
+    from spikformer.checkpoint import describe_loaded, load_checkpoint
     from spikformer.data import load_dataset_with_info
     from spikformer.model import count_parameters
     from spikformer.train import configure_threads, evaluate, resolve_device
 
+    if (args.checkpoint is None) == (args.checkpoint_option is None):
+        raise UserError("give the checkpoint once: as the first argument or as --checkpoint FILE"
+                        + (f" (got {args.checkpoint} and {args.checkpoint_option})" if args.checkpoint else ""))
+    path = args.checkpoint or args.checkpoint_option
     device = resolve_device(args.device or default_device())
     if device.type == "cpu":
         configure_threads()
-    model, config, meta = load_checkpoint(args.checkpoint, preset=args.preset, device=device,
-                                         weights=args.weights)
-    if meta.get("preset_matched"):
-        print(f"architecture: preset {meta['preset']} (matched by parameter names and shapes)")
+    model, config, meta = load_checkpoint(path, preset=args.preset, device=device, weights=args.weights,
+                                          **source_arguments(args))
+    for line in describe_loaded(config, meta):
+        print(line)
     stored = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     spec = args.data or stored.get("spec") or "digits"
     seed = args.seed if args.seed is not None else (meta.get("split_seed") if isinstance(meta.get("split_seed"), int)

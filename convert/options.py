@@ -28,7 +28,11 @@ class ConversionOptions:
     weight_bits: int = DEFAULT_WEIGHT_BITS
     vth_mant: int = DEFAULT_VTH_MANT
     input_scale: int | None = None  # None: the checkpoint's data grid, else DEFAULT_INPUT_SCALE
-    preset: str | None = None       # architecture of a state dict (None: the preset its names and shapes match)
+    preset: str | None = None       # architecture of a state dict (None: inferred, spikformer.architecture)
+    heads: int | None = None        # --heads, --time-steps, --img-size: what a state dict's shapes do not say
+    time_steps: int | None = None   # (None: not given; the checkpoint's args, a preset or the official default)
+    img_size: int | None = None
+    normalize: str | None = None    # --normalize: overrides the model's data config (None: not given)
     weights: str = "model"          # a training checkpoint's "state_dict" (as the official test script) or "ema"
     device: str = "cpu"             # where the checkpoint is loaded; the conversion runs in float64 on the CPU
     hw: str = DEFAULT_HW            # loihi: the hardware profile placed on (per-core limits, cores per chip)
@@ -42,6 +46,10 @@ class ConversionOptions:
             raise OptionsError(f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS_CHOICES)}")
         if self.weight_bits not in WEIGHT_BITS_CHOICES:
             raise OptionsError(f"weight bits must be one of {WEIGHT_BITS_CHOICES}, got {self.weight_bits!r}")
+        for name in ("heads", "time_steps", "img_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise OptionsError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
         # vth_mant and input_scale are checked by the target that uses them, against its limits
 
     def with_(self, **changes) -> "ConversionOptions":

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ground.hashing import file_sha256
-from spikformer.checkpoint import load_checkpoint
+from spikformer.checkpoint import describe_loaded, load_checkpoint
 from spikformer.model import Spikformer
 from spikformer.presets import SpikformerConfig
 
@@ -32,13 +32,22 @@ class ModelSource:
 
     def facts(self) -> dict:
         """The model facts artifacts record (name, checksum, config, training data and accuracy)."""
-        return {"name": self.name, "checkpoint_sha256": self.sha256, "preset": self.preset or self.metadata.get("preset"),
-                "config": self.config.to_dict(), "dataset": self.metadata.get("dataset"),
+        return {"name": self.name, "checkpoint_sha256": self.sha256,
+                "preset": self.preset or self.metadata.get("preset"),
+                "config": self.config.to_dict(), "architecture_origin": self.metadata.get("architecture_origin"),
+                "data_config": self.metadata.get("data_config"), "dataset": self.metadata.get("dataset"),
                 "test_accuracy": self.metadata.get("test_accuracy"), "checkpoint_source": self.metadata.get("source")}
 
+    def describe(self) -> list[str]:
+        """The architecture and the data config, each value with its origin (two lines)."""
+        return describe_loaded(self.config, self.metadata)
 
-def load_source(path, preset: str | None = None, device: str = "cpu", weights: str = "model") -> ModelSource:
-    model, config, meta = load_checkpoint(path, preset=preset, device=device, weights=weights)
+
+def load_source(path, preset: str | None = None, device: str = "cpu", weights: str = "model",
+                heads: int | None = None, time_steps: int | None = None, img_size: int | None = None,
+                normalize: str | None = None) -> ModelSource:
+    model, config, meta = load_checkpoint(path, preset=preset, device=device, weights=weights, heads=heads,
+                                          time_steps=time_steps, img_size=img_size, normalize=normalize)
     return ModelSource(model, config, meta, Path(path).name, file_sha256(path), preset)
 
 

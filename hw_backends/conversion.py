@@ -91,7 +91,9 @@ def convert(source, options: ConversionOptions | None = None, progress: bool = F
     options = options or ConversionOptions()
     backend = get_backend(options.target)  # an unknown target fails before any work
     if not isinstance(source, ModelSource):  # a missing or unsafe file: CheckpointError from spikformer.checkpoint
-        source = load_source(source, preset=options.preset, device=options.device, weights=options.weights)
+        source = load_source(source, preset=options.preset, device=options.device, weights=options.weights,
+                             heads=options.heads, time_steps=options.time_steps, img_size=options.img_size,
+                             normalize=options.normalize)
     frontend = spikformer_to_ir(source.model)
     if source.input_grid is not None:  # a fixed-point target encodes the input on the training data's grid
         frontend.metadata["input_value_grid"] = source.input_grid

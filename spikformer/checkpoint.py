@@ -13,9 +13,10 @@ Accepted: our own format; a bare state dict (official checkpoints); a state dict
 {"state_dict": ...} / {"model_state_dict": ...}; timm's training checkpoints ({"state_dict", "state_dict_ema",
 "optimizer", "epoch", "arch", "args", "metric", ...}: `weights="model"` takes "state_dict" as the official
 test script does (timm's resume_checkpoint), `weights="ema"` the EMA weights); "module." (DataParallel/DDP) and
-"_orig_mod." (torch.compile) prefixes are stripped. Without a preset, the architecture of a state dict is found
-by matching its parameter names and shapes against every preset: exactly one must match. Mismatching
-parameters are listed by name.
+"_orig_mod." (torch.compile) prefixes are stripped. Without a preset, the architecture of a state dict is
+inferred from its parameter names and shapes, the training checkpoint's args and the user's flags
+(spikformer.architecture); mismatching parameters are listed by name. The data config (input normalisation) is
+resolved as spikformer.data_config describes and set on the model.
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ import torch
 from ground.atomic import write_bytes
 from ground.errors import UserError
 from . import restricted_unpickler
+from .architecture import (BUILD_ERRORS, FLAGS, ArchitectureError, apply_flags, describe, infer_architecture,
+                           preset_named)
+from .data_config import RAW, DataConfig, DataConfigError, resolve_data_config
 from .model import Spikformer
-from .presets import PRESETS, SpikformerConfig, UnknownPresetError, get_preset
+from .presets import OWN_PRESETS, PRESETS, SpikformerConfig, UnknownPresetError, get_preset
 
 FORMAT = "spikformer-checkpoint"
 FORMAT_VERSION = 1
@@ -171,9 +175,6 @@ def _list(items: list[str]) -> str:
     return shown + (f" ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-BUILD_ERRORS = (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError)  # a config that builds no model
-
-
 def state_differences(expected: dict, state: dict) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, mis-shaped) entries of `state` against the `expected` state dict; the mis-shaped ones
     with both shapes."""
@@ -262,14 +263,33 @@ def match_preset(state: dict, source: str = "the state dict") -> str:
                           f"its architecture is not one this tool builds, or pass --preset to see every difference")
 
 
-def load_checkpoint(path, preset: str | None = None, device: str | torch.device = "cpu", weights: str = "model"
-                    ) -> tuple[Spikformer, SpikformerConfig, dict]:
+def _data_config(layout: str, metadata: dict, ours: bool, preset: str | None, normalize: str | None,
+                 in_channels: int, path: Path) -> DataConfig:
+    """resolve_data_config, except that a state dict of one of our own presets is raw input, as we train them."""
+    try:
+        if normalize is None and not ours and preset in OWN_PRESETS:
+            return RAW.with_origin(f"none: raw values in [0, 1], as preset {preset} is trained")
+        return resolve_data_config(layout, metadata, ours, normalize, in_channels)
+    except DataConfigError as e:
+        raise CheckpointError(f"{path}: {e}; give --normalize none or MEAN1,.../STD1,...") from None
+
+
+def load_checkpoint(path, preset: str | None = None, device: str | torch.device = "cpu", weights: str = "model",
+                    heads: int | None = None, time_steps: int | None = None, img_size: int | None = None,
+                    normalize: str | None = None) -> tuple[Spikformer, SpikformerConfig, dict]:
     """-> (model in eval mode, config, metadata). Our format carries its config; the architecture of any other
-    state dict is `preset`, or the one preset its parameter names and shapes match. If both are present they
-    must agree. `weights`: "model" or "ema" for a training checkpoint (see the module docstring)."""
+    state dict is `preset`, or the one inferred from its parameter names and shapes, its training args and the
+    flags `heads`, `time_steps`, `img_size` (None: not given; spikformer.architecture). `normalize`: a --normalize
+    value overriding the data config (None: not given). `weights`: "model" or "ema" for a training checkpoint
+    (see the module docstring). metadata gains "architecture_origin" ({field: origin}), "data_config"
+    (DataConfig.to_dict(), origin included) and "preset" (the preset the config equals, else None)."""
     path = Path(path)
     if weights not in WEIGHTS:
         raise CheckpointError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+    flags = {"num_heads": heads, "T": time_steps, "img_size": img_size}
+    for name, value in flags.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CheckpointError(f"{FLAGS[name]} must be a positive integer, got {value!r}")
     obj = _torch_load(path, map_location=device)
     preset_cfg = None
     if preset is not None:
@@ -278,38 +298,52 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
         except UnknownPresetError as e:
             raise CheckpointError(str(e)) from None
 
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        version = obj.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CheckpointError(f"{path} has checkpoint format version {version!r}; this tool reads version "
-                                  f"{FORMAT_VERSION}")
-        try:
-            config = SpikformerConfig.from_dict(dict(obj["config"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path} has an invalid model config: {e}") from None
-        if preset_cfg is not None and preset_cfg != config:
-            diff = sorted(k for k, v in config.to_dict().items() if preset_cfg.to_dict()[k] != v)
-            raise CheckpointError(f"{path} was saved for a different architecture than preset {preset!r} "
-                                  f"(differs in {', '.join(diff)}); drop --preset to use the saved config")
-        state = obj.get("state_dict")
-        metadata = obj.get("metadata")
-        metadata = metadata if isinstance(metadata, dict) else {}
-        if not _is_state_dict(state):
-            raise CheckpointError(f"{path} has no valid state_dict entry")
-        metadata = dict(metadata, source="spikformer-checkpoint")
-    else:
-        state, kind, facts = _select_state(obj, weights, path)
-        state = _strip_prefix(state)
-        matched = preset is None
-        if matched:
-            preset = match_preset(state, str(path))
-            preset_cfg = get_preset(preset)
-        config = preset_cfg
-        metadata = {"source": kind, "preset": preset}
-        if matched:
-            metadata["preset_matched"] = True  # found by parameter names and shapes, not given
-        if facts:
-            metadata["training"] = facts
+    ours = isinstance(obj, dict) and obj.get("format") == FORMAT
+    try:
+        if ours:
+            version = obj.get("format_version")
+            if version != FORMAT_VERSION:
+                raise CheckpointError(f"{path} has checkpoint format version {version!r}; this tool reads version "
+                                      f"{FORMAT_VERSION}")
+            try:
+                config = SpikformerConfig.from_dict(dict(obj["config"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(f"{path} has an invalid model config: {e}") from None
+            if preset_cfg is not None and preset_cfg != config:
+                diff = sorted(k for k, v in config.to_dict().items() if preset_cfg.to_dict()[k] != v)
+                raise CheckpointError(f"{path} was saved for a different architecture than preset {preset!r} "
+                                      f"(differs in {', '.join(diff)}); drop --preset to use the saved config")
+            state = obj.get("state_dict")
+            metadata = obj.get("metadata")
+            metadata = metadata if isinstance(metadata, dict) else {}
+            if not _is_state_dict(state):
+                raise CheckpointError(f"{path} has no valid state_dict entry")
+            saved = metadata.get("architecture_origin")
+            origin = {k: str(saved.get(k, "checkpoint config")) if isinstance(saved, dict) else "checkpoint config"
+                      for k in config.to_dict()}
+            config, origin = apply_flags(config, origin, flags, str(path), saved=True)
+            metadata = dict(metadata, source="spikformer-checkpoint")
+            if "preset" not in metadata:
+                metadata["preset"] = preset_named(config)
+        else:
+            state, kind, facts = _select_state(obj, weights, path)
+            state = _strip_prefix(state)
+            metadata = {"source": kind}
+            if facts:
+                metadata["training"] = facts
+            if preset_cfg is not None:
+                config, origin = apply_flags(preset_cfg, {k: f"--preset {preset}" for k in preset_cfg.to_dict()},
+                                             flags, str(path), saved=False)
+                metadata["preset"] = preset if config == preset_cfg else None
+            else:
+                arch = infer_architecture(state, facts.get("args"), flags, str(path))
+                config, origin = arch.config, arch.origin
+                metadata["preset"] = arch.preset
+                if arch.preset is not None:
+                    metadata["preset_matched"] = True  # not given: the inferred architecture is this preset's
+    except ArchitectureError as e:
+        raise CheckpointError(str(e)) from None
+    metadata["architecture_origin"] = origin
 
     try:  # expected shapes without allocating anything: a damaged config cannot make us build a huge model
         with torch.device("meta"):
@@ -317,10 +351,28 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
     except BUILD_ERRORS as e:
         raise CheckpointError(f"{path}: its model config cannot build a Spikformer ({_short(e)})") from None
     check_state_dict(skeleton, state, source=str(path))
+    data_config = _data_config(config.layout, metadata, ours, metadata.get("preset"), normalize,
+                               config.in_channels, path)
     model = Spikformer(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # dtype problems and the like
         raise CheckpointError(f"{path}: cannot load weights ({_short(e)})") from None
+    try:
+        model.set_input_normalization(data_config)
+    except ValueError as e:  # event input takes no normalisation
+        raise CheckpointError(f"{path}: {e}; drop --normalize") from None
+    metadata["data_config"] = data_config.to_dict()
     model.to(device).eval()
     return model, config, metadata
+
+
+def describe_loaded(config: SpikformerConfig, metadata: dict) -> list[str]:
+    """The two lines every command prints about a loaded model: its architecture and its data config, each value
+    with its origin."""
+    arch = describe(config, metadata.get("architecture_origin"), metadata.get("preset"))
+    try:
+        data = DataConfig.from_dict(metadata.get("data_config")).describe()
+    except DataConfigError:
+        data = "unknown"
+    return [f"architecture: {arch}", f"input: {data}"]

@@ -141,6 +141,7 @@ PRESETS: dict[str, SpikformerConfig] = {
                                           depth=2, T=8, pool_stages=2, layout="dvs"),
 }
 DEFAULT_PRESET = "digits-2-64"
+OWN_PRESETS = ("digits-2-64", "event-digits-2-64")  # this project's models: trained on raw [0, 1] input
 
 
 class UnknownPresetError(ValueError):

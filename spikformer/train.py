@@ -99,9 +99,11 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
 
 def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
           batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, device: str | None = None, progress: bool = True,
-          data=None, log=print) -> TrainResult:
+          data=None, log=print, data_config=None) -> TrainResult:
     """Train a Spikformer of `config` on `data_spec` (see spikformer.data). `data` may pass an already loaded
-    (split, info) pair. Returns the trained model (eval mode) with its final test accuracy and per-epoch history."""
+    (split, info) pair. `data_config` (spikformer.data_config.DataConfig): the input normalisation the model
+    applies to the raw [0, 1] data (None: none). Returns the trained model (eval mode) with its final test
+    accuracy and per-epoch history."""
     if epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
@@ -118,7 +120,9 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
         raise UserError(f"data spec {data_spec!r} has no training samples")
 
     seed_everything(seed)
-    model = Spikformer(config).to(dev)
+    model = Spikformer(config)
+    model.set_input_normalization(data_config)
+    model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     steps_per_epoch = math.ceil(len(y_tr) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(

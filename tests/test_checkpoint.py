@@ -249,7 +249,9 @@ def test_training_checkpoint_with_code_in_its_args_is_refused(digits_model, tmp_
     assert not marker.exists(), "loading ran the payload"
 
 
-def test_a_state_dict_that_fits_no_preset_lists_the_candidates(digits_model, tmp_path):
+def test_a_state_dict_that_fits_no_preset_needs_what_its_shapes_do_not_say(digits_model, tmp_path):
+    """7 classes: no preset has these shapes, so the head count is the cifar layout's official 12, which does not
+    divide 64: one line naming the value, its origin and the flag; with --heads the model loads."""
     sd = dict(digits_model.state_dict())
     sd["head.weight"] = torch.zeros(7, 64)
     sd["head.bias"] = torch.zeros(7)
@@ -258,8 +260,19 @@ def test_a_state_dict_that_fits_no_preset_lists_the_candidates(digits_model, tmp
     with pytest.raises(CheckpointError) as ei:
         load_checkpoint(path)
     msg = str(ei.value)
-    assert "\n" not in msg and "matches no preset" in msg
-    assert "digits-2-64: 2 mis-shaped" in msg and "cifar10-4-384:" in msg
+    assert "\n" not in msg and "not divisible by num_heads 12" in msg
+    assert "num_heads 12 from official default of the cifar layout" in msg and "--heads" in msg
+    with pytest.raises(CheckpointError, match="normalises 3 channels but the model takes 1; give --normalize none"):
+        load_checkpoint(path, heads=4)  # the cifar layout's official normalisation is for RGB
+    model, cfg, meta = load_checkpoint(path, heads=4, normalize="none")
+    assert cfg == get_preset("digits-2-64").with_(num_classes=7, img_size=32) and meta["preset"] is None
+    assert meta["architecture_origin"]["img_size"] == "official default of the cifar layout"
+    model, cfg, meta = load_checkpoint(path, heads=4, img_size=16, normalize="none")
+    assert cfg == get_preset("digits-2-64").with_(num_classes=7)
+    assert meta["data_config"]["mean"] is None and meta["data_config"]["origin"] == "--normalize none"
+    assert meta["architecture_origin"]["num_heads"] == "--heads"
+    assert meta["architecture_origin"]["num_classes"] == "state dict shapes"
+    assert torch.equal(model.state_dict()["head.weight"], sd["head.weight"])
 
 
 def test_several_matching_presets_is_an_error(digits_model, tmp_path, monkeypatch):

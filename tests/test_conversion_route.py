@@ -188,9 +188,14 @@ def test_a_matched_preset_is_named_in_every_output(tmp_path, cli):
     rc, _, err = cli(parity_cmd.main, [path, "--target", "nir", "--samples", "2", "--min-agreement", "0",
                                        "--device", "cpu", "--no-progress", "-o", tmp_path / "p"])
     assert rc == 0, err
-    assert json.loads((tmp_path / "p" / "parity.json").read_text())["run"]["preset"] == "matched: digits-2-64"
+    run = json.loads((tmp_path / "p" / "parity.json").read_text())["run"]
+    assert run["preset"] == "matched: digits-2-64"
+    assert run["architecture_origin"]["num_heads"] == "preset digits-2-64 (same parameter names and shapes)"
+    assert run["data_config"]["mean"] is None  # our own preset: raw [0, 1] input, as it is trained
     rc, _, err = cli(report_cmd.main, [path, "--samples", "2", "--attention-samples", "0", "--device", "cpu",
                                        "--no-progress", "-o", tmp_path / "r"])
     assert rc == 0, err
     model = json.loads((tmp_path / "r" / "energy.json").read_text())["model"]
     assert model["preset"] == "digits-2-64" and model["preset_matched"] is True
+    assert model["architecture_origin"]["depth"] == "state dict shapes"
+    assert model["data_config"]["origin"] == "none: raw values in [0, 1], as preset digits-2-64 is trained"

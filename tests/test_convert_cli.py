@@ -104,7 +104,7 @@ def test_bad_input(cli, ckpt, tmp_path, case):
         sd = tmp_path / "sd.pt"
         torch.save(randomized_model("digits-2-64", num_classes=7).state_dict(), sd)
         args[0] = sd
-        needle = "matches no preset"
+        needle = "num_heads 12 from official default of the cifar layout"  # no preset has its shapes
     elif case == "unknown_preset":
         args += ["--preset", "nope-1-1"]
         needle = "unknown preset 'nope-1-1'"

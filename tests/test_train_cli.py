@@ -115,7 +115,7 @@ def _official(tmp_path, mutate=None):
 @pytest.mark.parametrize("case,extra,needle", [
     ("missing-file", [], "does not exist"),
     ("not-a-checkpoint", [], "not a PyTorch checkpoint"),
-    ("fits-no-preset", [], "matches no preset (cifar10-4-384: 2 mis-shaped"),
+    ("fits-no-preset", ["--heads", "7"], "embed_dim 384 is not divisible by num_heads 7"),
     ("missing-params", ["--preset", "cifar10-4-384"], "2 missing: block.3.mlp.fc2_bn.weight, head.bias"),
     ("misshaped", ["--preset", "cifar10-4-384"], "head.weight (expected [10, 384], got [100, 384])"),
     ("unexpected", ["--preset", "cifar10-4-384"], "1 unexpected: pos_embed"),
