@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from convert import ir
+from ground.hashing import array_sha256
 from hw_backends.loihi.crossings import chip_crossings
 from sim.engine import Engine, check_images
 
@@ -178,6 +179,16 @@ def run_activity(graph: ir.Graph, numeric: str, images, device: str = "cpu", bat
     return res.activity, {"correct": res.correct, "samples": res.samples}
 
 
+def _samples_record(samples) -> dict:
+    """The sha256 of the samples' raw input (float32 bytes in order) and, for a streamed data set, how many were
+    skipped as undecodable."""
+    if isinstance(samples, TensorSamples):
+        return {"images_sha256": array_sha256(samples.images)}
+    info = getattr(samples.dataset, "info", None) or {}
+    return {"images_sha256": samples.hexdigest() or "not computed (the samples were read by the Ray workers)",
+            "skipped": int(info.get("skipped", 0) or 0)}
+
+
 def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor | None,
                  energy_model: EnergyModel, checkpoint: dict, data: dict, seed: int = 0, device: str = "cpu",
                  batch_size: int = 16, progress: bool = False, activity_fn=None,
@@ -192,8 +203,10 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
     model, config = build.source.model, build.source.config
     graph, numeric = build.runnable(mode)
     placed = target == "loihi" and mode == "fixed" and activity_fn is None  # the graph the placement is of
-    act, acc = run_activity(graph, numeric, images, device, batch_size, progress, activity_fn, labels, executor,
+    samples = as_samples(images, labels)
+    act, acc = run_activity(graph, numeric, samples, device, batch_size, progress, activity_fn, None, executor,
                             per_neuron=placed)
+    data = dict(data, **_samples_record(samples))
     ev = event_energy(act, energy_model)
     conv = conventions(act, config, energy_model)
     flops = flops_summary(config)

@@ -15,10 +15,9 @@ from ground.atomic import atomic_dir
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
 from hw_backends.conversion import convert
-from spikformer.data import load_dataset_with_info
-
+from .data_args import add_data_arguments, data_facts, model_data_config, open_split, stream
 from .options import add_conversion_arguments, conversion_options, default_mode
-from .ray_scaleout import add_ray_arguments, ray_device, ray_executor
+from .ray_scaleout import add_ray_arguments, ray_device, ray_executor, ray_reads_data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["fixed", "float"], default=None,
                    help="fixed (Loihi integer arithmetic) or float (reference semantics, float64; must be exact). "
                         "Default: fixed for loihi, float for nir")
-    p.add_argument("--data", default="digits", help="digits | cifar10:DIR | npz:FILE (test split is used)")
+    add_data_arguments(p)
     p.add_argument("--samples", type=int, default=None, help="number of test samples (default: all)")
     p.add_argument("--engine", choices=["sim", "lava"], default="sim")
     p.add_argument("--lava-timeout", type=float, default=600.0,
@@ -74,11 +73,10 @@ def _run(a: argparse.Namespace) -> int:
     for line in build.source.describe():
         print(f"spk-parity: {line}")
     cfg = build.source.config
-    split, data_info = load_dataset_with_info(a.data, cfg.img_size, cfg.in_channels, a.seed, cfg.num_classes,
-                                                  T=cfg.T)
-    x, y = split.x_test, split.y_test
-    if a.samples:
-        x, y = x[:a.samples], y[:a.samples]
+    dataset, opener = open_split(a.data, cfg, model_data_config(build.source.metadata), "test", a.seed, a.skip_bad)
+    n = len(dataset) if not a.samples else min(a.samples, len(dataset))
+    samples = stream(dataset, opener, range(n), a.workers, shared=ray_reads_data(a))
+    print(f"spk-parity: data {a.data}: {n} of {len(dataset)} test samples ({dataset.info.get('split_rule')})")
     graph, numeric = build.runnable(mode)
     sim_runner = None
     if a.engine == "lava":
@@ -90,7 +88,7 @@ def _run(a: argparse.Namespace) -> int:
              "config": cfg.to_dict(), "architecture_origin": build.source.metadata.get("architecture_origin"),
              "data_config": build.source.metadata.get("data_config"), "target": a.target, "mode": mode,
              "engine": a.engine, "ssa_form": build.ssa_form,
-             "data": a.data, "data_sha256": data_info.get("sha256"), "seed": a.seed, "device": device,
+             "data": a.data, "seed": a.seed, "device": device,
              "reference_dtype": "float64" if mode == "float" else "float32",
              "determinism": set_reference_determinism(device)}
     if mode == "fixed":
@@ -99,10 +97,11 @@ def _run(a: argparse.Namespace) -> int:
     atol = a.logit_atol if a.logit_atol is not None else default_logit_atol(mode)
     executor = ray_executor(a, "spk-parity")
     with executor or contextlib.nullcontext():
-        res = run_parity(build.source.model, graph, x, y, mode, a.batch_size, device, sim_device=device,
+        res = run_parity(build.source.model, graph, samples, None, mode, a.batch_size, device, sim_device=device,
                          progress=not a.no_progress,
                          sim_runner=sim_runner, numeric=numeric, logit_atol=atol, executor=executor)
     facts["scale_out"] = executor.describe() if executor is not None else None
+    facts["data_info"] = data_facts(a.data, dataset.info, samples)
     summary = summarize(res, facts)
     if sim_runner is not None and sim_runner.crosscheck is not None:
         summary["engine_crosscheck"] = dict(sim_runner.crosscheck.to_dict(), lava_timeouts=sim_runner.timeouts)

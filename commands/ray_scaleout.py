@@ -31,6 +31,7 @@ from spikformer.train import default_device
 
 LOCAL = "local"
 DEFAULT_RETRIES = 3
+RAY_DATA = ("auto", "shared", "ship")
 FAULTS_ENV = "SPK_RAY_TEST_FAULTS"
 
 
@@ -45,6 +46,17 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
                         "the number of batches")
     g.add_argument("--ray-retries", type=int, default=DEFAULT_RETRIES, metavar="N",
                    help=f"retries of a shard whose worker died (default {DEFAULT_RETRIES})")
+    g.add_argument("--ray-data", choices=RAY_DATA, default="auto",
+                   help="shared: every worker reads its shard's samples from the data set's path (a shared file "
+                        "system); ship: the driver reads them and sends them to the workers; auto: shared on a "
+                        "local Ray instance, ship on a cluster at an ADDRESS (default auto)")
+
+
+def ray_reads_data(a: argparse.Namespace) -> bool:
+    """True when the Ray workers read their shards' samples themselves (--ray-data, see add_ray_arguments)."""
+    if a.ray is None:
+        return False
+    return a.ray_data == "shared" or (a.ray_data == "auto" and a.ray == LOCAL)
 
 
 def ray_device(a: argparse.Namespace) -> str:

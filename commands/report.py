@@ -32,12 +32,10 @@ from analysis.report import DEFAULT_ENERGY_MODEL, MODES, TARGETS, build_report
 from ground.atomic import replace_files
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
-from ground.hashing import array_sha256
 from hw_backends.conversion import convert
-from spikformer.data import SPEC_HELP, load_dataset_with_info
-
+from .data_args import add_data_arguments, data_facts, model_data_config, open_split, stream
 from .options import add_conversion_arguments, conversion_options, default_mode
-from .ray_scaleout import add_ray_arguments, ray_device, ray_executor
+from .ray_scaleout import add_ray_arguments, ray_device, ray_executor, ray_reads_data
 
 PROG = "spk-report"
 
@@ -47,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "images and report its energy under an energy model and the literature's "
                                 "conventions.")
     p.add_argument("checkpoint", help="checkpoint file (spk-train output, or an official state dict with --preset)")
-    p.add_argument("--data", default="digits", help=f"data spec (default digits): {SPEC_HELP}")
+    add_data_arguments(p)
     p.add_argument("--samples", type=int, default=64, help="test images to run (default 64)")
     p.add_argument("--energy-model", default=None,
                    help=f"{' | '.join(sorted(BUILTIN_MODELS))} | FILE.json (default: cmos45 for --target nir, "
@@ -105,19 +103,17 @@ def _run(args: argparse.Namespace) -> int:
             attention_position(config, args.attention_block, args.attention_step)
         except ValueError as e:
             raise UserError(str(e)) from None
-    split, info = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
-                                         num_classes=config.num_classes, T=config.T)
-    n_test = len(split.y_test)
+    dataset, opener = open_split(args.data, config, model_data_config(meta), "test", args.seed, args.skip_bad)
+    n_test = len(dataset)
     if n_test == 0:
         raise UserError(f"data {args.data!r} has no test images")
     n = min(args.samples, n_test)
     perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))[:n].sort().values
-    images, labels = split.x_test[perm], split.y_test[perm]
-    data = {"spec": args.data, "name": info.get("name"), "split": info.get("split"),
-            "split_seed": info.get("split_seed"), "test_images": n_test,
+    samples = stream(dataset, opener, perm.tolist(), args.workers, shared=ray_reads_data(args))
+    data = {"spec": args.data, "name": dataset.info.get("name"), "split": dataset.info.get("split_rule"),
+            "split_seed": dataset.info.get("split_seed"), "test_images": n_test,
             "selection": f"{n} of {n_test} test images: first {n} of a permutation seeded with {args.seed}"
-                         + (f" (asked for {args.samples})" if args.samples > n_test else ""),
-            "images_sha256": array_sha256(images)}
+                         + (f" (asked for {args.samples})" if args.samples > n_test else "")}
     checkpoint = {"checkpoint": build.source.name, "sha256": build.source.sha256,
                   "preset": args.preset or meta.get("preset"), "preset_matched": bool(meta.get("preset_matched")),
                   "source": meta.get("source"), "architecture_origin": meta.get("architecture_origin"),
@@ -127,14 +123,15 @@ def _run(args: argparse.Namespace) -> int:
                   else meta.get("dataset")}  # metadata of a checkpoint from elsewhere may hold anything
     executor = ray_executor(args, PROG)
     with executor or contextlib.nullcontext():
-        res = build_report(build, mode=args.mode, images=images, labels=labels, energy_model=energy_model,
+        res = build_report(build, mode=args.mode, images=samples, labels=None, energy_model=energy_model,
                            checkpoint=checkpoint, data=data, seed=args.seed, device=device,
                            batch_size=args.batch_size, progress=not args.no_progress, executor=executor)
     files = render_all(res.report)
     if args.attention_samples > 0:
         k = min(args.attention_samples, n)
-        maps = attention_maps(build, args.mode, images[:k], args.attention_block, args.attention_step)
-        files["attention.png"] = chart_attention(maps, images[:k])
+        first = samples.slice(0, k).materialize().images
+        maps = attention_maps(build, args.mode, first, args.attention_block, args.attention_step)
+        files["attention.png"] = chart_attention(maps, first)
         files["attention.json"] = (json.dumps(attention_summary(maps), indent=1) + "\n").encode()
     paths = replace_files(out, files)
     t = res.report["totals"]

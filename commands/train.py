@@ -28,6 +28,8 @@ from ground.errors import UserError
 from spikformer.presets import DEFAULT_PRESET, PRESETS
 from spikformer.train import default_device
 
+from .data_args import (BUILT_IN, DATASET_RECORD, add_data_arguments, model_data_config, open_split,
+                        streamed_dataset_record, stream)
 from .options import add_source_arguments, source_arguments
 from .train_config import add_architecture_arguments, training_architecture, training_data_config
 
@@ -36,13 +38,12 @@ EVAL_PROG = "spk-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spikformer.data import SPEC_HELP
     from spikformer.train import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 
     p = argparse.ArgumentParser(prog=PROG, description="Train a Spikformer and save it as one checkpoint file.")
     p.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"model configuration (default {DEFAULT_PRESET}); one of: {', '.join(sorted(PRESETS))}")
-    p.add_argument("--data", default="digits", help=f"data spec (default digits): {SPEC_HELP}")
+    add_data_arguments(p)
     p.add_argument("--out", required=True, help="checkpoint file to write (e.g. runs/demo/model.pt)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"AdamW peak learning rate (default {DEFAULT_LR})")
@@ -70,23 +71,35 @@ def _run(args: argparse.Namespace) -> int:
 
     from spikformer.checkpoint import library_versions, save_checkpoint
     from spikformer.data import load_dataset_with_info
+    from spikformer.datasets import open_dataset, parse_dataset_spec
     from spikformer.train import resolve_device, train
 
     device = resolve_device(args.device or default_device())
-    data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
-                                  num_classes=config.num_classes, T=config.T)
-    info = data[1]
-    data_config = training_data_config(args, config)  # after the data: a missing data set is the first error
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    kind = parse_dataset_spec(args.data)[0]
+    if kind in BUILT_IN:  # small, in memory, as every digits checkpoint so far was trained (byte-identical)
+        data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
+                                      num_classes=config.num_classes, T=config.T)
+        info, sets = data[1], None
+        data_config = training_data_config(args, config)  # after the data: a missing data set is the first error
+    else:  # streamed from disk: never whole in memory
+        data_config = training_data_config(args, config)
+        sets = tuple(open_dataset(args.data, config, data_config, split, args.seed, args.skip_bad)
+                     for split in ("train", "test"))
+        data, info = None, streamed_dataset_record(args.data, config, sets)
     print(f"{PROG}: preset {args.preset}, data {args.data} ({info['n_train']} train / {info['n_test']} test), "
           f"{args.epochs} epochs on {device}", flush=True)
     print(f"{PROG}: architecture: {arch.describe()}")
     print(f"{PROG}: input: {data_config.describe()}")
     res = train(config, args.data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                device=str(device), progress=not args.no_progress, data=data, data_config=data_config)
+                device=str(device), progress=not args.no_progress, data=data, data_config=data_config,
+                datasets=sets, workers=args.workers)
+    if sets is not None:
+        info = streamed_dataset_record(args.data, config, sets, res.data_info.get("max_value"))
     metadata = {
         "preset": args.preset if not arch.overridden else arch.preset,
-        "dataset": {k: info[k] for k in ("spec", "name", "split", "split_seed", "n_train", "n_test",
-                                         "num_classes", "img_size", "in_channels", "sha256", "value_grid")},
+        "dataset": {k: info[k] for k in DATASET_RECORD if k in info},
         "split_seed": info["split_seed"],
         "train_seed": args.seed,
         "epochs": args.epochs,
@@ -119,15 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    from spikformer.data import SPEC_HELP
-
     p = argparse.ArgumentParser(prog=EVAL_PROG, description="Evaluate a Spikformer checkpoint's test accuracy.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (spk-train output or an official checkpoint)")
     p.add_argument("--checkpoint", dest="checkpoint_option", metavar="CHECKPOINT",
                    help="the same as the positional argument (give one of them)")
     add_source_arguments(p)
-    p.add_argument("--data", default=None,
-                   help=f"data spec (default: the one stored in the checkpoint, else digits): {SPEC_HELP}")
+    add_data_arguments(p, default=None, help_default="the one stored in the checkpoint, else digits")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument("--seed", type=int, default=None,
                    help="split seed (default: the one stored in the checkpoint, else 0)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available, else cpu)")
@@ -137,9 +148,8 @@ def build_eval_parser() -> argparse.ArgumentParser:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from spikformer.checkpoint import describe_loaded, load_checkpoint
-    from spikformer.data import load_dataset_with_info
     from spikformer.model import count_parameters
-    from spikformer.train import configure_threads, evaluate, resolve_device
+    from spikformer.train import configure_threads, evaluate_batches, resolve_device
 
     if (args.checkpoint is None) == (args.checkpoint_option is None):
         raise UserError("give the checkpoint once: as the first argument or as --checkpoint FILE"
@@ -156,11 +166,15 @@ def _run_eval(args: argparse.Namespace) -> int:
     spec = args.data or stored.get("spec") or "digits"
     seed = args.seed if args.seed is not None else (meta.get("split_seed") if isinstance(meta.get("split_seed"), int)
                                                     else 0)
-    (_, _, x_te, y_te), info = load_dataset_with_info(spec, config.img_size, config.in_channels, seed=seed,
-                                                      num_classes=config.num_classes, T=config.T)
-    acc = evaluate(model, x_te, y_te)
-    n = info["n_test"]
-    print(f"test accuracy: {100 * acc:.2f} % ({round(acc * n)}/{n}) on {spec} (split seed {seed})")
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    dataset, opener = open_split(spec, config, model_data_config(meta), "test", seed, args.skip_bad)
+    samples = stream(dataset, opener, None, args.workers, digest=False)
+    correct, n = evaluate_batches(model, samples.batches(args.batch_size))
+    skipped = int(dataset.info.get("skipped", 0) or 0)
+    acc = correct / n if n else float("nan")
+    print(f"test accuracy: {100 * acc:.2f} % ({correct}/{n}) on {spec} (split seed {seed}; "
+          f"{dataset.info.get('split_rule')})" + (f"; {skipped} undecodable samples skipped" if skipped else ""))
     print(f"parameters: {count_parameters(model):,}")
     return 0
 

@@ -79,13 +79,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Top-1 accuracy in [0, 1] (model put in eval mode)."""
     if len(y) == 0:
         return float("nan")
+    correct, n = evaluate_batches(model, ((x[i:i + batch_size], y[i:i + batch_size])
+                                          for i in range(0, len(y), batch_size)))
+    return correct / n
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches) -> tuple[int, int]:
+    """(correct, samples) of the model (put in eval mode) over (x, y) batches, e.g. a streaming loader."""
     model.eval()
     dev = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        logits = model(x[i:i + batch_size].to(dev))
-        correct += int((logits.argmax(1).cpu() == y[i:i + batch_size]).sum())
-    return correct / len(y)
+    correct = n = 0
+    for xb, yb in batches:
+        logits = model(xb.to(dev))
+        correct += int((logits.argmax(1).cpu() == yb).sum())
+        n += len(yb)
+    return correct, n
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int):
@@ -97,13 +106,62 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
     return f
 
 
+class _TensorBatches:
+    """Training batches of tensors in memory: one seeded permutation per epoch (the digits' byte-identical path)."""
+
+    def __init__(self, split, seed: int, dev):
+        x_tr, y_tr, self.x_te, self.y_te = split
+        self.n = len(y_tr)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.x, self.y, self.dev = x_tr.to(dev), y_tr.to(dev), dev
+
+    def epoch(self, epoch: int, batch_size: int):
+        perm = torch.randperm(self.n, generator=self.gen).to(self.dev)
+        for i in range(0, self.n, batch_size):
+            idx = perm[i:i + batch_size]
+            yield self.x[idx], self.y[idx]
+
+    def test_accuracy(self, model) -> float:
+        return evaluate(model, self.x_te, self.y_te)
+
+
+class _StreamedBatches:
+    """Training batches read by make_loader's workers (spikformer.datasets), shuffled with a seed per epoch; the
+    test split streamed the same way. Tracks the largest input value seen (event data: the largest count)."""
+
+    def __init__(self, train_set, test_set, seed: int, workers: int, batch_size: int):
+        self.train_set, self.test_set, self.seed, self.workers = train_set, test_set, seed, workers
+        self.n = len(train_set)
+        self.eval_batch = max(batch_size, 64)
+        self.max_value = 0.0
+
+    def _seen(self, batches):
+        for xb, yb in batches:
+            if xb.numel():
+                self.max_value = max(self.max_value, float(xb.max()))
+            yield xb, yb
+
+    def epoch(self, epoch: int, batch_size: int):
+        from .datasets import make_loader
+        yield from self._seen(make_loader(self.train_set, batch_size, self.workers, shuffle=True,
+                                          seed=self.seed * 100003 + epoch))
+
+    def test_accuracy(self, model) -> float:
+        from .datasets import make_loader
+        if len(self.test_set) == 0:
+            return float("nan")
+        correct, n = evaluate_batches(model, self._seen(make_loader(self.test_set, self.eval_batch, self.workers)))
+        return correct / n if n else float("nan")
+
+
 def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
           batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, device: str | None = None, progress: bool = True,
-          data=None, log=print, data_config=None) -> TrainResult:
+          data=None, log=print, data_config=None, datasets=None, workers: int = 2) -> TrainResult:
     """Train a Spikformer of `config` on `data_spec` (see spikformer.data). `data` may pass an already loaded
-    (split, info) pair. `data_config` (spikformer.data_config.DataConfig): the input normalisation the model
-    applies to the raw [0, 1] data (None: none). Returns the trained model (eval mode) with its final test
-    accuracy and per-epoch history."""
+    (split, info) pair of tensors; `datasets` instead a (train, test) pair of streaming data sets
+    (spikformer.datasets.open_dataset), read by `workers` loader processes. `data_config`
+    (spikformer.data_config.DataConfig): the input normalisation the model applies to the raw [0, 1] data (None:
+    none). Returns the trained model (eval mode) with its final test accuracy and per-epoch history."""
     if epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
@@ -113,38 +171,41 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads()
-    split, info = data if data is not None else load_dataset_with_info(
-        data_spec, config.img_size, config.in_channels, seed=seed, num_classes=config.num_classes, T=config.T)
-    x_tr, y_tr, x_te, y_te = split
-    if len(y_tr) == 0:
+    if datasets is not None:
+        info = {}
+        source = _StreamedBatches(datasets[0], datasets[1], seed, workers, batch_size)
+    else:
+        split, info = data if data is not None else load_dataset_with_info(
+            data_spec, config.img_size, config.in_channels, seed=seed, num_classes=config.num_classes, T=config.T)
+        source = None
+    n_train = source.n if source is not None else len(split[1])
+    if n_train == 0:
         raise UserError(f"data spec {data_spec!r} has no training samples")
 
     seed_everything(seed)
     model = Spikformer(config)
     model.set_input_normalization(data_config)
     model = model.to(dev)
+    if source is None:  # after the model's initialisation, which draws from the global generator
+        source = _TensorBatches(split, seed, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
-    steps_per_epoch = math.ceil(len(y_tr) / batch_size)
+    steps_per_epoch = math.ceil(n_train / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(epochs * steps_per_epoch, min(WARMUP_EPOCHS * steps_per_epoch,
                                                       (epochs * steps_per_epoch) // 4 or 1)))
     loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
-    x_tr_dev, y_tr_dev = x_tr.to(dev), y_tr.to(dev)
     history: list[dict] = []
     t0 = time.perf_counter()
     acc = float("nan")
     for epoch in range(1, epochs + 1):
         model.train()
-        perm = torch.randperm(len(y_tr), generator=gen).to(dev)
         tot_loss, tot_correct, seen = 0.0, 0, 0
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=True, dynamic_ncols=True)
-        for i in range(0, len(y_tr), batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x_tr_dev[idx], y_tr_dev[idx]
+        for xb, yb in source.epoch(epoch, batch_size):
+            xb, yb = xb.to(dev), yb.to(dev)
             logits = model(xb)
             loss = loss_fn(logits, yb)
             opt.zero_grad(set_to_none=True)
@@ -158,7 +219,7 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.3f}")
-        acc = evaluate(model, x_te, y_te)
+        acc = source.test_accuracy(model)
         rec = {"epoch": epoch, "train_loss": tot_loss / seen, "train_accuracy": tot_correct / seen,
                "test_accuracy": acc, "seconds": time.perf_counter() - t0}
         history.append(rec)
@@ -169,6 +230,8 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
         elif log is not None:
             log(f"epoch {epoch}/{epochs}: loss {rec['train_loss']:.4f} train acc {rec['train_accuracy']:.4f} "
                 f"test acc {acc:.4f} ({rec['seconds']:.1f} s)")
+    if isinstance(source, _StreamedBatches):
+        info = {"max_value": source.max_value}
     model.eval()
     return TrainResult(model=model, config=config, test_accuracy=acc, history=history, data_info=info,
                        seconds=time.perf_counter() - t0, num_parameters=count_parameters(model))
