@@ -255,6 +255,20 @@ def test_loihi_artifacts_record_the_fold_and_the_convention(tmp_path):
     assert torch.equal(a.outputs["output"], b.outputs["output"])
 
 
+def test_another_input_scale_is_warned_about():
+    m = normalized(randomized_model("digits-2-64", seed=2, attn_drive=1.0, **TINY3))
+    build = convert(source(m), ConversionOptions(target="loihi", ssa="graded", input_scale=256))
+    assert build.quantization["input"]["payload_scale"] == 256
+    assert any(w["node"] == "input" and "input scale is 256" in w["detail"] for w in build.warnings)
+
+
+def test_unnormalised_nir_file_has_no_convention_entry(tmp_path):
+    m = randomized_model("digits-2-64", seed=2, attn_drive=1.0, **{**TINY3, "in_channels": 1})
+    convert(source(m), ConversionOptions(target="nir")).export(tmp_path / "m.nir")
+    ng = nir.read(str(tmp_path / "m.nir"))
+    assert "input_convention" not in ng.metadata and "input_norm" not in ng.nodes
+
+
 def test_unnormalised_loihi_report_has_no_normalisation():
     m = randomized_model("digits-2-64", seed=2, attn_drive=1.0, **{**TINY3, "in_channels": 1})
     build = convert(source(m), ConversionOptions(target="loihi", ssa="graded"))
