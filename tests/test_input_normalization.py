@@ -83,6 +83,13 @@ def test_input_norm_kernel_is_the_models_arithmetic_bit_for_bit():
     assert torch.equal(y32, m32.normalize_input(x.float()))
 
 
+def test_activity_counts_see_the_first_conv_through_the_normalisation():
+    from analysis.activity import categorize
+    m = normalized(randomized_model("digits-2-64", seed=1, **TINY3))
+    cat = categorize(lower(spikformer_to_ir(m)))
+    assert cat["patch_embed.proj_conv"] == "first_conv" and cat["patch_embed.proj_lif"] == "first_conv"
+
+
 def test_input_norm_validates_its_constants():
     g = ir.Graph()
     g.add(ir.Input("input", shape=(3, 4, 4)))
