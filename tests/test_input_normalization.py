@@ -312,7 +312,7 @@ def test_fixed_point_agrees_with_a_trained_normalised_model(trained_normalized):
     graph, numeric = build.runnable("fixed")
     r = run_parity(copy.deepcopy(model), graph, x, y, "fixed", progress=False, numeric=numeric)
     assert r.samples == len(y) >= 300
-    assert r.agreeing / r.samples >= 0.99
+    assert r.agreeing / r.samples >= 0.99, f"{r.agreeing} of {r.samples} predictions agree"
     first = r.layers["patch_embed.proj_lif"]  # the folded layer: fixed-point spikes against the float ones
     assert first.ref_spikes > 0.05 * first.elements
     assert first.mismatches <= 0.002 * first.elements, first
