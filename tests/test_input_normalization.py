@@ -183,12 +183,9 @@ def test_float_parity_is_exact_through_the_conversion_route(target, ssa):
 
 # ------------------------------------------------------------------------------------------------ fixed point
 def _numpy_loihi_lif(node, a_steps):
-    """Loihi's LIF (du = 4095) on integers, written out: v = trunc0(v (4096 - dv) / 4096) + (a << 6) + bias;
-    spike where v > vth << 6, then v = 0."""
-    bias = np.broadcast_to(np.asarray(node.bias_mant, dtype=np.int64) << node.bias_exp
-                           if np.ndim(node.bias_mant) > 1 else
-                           (np.asarray(node.bias_mant, dtype=np.int64) << node.bias_exp)[:, None, None],
-                           a_steps.shape[2:])
+    """Loihi's LIF (du = 4095) on integers, written out: v = trunc0(v (4096 - dv) / 4096) + (a << 6) + bias
+    (one bias per neuron); spike where v > vth << 6, then v = 0."""
+    bias = np.asarray(node.bias_mant, dtype=np.int64) << node.bias_exp
     v = np.zeros(a_steps.shape[1:], dtype=np.int64)
     out = []
     for a in a_steps.astype(np.int64):
