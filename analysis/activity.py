@@ -344,7 +344,9 @@ class Activity:
 # ------------------------------------------------------------------------------------------------ record access
 
 def _origin(graph: ir.Graph, name: str) -> str:
-    while isinstance(graph.nodes[name], ir.Flatten):
+    """The node whose values reach `name` through layout nodes and the input normalisation (the first conv's
+    origin is the Input, normalised or not)."""
+    while isinstance(graph.nodes[name], (ir.Flatten, ir.InputNorm)):
         name = graph.in_edges(name)[0].src
     return name
 
@@ -352,7 +354,8 @@ def _origin(graph: ir.Graph, name: str) -> str:
 class Records:
     """A record dict completed on demand: stateless nodes missing from it are recomputed from their inputs."""
 
-    STATELESS = (ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.AxisSynapse, ir.Flatten, ir.Threshold) + GRADED_TYPES
+    STATELESS = (ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.AxisSynapse, ir.Flatten, ir.InputNorm,
+                 ir.Threshold) + GRADED_TYPES
 
     def __init__(self, graph: ir.Graph, records: dict[str, torch.Tensor]):
         self.graph = graph

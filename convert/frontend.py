@@ -5,7 +5,9 @@ Every layout of spikformer.model lowers to the same graph shape: the token-wise 
 layout, kernel-1 nn.Conv1d of the ImageNet/DVS layouts, the ImageNet MLP's 1x1 nn.Conv2d) all become IR Conv1d
 nodes over token tensors (C, N), bias None where the module has none (the ImageNet/DVS q/k/v). For event input
 (config.event_input, the DVS layout) the Input node is one frame (C, H, W) and `metadata["input_per_step"]` is
-True: the engine feeds images[:, t] at step t instead of repeating one image."""
+True: the engine feeds images[:, t] at step t instead of repeating one image. A model that normalises its input
+(Spikformer.set_input_normalization) gets an InputNorm node "input_norm" between the Input (raw x = pixel / 255)
+and the first convolution."""
 from __future__ import annotations
 
 import warnings
@@ -141,6 +143,8 @@ def spikformer_to_ir(model: Spikformer) -> ir.Graph:
         g.metadata["warnings"] = numeric_warnings
     b = _Builder(g)
     x = g.add(ir.Input("input", "input", shape=(cfg.in_channels, cfg.img_size, cfg.img_size)))
+    if model.input_normalized:  # the model normalises raw x = pixel / 255 itself (Spikformer.normalize_input)
+        x = g.add(input_norm(model), x)
 
     sps, p = model.patch_embed, "patch_embed"
     for i in range(4):
@@ -186,6 +190,13 @@ def spikformer_to_ir(model: Spikformer) -> ir.Graph:
     g.add(ir.Output("output", "head"), x)
     g.validate()
     return g
+
+
+def input_norm(model: Spikformer) -> ir.InputNorm:
+    """The model's input normalisation as an IR node: its float32 constants 255 mean and 255 std, exactly."""
+    mean = [float(v) for v in model.input_mean255.detach().cpu().float().reshape(-1)]
+    std = [float(v) for v in model.input_std255.detach().cpu().float().reshape(-1)]
+    return ir.InputNorm(ir.INPUT_NORM_SOURCE, ir.INPUT_NORM_SOURCE, mean255=tuple(mean), std255=tuple(std))
 
 
 def _pair(v):

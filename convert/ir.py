@@ -65,7 +65,38 @@ class Output(Node):
         return (math.prod(in_shapes["in"]),)
 
 
+@dataclass(eq=False)
+class InputNorm(Node):
+    """The model's own input normalisation, per channel c: y = (x * 255 - mean255[c]) / std255[c], in this order
+    and in the run's dtype (Spikformer.normalize_input: timm's PrefetchLoader arithmetic on x = pixel / 255).
+    `mean255`, `std255`: the model's float32 constants (255 mean, 255 std), kept as plain floats so that every
+    artifact records them exactly. It has no module; its source is INPUT_NORM_SOURCE."""
+    mean255: tuple = ()
+    std255: tuple = ()
+
+    def out_shape(self, in_shapes):
+        shape = in_shapes["in"]
+        if len(self.mean255) != shape[0] or len(self.std255) != shape[0]:
+            raise IRValidationError(f"{self.name}: {len(self.mean255)} means and {len(self.std255)} stds for an "
+                                    f"input of {shape[0]} channels")
+        if not all(math.isfinite(m) for m in self.mean255) or not all(math.isfinite(s) and s > 0
+                                                                      for s in self.std255):
+            raise IRValidationError(f"{self.name}: mean255 {list(self.mean255)} / std255 {list(self.std255)} "
+                                    f"must be finite with std255 > 0")
+        return shape
+
+
+INPUT_NORM_SOURCE = "input_norm"  # the name (and source) of the InputNorm node: Spikformer.normalize_input
+
+
 # ---------------------------------------------------------------- synapses (constant weights)
+def _check_bias(name: str, what: str, bias, out_shape: tuple) -> None:
+    """A bias is per output channel [C] or per neuron [*out_shape] (a folded input normalisation)."""
+    if bias is not None and tuple(np.shape(bias)) not in ((out_shape[0],), tuple(out_shape)):
+        raise IRValidationError(f"{name}: {what} of shape {tuple(np.shape(bias))} is neither per channel "
+                                f"({out_shape[0]},) nor per neuron {tuple(out_shape)}")
+
+
 def _conv_out(n, k, s, p, d=1):
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -86,8 +117,10 @@ class Conv2d(Node):
             raise IRValidationError(f"{self.name}: input has {c} channels, weight expects "
                                     f"{self.weight.shape[1] * self.groups}")
         kh, kw = self.weight.shape[2:]
-        return (self.weight.shape[0], _conv_out(h, kh, self.stride[0], self.padding[0]),
-                _conv_out(w, kw, self.stride[1], self.padding[1]))
+        out = (self.weight.shape[0], _conv_out(h, kh, self.stride[0], self.padding[0]),
+               _conv_out(w, kw, self.stride[1], self.padding[1]))
+        _check_bias(self.name, "bias", self.bias, out)
+        return out
 
 
 @dataclass(eq=False)
@@ -223,12 +256,16 @@ class LoihiLIF(Node):
     du: int = 4095
     dv: int = 0
     vth: int = 1
-    bias_mant: np.ndarray | None = None  # per neuron (channel-broadcast), or None for 0
+    bias_mant: np.ndarray | None = None  # per channel [C] (broadcast over positions), per neuron [*shape], or None
     bias_exp: int = 0
     readout: bool = False
     input_delay: int = 0  # hardware timing: its inputs are delayed this many steps beyond the hop (relays)
     stateful: ClassVar[bool] = True
     spiking: ClassVar[bool] = True
+
+    def out_shape(self, in_shapes):
+        _check_bias(self.name, "bias_mant", self.bias_mant, in_shapes["in"])
+        return in_shapes["in"]
 
 
 @dataclass(eq=False)
@@ -290,8 +327,8 @@ class TokenTimeMeanLinear(Node):
 
 
 NODE_TYPES = {cls.__name__: cls for cls in (
-    Input, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator, LoihiLIF, GradedNeuron, ProductNeuron,
-    BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
+    Input, InputNorm, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator,
+    LoihiLIF, GradedNeuron, ProductNeuron, BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
 HIGH_LEVEL_TYPES = (BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)
 
 

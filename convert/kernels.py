@@ -80,6 +80,17 @@ def batch_norm(node: ir.BatchNorm, x, pc: ParamCache):
         pc.get(node, "bias", x).view(shape)
 
 
+def input_norm(node: ir.InputNorm, x, pc: ParamCache):
+    """(x * 255 - mean255) / std255 per channel, in x's dtype: Spikformer.normalize_input's operations in its
+    order, so float64 runs match the float64 reference bit for bit."""
+    def make():
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (torch.tensor(node.mean255, dtype=x.dtype, device=x.device).view(shape),
+                torch.tensor(node.std255, dtype=x.dtype, device=x.device).view(shape))
+    mean, std = pc.memo((id(node), "input_norm", x.dtype, x.device, x.dim()), make)
+    return (x * 255 - mean) / std
+
+
 def _exp(node, y):
     e = node.weight_exp
     if np.ndim(e) == 0:
@@ -94,9 +105,14 @@ def step(node: ir.Node, inp: dict, state: dict, pc: ParamCache, t: int):
         return x
     if isinstance(node, ir.Output):
         return x.reshape(x.shape[0], -1)
+    if isinstance(node, ir.InputNorm):
+        return input_norm(node, x, pc)
     if isinstance(node, ir.Conv2d):
-        return _exp(node, F.conv2d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride,
-                                   node.padding, 1, node.groups))
+        bias = pc.get(node, "bias", x)
+        per_neuron = bias is not None and bias.dim() > 1  # [C, H, W]: a folded input normalisation's
+        y = F.conv2d(x, pc.get(node, "weight", x), None if per_neuron else bias, node.stride, node.padding, 1,
+                     node.groups)
+        return _exp(node, y + bias.unsqueeze(0) if per_neuron else y)  # border terms (passes/fold_input_norm)
     if isinstance(node, ir.Conv1d):
         return _exp(node, F.conv1d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride,
                                    node.padding, 1, node.groups))

@@ -125,7 +125,7 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
     vv = uu if v is None else _decay(v, 4096 - node.dv).add_(uu)
     if node.bias_mant is not None:
         b = pc.get(node, "bias_mant", a) * (2 ** node.bias_exp)
-        vv = vv + b.view((1, -1) + (1,) * (a.dim() - 2))
+        vv = vv + b.view(_bias_shape(node, a.dim()))
     if not safe.get("no_saturation") and _absmax(vv) >= STATE_RANGE - 1:
         state["saturated"] = state.get("saturated", 0) + int((vv.abs() >= STATE_RANGE - 1).sum())
         vv = vv.clamp(-(STATE_RANGE - 1), STATE_RANGE - 1)
@@ -138,6 +138,16 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
         vv = vv.clone()
     state["v"] = vv.masked_fill_(s, 0.0)
     return s.to(a.dtype)
+
+
+def per_neuron_bias(node: ir.LoihiLIF) -> bool:
+    """A bias per neuron [*shape] (a folded input normalisation's border terms), not per channel [C]."""
+    return node.bias_mant is not None and np.ndim(node.bias_mant) > 1
+
+
+def _bias_shape(node: ir.LoihiLIF, dim: int) -> tuple:
+    """The bias's view against a [B, *shape] tensor of `dim` dims."""
+    return (1, *np.shape(node.bias_mant)) if per_neuron_bias(node) else (1, -1) + (1,) * (dim - 2)
 
 
 def _pow2(f: int) -> bool:
@@ -167,8 +177,8 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
     its largest input proves them unnecessary: |a| <= ACTIVATION_MAX (nothing to count), |a| < 2**17 (u cannot
     wrap, float32 is exact where _float32_ok) and no step can saturate v (|v| <= 2**23 - 1 before the decay, so
     |v'| <= (2**23 - 1) f / 4096 + 64 max|a| + max|bias|). Layers with u memory (du < 4095) and readouts run
-    step by step through lif_step. Everything runs in x's memory order (elementwise; the per-channel bias
-    follows it). Returns the spikes [steps * B, ...] (float, laid out as a), in `empty(shape, dtype, device)`
+    step by step through lif_step. Everything runs in x's memory order (elementwise; the bias, per channel or per
+    neuron, follows it). Returns the spikes [steps * B, ...] (float, laid out as a), in `empty(shape, dtype, device)`
     (torch.empty by default). `compiled`: on CPU, the steps run in sim.lif_kernel's one pass where numba is
     present (the same results; off, or elsewhere, as tensor operations step by step)."""
     B = a.shape[0] // steps
@@ -190,10 +200,9 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
     th = node.vth * 64
     v_decayed = max(STATE_RANGE - 1, th) * f / 4096  # |v| after the decay, at most
     b = None
-    if node.bias_mant is not None:
-        shape = [1] * a.dim()
-        shape[inv[1]] = -1  # the channel dim (logical dim 1) in memory order
-        b = (pc.get(node, "bias_mant", a.to(dt)) * (2 ** node.bias_exp)).view(shape)
+    if node.bias_mant is not None:  # per channel or per neuron, in memory order
+        b = (pc.get(node, "bias_mant", a.to(dt)) * (2 ** node.bias_exp)).view(_bias_shape(node, a.dim()))
+        b = b.permute(perm)
     spikes = (empty or torch.empty)(a.shape, dtype=dt, device=a.device)
     v = state.get("v")
     if v is not None:
@@ -256,6 +265,8 @@ def _lif_layer_compiled(node: ir.LoihiLIF, a: torch.Tensor, perm: list, inv: lis
     f = 4096 - node.dv
     k = inv[1]  # the channel dim's place in memory order
     rows, C, rest = math.prod(a.shape[1:k]), a.shape[k], math.prod(a.shape[k + 1:])
+    if per_neuron_bias(node):  # each sample's neurons in one row, each with its own bias
+        rows, C, rest = 1, 1, math.prod(a.shape[1:])
     shape = (steps, B * rows, C * rest)
     x = (a if a.dtype in (torch.float32, torch.float64) else a.double()).view(shape)
     m_t, b_max, dt = _lif_layer_ranges(node, x, steps, state, pc)
@@ -268,9 +279,7 @@ def _lif_layer_compiled(node: ir.LoihiLIF, a: torch.Tensor, perm: list, inv: lis
     v = state.get("v")
     fresh = v is None
     v = torch.empty(a[:B].shape, dtype=dt) if fresh else v.permute(perm).to(dt, copy=True).contiguous()
-    bias = pc.memo((id(node), "lif_bias_row", C, rest), lambda: np.repeat(
-        np.zeros(C) if node.bias_mant is None
-        else np.asarray(node.bias_mant, dtype=np.float64) * 2.0 ** node.bias_exp, rest))
+    bias = pc.memo((id(node), "lif_bias_row", C, rest, tuple(perm)), lambda: _bias_row(node, C, rest, perm))
     wrapped, saturated = lif_kernel.run(x, v.view(shape[1:]), bias, f, th, spikes.view(shape), wrap, sat, fresh)
     if wrap:  # (lava's wrap could apply: counted, as the step-by-step version does)
         state["u_wrapped"] = state.get("u_wrapped", 0) + wrapped
@@ -278,6 +287,17 @@ def _lif_layer_compiled(node: ir.LoihiLIF, a: torch.Tensor, perm: list, inv: lis
         state["saturated"] = state.get("saturated", 0) + saturated
     state["v"] = v.permute(inv)
     return spikes.permute(inv)
+
+
+def _bias_row(node: ir.LoihiLIF, C: int, rest: int, perm: list) -> np.ndarray:
+    """The bias of one row of lif_layer's compiled layout: each channel's repeated over `rest` elements, or (per
+    neuron) every neuron's in memory order `perm`."""
+    if node.bias_mant is None:
+        return np.zeros(C * rest)
+    b = np.asarray(node.bias_mant, dtype=np.float64) * 2.0 ** node.bias_exp
+    if per_neuron_bias(node):
+        return np.ascontiguousarray(np.transpose(b, [p - 1 for p in perm[1:]])).reshape(-1)
+    return np.repeat(b, rest)
 
 
 def channel_scale_identity(node) -> bool:

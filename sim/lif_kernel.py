@@ -28,7 +28,7 @@ def _compile():
     @numba.njit(nogil=True, cache=True)  # pragma: no cover (compiled)
     def lif_pass(a, v, bias, scale, th, spikes, wrap, sat, fresh):
         """a, spikes: [T, P, L]; v: [P, L] (read unless `fresh`, then written); bias: [L] float64 (each
-        element's channel's). Returns the counts (u wrapped, v saturated)."""
+        element's: its channel's, or its own). Returns the counts (u wrapped, v saturated)."""
         T, P, L = a.shape
         R = float(STATE_RANGE)
         wrapped = 0
@@ -73,7 +73,7 @@ def run(a: torch.Tensor, v: torch.Tensor, bias: np.ndarray, f: int, th: float, s
         sat: bool, fresh: bool) -> tuple[int, int]:
     """One LIF layer over all steps: `a` [T, P, L] (contiguous CPU, float32 or float64), `v` [P, L] the state
     (updated in place; its values unread where `fresh`: a first step from v = 0), `spikes` [T, P, L] written
-    (v's dtype), `bias` [L] float64 (each element's channel's bias; zeros where none), decay factor
+    (v's dtype), `bias` [L] float64 (each element's bias, its channel's or its own; zeros where none), decay factor
     f = 4096 - dv, threshold `th` = vth << 6. Returns the counts (u wrapped, v saturated)."""
     if not available():
         raise RuntimeError("the compiled LIF kernel needs numba")

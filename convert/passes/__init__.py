@@ -1,5 +1,7 @@
 """Passes over the IR, each in its own module, each exact on its own. `lower` runs the standard pipeline that
-turns the frontend graph into spike-only synaptic operations."""
+turns the frontend graph into spike-only synaptic operations. It keeps a model's input normalisation (InputNorm:
+exact float semantics, a NIR node); targets that take raw pixels fold it into the first convolution afterwards
+(fold_input_norm, run by the Loihi quantiser after fold_bn)."""
 from __future__ import annotations
 
 from .. import ir

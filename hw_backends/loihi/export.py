@@ -66,6 +66,20 @@ def _placement_lines(res: dict) -> list[str]:
     return lines
 
 
+def _normalization_lines(norm: dict | None) -> list[str]:
+    """The folded input normalisation (quantization.json input.normalization), for summary.md."""
+    if not norm:
+        return []
+    lines = [f"- input convention: {norm['convention']}"]
+    for name, rec in sorted(norm["nodes"].items()):
+        for fold in rec["folds"]:
+            lo, hi = fold["bias_range"]
+            lines.append(f"- input normalisation {name}: mean {rec['mean']} std {rec['std']} (x 255 as float32: "
+                         f"{rec['mean255']} / {rec['std255']}), folded into {fold['folded_into']} with a per-neuron "
+                         f"bias in [{lo:.6g}, {hi:.6g}] (model units, border terms included)")
+    return lines
+
+
 def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
     res, q, t = built.resources, built.quantization, timing_report(built.schedule)
     tot = res["total"]
@@ -81,6 +95,7 @@ def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
              f"- pipeline latency {t['max_depth']} steps (the deepest population's depth), T = {t['T']}, sample period "
              f"{t['sample_period']} steps, {t['delayed_projections']} delayed projections (max delay {t['max_delay']})",
              f"- input: {q['input']['encoding']}",
+             *_normalization_lines(q["input"].get("normalization")),
              "- spikes crossing chip boundaries: from simulated activity, `spk-report --target loihi` (energy.json "
              "`loihi_placement.chip_crossings`)", "", "## Warnings", ""]
     warns = q["warnings"] + res["warnings"]

@@ -31,6 +31,7 @@ import numpy as np
 
 from convert import ir
 from convert.options import DEFAULT_INPUT_SCALE, DEFAULT_VTH_MANT, WEIGHT_BITS_CHOICES
+from convert.passes import fold_input_norm
 
 from . import limits as L
 
@@ -51,6 +52,12 @@ def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
     w = np.clip(w, -256, 255)
     return (w.astype(np.int64) >> 1) << 1, "mixed"
 
+
+PIXEL_MAX = 255  # a normalising model's input: x = pixel / 255, exact as the payload at input scale 255
+RAW_PIXEL_CONVENTION = "raw pixel / 255, payload = pixel value (input scale 255); the normalisation is folded"
+NORMALIZATION_FOLD_RULE = ("W' = W * 255 / std255 per input channel; per-neuron bias b'[o, i, j] = b[o] - sum of "
+                           "W * mean255 / std255 over the taps of (i, j) inside the image (zero padding of the "
+                           "normalised input = the mean in raw space)")
 
 READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
 
@@ -256,6 +263,7 @@ class Quantizer:
             "lambda": lam, "weight_scale_sigma": sigma, "du": 4095, "dv": dv, "vth": int(vth),
             "threshold_rule": "v > vth<<6  <=>  v >= lambda*theta", "bias_exp": bias_exp,
             "bias_max_abs_error_v_units": bias_err,
+            "bias_per_neuron": bias is not None and np.ndim(bias) > 1,
             "synapses": [s.name for s in syns] + [r["low_part"] for r in recs if "low_part" in r],
             "weight_exps": [r["weight_exp"] for r in recs]}
         return ir.LoihiLIF(node.name, node.source, du=4095, dv=dv, vth=int(vth),
@@ -333,6 +341,14 @@ class Quantizer:
         self.report["input"] = {"encoding": encoding,
                                 "payload_scale": self.input_scale,
                                 "payload_bits": int(self.input_scale).bit_length()}
+        norm = g.metadata.get("folded_input_norm")
+        if norm:
+            self.report["input"]["normalization"] = {"nodes": norm, "convention": RAW_PIXEL_CONVENTION,
+                                                     "rule": NORMALIZATION_FOLD_RULE}
+            if self.input_scale != PIXEL_MAX:
+                self.warn("input", "input encoding rounds", f"the model normalises 8-bit pixels (x = pixel / 255) "
+                          f"but the input scale is {self.input_scale}: payloads round(x * {self.input_scale}) are "
+                          f"not the pixel values")
         g.metadata["input_payload_scale"] = self.input_scale
         for name in g.topo_order():
             node = g.nodes[name]
@@ -360,7 +376,12 @@ def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: boo
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
+    normalized = bool(g.of_type(ir.InputNorm))
+    if normalized:  # raw 8-bit pixels go in: the normalisation moves into the first convolution
+        g = fold_input_norm.run(g.copy())
     grid, too_fine = g.metadata.get("input_value_grid"), False
+    if input_scale is None and normalized:  # normalised 8-bit pixels: the payload is the pixel value
+        input_scale = PIXEL_MAX
     if input_scale is None:
         too_fine = isinstance(grid, int) and grid >= 2 ** L.GRADED_PAYLOAD_BITS
         input_scale = grid if isinstance(grid, int) and 1 <= grid < 2 ** L.GRADED_PAYLOAD_BITS \

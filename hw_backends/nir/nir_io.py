@@ -18,6 +18,8 @@ The file follows NIR's semantics with its own time step, spike for spike with th
   node), so that the SSA's structured synapses need no grouped convolutions, which nir 1.0.8's type inference
   cannot type (`structured.py`). IR Conv1d layers over tokens become Conv2d (1x1, or the whole grid for the
   head's readout synapses).
+- Input: x = pixel / 255 in [0, 1]. A model that normalises its input has the node 'input_norm' (a diagonal 1x1
+  Conv2d, `_input_norm`) after the Input, and the graph metadata's "input_convention" says so.
 Node names are the IR names (PyTorch module paths); each NIR node's metadata holds `source` and `ir_type`.
 """
 from __future__ import annotations
@@ -62,7 +64,12 @@ EVENT_INPUT_CONVENTION = (
     "event input: the Input node receives one frame per time step (spike counts per polarity and pixel, "
     "integrated from the event stream), not a repeated image; a count of k is k input spikes")
 
-_EXPORTABLE = (ir.Input, ir.Output, ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.Flatten, ir.LIF, ir.Threshold,
+NORMALIZED_INPUT_CONVENTION = (
+    "x = pixel / 255 in [0, 1] (raw, not normalised); the model's per-channel normalisation "
+    "(x * 255 - mean255) / std255 is the node '{name}': a 1x1 Conv2d with weight 255 / std255 on the diagonal and "
+    "bias -mean255 / std255 (mean255, std255: the model's float32 constants, in that node's metadata)")
+
+_EXPORTABLE = (ir.Input, ir.InputNorm, ir.Output, ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.Flatten, ir.LIF, ir.Threshold,
                ir.Integrator, ir.Delay, ir.AxisSynapse)
 _KINDS = {cls.__name__: cls for cls in _EXPORTABLE}
 _TYPE_FIELDS = ("input_type", "output_type")
@@ -236,6 +243,8 @@ def to_nir(graph: ir.Graph, model_info: dict | None = None, cache: StructureCach
             nodes[name] = nir.Input(input_type=np.array(out_shape), metadata=_meta(node))
         elif isinstance(node, ir.Output):
             nodes[name] = nir.Output(output_type=np.array(in_shape), metadata=_meta(node))
+        elif isinstance(node, ir.InputNorm):
+            nodes[name] = _input_norm(node, in_shape)
         elif isinstance(node, ir.Flatten):
             through[name] = through.get(srcs[0], srcs[0])
         elif isinstance(node, (ir.Conv2d, ir.Conv1d)):
@@ -326,6 +335,20 @@ def _conv(node, in_shape, out_shape, grid, const) -> nir.Conv2d:
                       dilation=(1, 1), groups=1, bias=bias, metadata=_meta(node))
 
 
+def _input_norm(node: ir.InputNorm, in_shape) -> nir.Conv2d:
+    """The per-channel affine map (x * 255 - mean255) / std255 as a dense 1x1 Conv2d with a diagonal weight
+    (nir 1.0.8 types a grouped convolution's input as weight.shape[1] channels, so a depthwise one would fail
+    stock nir.read's type check). Its weights are the map rounded to float64; the metadata keeps the exact
+    constants and the order of operations (docs/nir.md, "Input normalisation")."""
+    mean = np.asarray(node.mean255, dtype=np.float64)
+    std = np.asarray(node.std255, dtype=np.float64)
+    weight = np.zeros((len(std), len(std), 1, 1))
+    weight[np.arange(len(std)), np.arange(len(std)), 0, 0] = 255.0 / std
+    meta = _meta(node, mean255=mean, std255=std, arithmetic="y = (x * 255 - mean255) / std255 per channel")
+    return nir.Conv2d(input_shape=tuple(int(x) for x in in_shape[1:]), weight=weight, stride=(1, 1),
+                      padding=(0, 0), dilation=(1, 1), groups=1, bias=-mean / std, metadata=meta)
+
+
 def _axis_synapse(node, in_shape, grid, cache, const, nodes, edges, graph) -> str:
     """Adds the NIR parts of an AxisSynapse (chained by edges); returns the name of the first."""
     try:
@@ -384,6 +407,9 @@ def graph_metadata(graph: ir.Graph, model_info: dict | None = None, grid=None) -
     }
     if md.get("input_per_step"):
         out["input_convention"] = EVENT_INPUT_CONVENTION
+    norms = graph.of_type(ir.InputNorm)
+    if norms:
+        out["input_convention"] = NORMALIZED_INPUT_CONVENTION.format(name=norms[0].name)
     return out
 
 
