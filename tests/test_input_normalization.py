@@ -282,28 +282,27 @@ def test_unnormalised_loihi_report_has_no_normalisation():
 
 @pytest.fixture(scope="module")
 def trained_normalized():
-    """digits-2-64 shrunk (D = 32, one block, T = 2) at 3 channels, normalising its input (CIFAR's mean and std),
-    trained by spikformer.train on the digits as 8-bit pixels / 255 for 10 epochs (about 75 % test accuracy: a
-    model whose decisions mean something, trained in seconds on an idle machine)."""
+    """The default job's model (digits-2-64) at 3 channels, normalising its input with CIFAR's official mean and
+    std, trained by spikformer.train as the default job's test fixture is (12 epochs) on the digits as 8-bit pixels
+    / 255 (about 97 % test accuracy). A tiny model (D = 32, one block, T = 2, about 75 %) sat at the 99 % gate for
+    every seed, normalised or not: its near-tie decisions measure the model, not the fold."""
     import spikformer.train as train_mod
     from spikformer.data import load_dataset_with_info
     from spikformer.presets import get_preset
 
-    cfg = get_preset("digits-2-64").with_(in_channels=3, embed_dim=32, num_heads=2, depth=1, T=2)
+    cfg = get_preset("digits-2-64").with_(in_channels=3)
     (x_tr, y_tr, x_te, y_te), info = load_dataset_with_info("digits", cfg.img_size, 3, seed=0)
     to_pixels = lambda x: torch.round(x * 255) / 255  # noqa: E731  (raw 8-bit values, as a real image loader)
     data = ((to_pixels(x_tr), y_tr, to_pixels(x_te), y_te), info)
-    real = train_mod.Spikformer
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "Spikformer", lambda config: normalized(real(config)))
-        res = train_mod.train(cfg, "digits", epochs=10, seed=0, device="cpu", progress=False, data=data, log=None)
+    res = train_mod.train(cfg, "digits", epochs=12, seed=0, device="cpu", progress=False, data=data, log=None,
+                          data_config=OFFICIAL["cifar"])
     assert res.model.input_normalized
     return res.model, to_pixels(x_te), y_te, res.test_accuracy
 
 
 def test_fixed_point_agrees_with_a_trained_normalised_model(trained_normalized):
     model, x, y, acc = trained_normalized
-    assert acc > 0.6  # (chance: 0.1)
+    assert acc > 0.9  # (chance: 0.1)
     build = convert(source(model), ConversionOptions(target="loihi", ssa="graded"))
     assert build.quantization["input"]["payload_scale"] == 255
     graph, numeric = build.runnable("fixed")
