@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 
 from convert import ir
+from ground.hashing import array_sha256
 from sim.engine import Engine, check_images
 from spikformer.model import lif_modules
 
 from .reference import record_reference
-from .samples import TensorSamples, as_samples
+from .samples import TensorSamples, as_samples, samples_sha256
 from .shards import ExactSum, ShardExecutor, exact_sum, nan_max, run_sharded
 
 
@@ -60,6 +61,7 @@ class ParityCounts:
     logit_abs_diff_sum: ExactSum = field(default_factory=ExactSum)
     logit_abs_diff_max: float = 0.0
     state_events: dict = field(default_factory=dict)  # node -> {event: count} (fixed point, STATE_EVENTS)
+    batch_sha256: list = field(default_factory=list)  # of each batch's raw input, in order (samples_sha256)
 
     def merge(self, o: "ParityCounts") -> "ParityCounts":
         """self + o, exactly (self is updated and returned)."""
@@ -76,6 +78,7 @@ class ParityCounts:
                   "logit_elements"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         self.logit_abs_diff_sum = self.logit_abs_diff_sum + o.logit_abs_diff_sum
+        self.batch_sha256 = self.batch_sha256 + o.batch_sha256
         for node, ev in o.state_events.items():
             mine = self.state_events.setdefault(node, {})
             for k, v in ev.items():
@@ -174,7 +177,9 @@ def parity_shard(job: ParityJob, samples, progress=None, sim_runner=None) -> Par
     for x, y in samples.batches(job.batch_size):
         if streamed:
             check_images(job.graph, x, fixed=job.mode == "fixed", warn=False)
-        total.merge(count_batch(job, x, y, engine, sim_runner))
+        c = count_batch(job, x, y, engine, sim_runner)
+        c.batch_sha256 = [array_sha256(x)]
+        total.merge(c)
         if progress is not None:
             progress(len(x))
     return total
@@ -240,6 +245,7 @@ def summarize(res: ParityCounts, facts: dict, logit_atol: float | None = None) -
             "logit_tolerance_abs": res.logit_atol,
             "total_spike_mismatches": int(sum(d["mismatches"] for d in layers)),
             "min_layer_agreement": min((d["agreement"] for d in layers), default=1.0),
+            "samples_sha256": samples_sha256(res.batch_sha256),
             "state_events": events,
         },
         "layers": layers,

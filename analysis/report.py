@@ -10,7 +10,7 @@ function `(graph, records) -> Activity` defaults to analysis.activity.ActivityCo
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,7 +22,7 @@ from sim.engine import Engine, check_images
 from . import activity as A
 from .energy import categories_table, conventions, dense_flops, event_energy, flops_summary, preset_flops_table
 from .energy_models import EnergyModel
-from .samples import TensorSamples, as_samples
+from .samples import TensorSamples, as_samples, samples_sha256
 from .shards import ShardExecutor, run_sharded
 
 REPORT_FORMAT = "spikformer-energy-report"
@@ -126,12 +126,14 @@ class ActivityCounts:
     activity: A.Activity
     correct: int
     samples: int
+    batch_sha256: list = field(default_factory=list)  # of each batch's raw input, in order (samples_sha256)
 
     def merge(self, o: "ActivityCounts") -> "ActivityCounts":
         """self + o, exactly (see Activity.add); self is updated and returned."""
         self.activity.add(o.activity)
         self.correct += o.correct
         self.samples += o.samples
+        self.batch_sha256 = self.batch_sha256 + o.batch_sha256
         return self
 
 
@@ -155,7 +157,7 @@ def activity_shard(job: ActivityJob, samples, progress=None) -> ActivityCounts:
         correct = 0
         if y is not None:
             correct = int((res.outputs[graph.outputs()[0]].argmax(-1).cpu() == y).sum())
-        c = ActivityCounts(count(res.records), correct, len(x))
+        c = ActivityCounts(count(res.records), correct, len(x), [array_sha256(x)])
         total = c if total is None else total.merge(c)
         del res
         if progress is not None:
@@ -176,17 +178,17 @@ def run_activity(graph: ir.Graph, numeric: str, images, device: str = "cpu", bat
     job = ActivityJob(graph, numeric, device, batch_size, activity_fn, per_neuron)
     res = run_sharded(activity_shard, job, samples, batch_size, ActivityCounts.merge, executor, progress,
                       desc="spk-report")
-    return res.activity, {"correct": res.correct, "samples": res.samples}
+    return res.activity, {"correct": res.correct, "samples": res.samples,
+                          "samples_sha256": samples_sha256(res.batch_sha256)}
 
 
-def _samples_record(samples) -> dict:
-    """The sha256 of the samples' raw input (float32 bytes in order) and, for a streamed data set, how many were
-    skipped as undecodable."""
-    if isinstance(samples, TensorSamples):
-        return {"images_sha256": array_sha256(samples.images)}
-    info = getattr(samples.dataset, "info", None) or {}
-    return {"images_sha256": samples.hexdigest() or "not computed (the samples were read by the Ray workers)",
-            "skipped": int(info.get("skipped", 0) or 0)}
+def _samples_record(samples, acc: dict) -> dict:
+    """The checksum of the samples' raw input (analysis.samples.samples_sha256) and, for a streamed data set, how
+    many were skipped as undecodable."""
+    rec = {"images_sha256": acc["samples_sha256"]}
+    if not isinstance(samples, TensorSamples):
+        rec["skipped"] = len(samples) - acc["samples"]
+    return rec
 
 
 def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor | None,
@@ -206,7 +208,8 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
     samples = as_samples(images, labels)
     act, acc = run_activity(graph, numeric, samples, device, batch_size, progress, activity_fn, None, executor,
                             per_neuron=placed)
-    data = dict(data, **_samples_record(samples))
+    data = dict(data, **_samples_record(samples, acc))
+    has_labels = not isinstance(samples, TensorSamples) or samples.labels is not None
     ev = event_energy(act, energy_model)
     conv = conventions(act, config, energy_model)
     flops = flops_summary(config)
@@ -291,7 +294,7 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
                 "conversion": build.options.recorded(),
                 "quantization": None if mode != "fixed" else {
                     **build.quantization_facts(), "input_encoding": build.quantization["input"]["encoding"]},
-                "accuracy_on_samples": (acc["correct"] / acc["samples"]) if labels is not None and acc["samples"]
+                "accuracy_on_samples": (acc["correct"] / acc["samples"]) if has_labels and acc["samples"]
                 else None,
                 "data": data,
                 "versions": {"torch": torch.__version__, "numpy": numpy.__version__,

@@ -72,15 +72,12 @@ class DatasetSamples:
     `workers` worker processes. `shared`: a Ray worker can open the data set itself (see the module docstring)."""
 
     def __init__(self, opener: Callable[[], torch.utils.data.Dataset], indices: Sequence[int] | None = None,
-                 workers: int = 0, shared: bool = False, dataset: torch.utils.data.Dataset | None = None,
-                 digest=None):
+                 workers: int = 0, shared: bool = False, dataset: torch.utils.data.Dataset | None = None):
         self.opener = opener
         self._dataset = dataset
         self.indices = list(range(len(self.dataset))) if indices is None else list(indices)
         self.workers = max(0, int(workers))
         self.shared = shared
-        self.digest = digest  # a hashlib object fed the raw bytes of every batch read in this process
-        self._hashed = 0
 
     @property
     def dataset(self) -> torch.utils.data.Dataset:
@@ -91,13 +88,7 @@ class DatasetSamples:
     def __getstate__(self):  # a worker reopens the data set from the recipe; the open one stays here
         state = dict(self.__dict__)
         state["_dataset"] = None
-        state["digest"] = None
         return state
-
-    def hexdigest(self) -> str | None:
-        """sha256 of the raw input of all the samples (float32 bytes in order: ground.hashing.array_sha256 of
-        them stacked), when every one was read in this process; else None (e.g. read by Ray workers)."""
-        return self.digest.hexdigest() if self.digest is not None and self._hashed == len(self) else None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -111,11 +102,7 @@ class DatasetSamples:
         from spikformer.datasets import make_loader
         if self.indices:
             workers = min(self.workers, -(-len(self.indices) // batch_size))
-            for x, y in make_loader(_IndexView(self.dataset, self.indices), batch_size, workers):
-                if self.digest is not None:
-                    self.digest.update(x.contiguous().numpy().tobytes())
-                    self._hashed += len(x)
-                yield x, y
+            yield from make_loader(_IndexView(self.dataset, self.indices), batch_size, workers)
 
     def materialize(self) -> TensorSamples:
         parts = list(self.batches(256))
@@ -134,3 +121,11 @@ def as_samples(images, labels=None) -> Samples:
     if labels is not None:
         raise ValueError("labels come with the samples; pass them only with image tensors")
     return images
+
+
+def samples_sha256(batch_digests: Sequence[str]) -> str:
+    """The checksum of a run's samples: sha256 of the hex sha256 of each batch's raw input (ground.hashing.
+    array_sha256 of the batch), joined by newlines in order. Each shard hashes its own batches and the lists
+    concatenate, so a sharded run records the same value as a one-process run with the same batch size."""
+    import hashlib
+    return hashlib.sha256("\n".join(batch_digests).encode()).hexdigest()

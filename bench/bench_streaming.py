@@ -52,7 +52,7 @@ else:
     model, config, meta = load_checkpoint(argv[0])
     ds, opener = open_split(argv[1], config, model_data_config(meta), "test", 0)
     t0 = time.perf_counter()
-    correct, n = evaluate_batches(model, stream(ds, opener, None, 2, digest=False).batches(int(argv[2])))
+    correct, n = evaluate_batches(model, stream(ds, opener, None, 2).batches(int(argv[2])))
     seconds = time.perf_counter() - t0
     main = None
 t0 = time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 
 from analysis.samples import DatasetSamples
 from spikformer.data_config import DataConfig
@@ -39,25 +38,22 @@ def open_split(spec: str, config: SpikformerConfig, data_config: DataConfig, spl
     return opener(), opener
 
 
-def stream(dataset, opener, indices=None, workers: int = DEFAULT_WORKERS, shared: bool = False,
-           digest: bool = True) -> DatasetSamples:
+def stream(dataset, opener, indices=None, workers: int = DEFAULT_WORKERS, shared: bool = False) -> DatasetSamples:
     """Samples of `dataset` (all, or `indices` in that order); a data set held in memory is read in this process
-    (workers would only copy it). `digest`: the samples' raw input is hashed as it is read (DatasetSamples.digest;
-    sha256 of the float32 bytes in order, as ground.hashing.array_sha256 of them all)."""
+    (workers would only copy it)."""
     if isinstance(dataset, TensorSampleDataset):
         workers = 0
-    return DatasetSamples(opener, indices, workers, shared, dataset,
-                          digest=hashlib.sha256() if digest else None)
+    return DatasetSamples(opener, indices, workers, shared, dataset)
 
 
-def data_facts(spec: str, info: dict, samples: DatasetSamples | None = None) -> dict:
-    """What a result records about its data: the spec, the data set's description and, after a run, how many
-    samples were skipped and the sha256 of those read."""
+def data_facts(spec: str, info: dict, samples: DatasetSamples | None = None, counted: int | None = None) -> dict:
+    """What a result records about its data: the spec, the data set's description and, after a run of `samples`
+    that counted `counted` of them, how many were skipped as undecodable."""
     keep = ("name", "split", "split_rule", "split_seed", "n", "num_classes", "value_grid", "transform",
             "data_config", "T", "sensor", "integration")
-    out = {"spec": spec, **{k: info[k] for k in keep if k in info}, "skipped": int(info.get("skipped", 0) or 0)}
-    if samples is not None:
-        out["samples_sha256"] = samples.hexdigest()
+    out = {"spec": spec, **{k: info[k] for k in keep if k in info}}
+    if samples is not None and counted is not None:
+        out["skipped"] = len(samples) - counted
     return out
 
 

@@ -101,7 +101,7 @@ def _run(a: argparse.Namespace) -> int:
                          progress=not a.no_progress,
                          sim_runner=sim_runner, numeric=numeric, logit_atol=atol, executor=executor)
     facts["scale_out"] = executor.describe() if executor is not None else None
-    facts["data_info"] = data_facts(a.data, dataset.info, samples)
+    facts["data_info"] = data_facts(a.data, dataset.info, samples, res.samples)
     summary = summarize(res, facts)
     if sim_runner is not None and sim_runner.crosscheck is not None:
         summary["engine_crosscheck"] = dict(sim_runner.crosscheck.to_dict(), lava_timeouts=sim_runner.timeouts)

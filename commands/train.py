@@ -71,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from spikformer.checkpoint import library_versions, save_checkpoint
     from spikformer.data import load_dataset_with_info
+    from spikformer.data_config import RAW
     from spikformer.datasets import open_dataset, parse_dataset_spec
     from spikformer.train import resolve_device, train
 
@@ -84,7 +85,11 @@ def _run(args: argparse.Namespace) -> int:
         info, sets = data[1], None
         data_config = training_data_config(args, config)  # after the data: a missing data set is the first error
     else:  # streamed from disk: never whole in memory
-        data_config = training_data_config(args, config)
+        try:
+            data_config = training_data_config(args, config)
+        except UserError:  # a missing or unreadable data set is the first error, as for the built-in sets
+            open_dataset(args.data, config, RAW, "test", args.seed)
+            raise
         sets = tuple(open_dataset(args.data, config, data_config, split, args.seed, args.skip_bad)
                      for split in ("train", "test"))
         data, info = None, streamed_dataset_record(args.data, config, sets)
@@ -169,7 +174,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
     dataset, opener = open_split(spec, config, model_data_config(meta), "test", seed, args.skip_bad)
-    samples = stream(dataset, opener, None, args.workers, digest=False)
+    samples = stream(dataset, opener, None, args.workers)
     correct, n = evaluate_batches(model, samples.batches(args.batch_size))
     skipped = int(dataset.info.get("skipped", 0) or 0)
     acc = correct / n if n else float("nan")

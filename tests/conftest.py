@@ -26,25 +26,34 @@ def digits_model():
     return randomized_model("digits-2-64", seed=0)
 
 
-@pytest.fixture(scope="session")
-def trained_digits(tmp_path_factory):
-    """The default job, shortened: `spk-train` (in-process) for 12 epochs on digits (97.8 % test accuracy on this
-    project's CI machine, an AMD EPYC; a model whose decisions mean something for the fixed-point parity gate of
-    tests/test_parity.py). 8 epochs were enough on an earlier CI machine, but training is not bit-reproducible
-    across CPUs: on the AMD machine the 8-epoch model reached 91.9 % and its fixed-point agreement 98.6 % (5 of
-    360 predictions, all near-ties of a half-trained model), under the 99 % gate; at 12 epochs 99.7 %. Returns
-    (checkpoint path, exit code, stdout). Shared by the CLI smoke test and the tests that need a model that actually works."""
+def _train_digits(out, epochs: int):
     import contextlib
     import io
 
     from commands.train import main
 
-    out = tmp_path_factory.mktemp("trained") / "model.pt"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["--preset", "digits-2-64", "--data", "digits", "--out", str(out), "--epochs", "12",
+        rc = main(["--preset", "digits-2-64", "--data", "digits", "--out", str(out), "--epochs", str(epochs),
                    "--device", "cpu", "--no-progress", "--seed", "0"])
     return out, rc, buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory):
+    """The default job, shortened: `spk-train` (in-process) for 8 epochs on digits (about 92 % test accuracy).
+    Returns (checkpoint path, exit code, stdout). Shared by the CLI smoke test and the tests that need a model
+    that actually works."""
+    return _train_digits(tmp_path_factory.mktemp("trained") / "model.pt", 8)
+
+
+@pytest.fixture(scope="session")
+def well_trained_digits(tmp_path_factory):
+    """The default job for 12 epochs (97.8 % on this project's CI machine, an AMD EPYC): a model whose decisions
+    mean something for the fixed-point parity gate of tests/test_parity.py. Training is not bit-reproducible
+    across CPUs: on the AMD machine the 8-epoch model reached 91.9 % and its fixed-point agreement 98.6 % (5 of
+    360 predictions, near-ties of a half-trained model), under the 99 % gate; the 12-epoch one 99.7 %."""
+    return _train_digits(tmp_path_factory.mktemp("well_trained") / "model.pt", 12)
 
 
 @pytest.fixture(scope="session")

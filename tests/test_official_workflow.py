@@ -160,4 +160,4 @@ def test_float_parity_is_spike_exact_on_normalised_input(trained, tmp_path):
     summary = json.loads((out / "parity.json").read_text())
     assert summary["overall"]["total_spike_mismatches"] == 0
     assert summary["run"]["data_config"]["mean"] is not None
-    assert summary["run"]["data_info"]["skipped"] == 0 and summary["run"]["data_info"]["samples_sha256"]
+    assert summary["run"]["data_info"]["skipped"] == 0 and len(summary["overall"]["samples_sha256"]) == 64

@@ -56,11 +56,11 @@ def test_bad_inputs(ckpt, tmp_path, capsys):
     assert not any((tmp_path / d).exists() for d in "xyz")
 
 
-def test_fixed_point_agrees_with_the_trained_digits_model(trained_digits, tmp_path):
+def test_fixed_point_agrees_with_the_trained_digits_model(well_trained_digits, tmp_path):
     """Issue 4's accuracy gate: the Loihi fixed-point simulation of a trained digits model predicts what the
     float reference predicts on at least 99 % of the whole digits test set (default quantisation: 16-bit
     weights as two synapse groups, the data's exact input grid); one 8-bit synapse group errs more."""
-    path, rc, _ = trained_digits
+    path, rc, _ = well_trained_digits
     assert rc == 0
     runs = {}
     for bits in (16, 8):

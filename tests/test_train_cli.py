@@ -21,8 +21,8 @@ def test_train_smoke_via_cli(trained_digits):
     assert path.is_file()
     assert "test accuracy:" in out and "parameters: 164,418" in out
     meta = torch.load(path, weights_only=True)["metadata"]
-    assert meta["test_accuracy"] > 0.9  # chance is 0.1; the fixture's 12 epochs reach about 0.97
-    assert [h["epoch"] for h in meta["history"]] == list(range(1, 13))
+    assert meta["test_accuracy"] > 0.8  # chance is 0.1; 8 epochs reach about 0.92
+    assert [h["epoch"] for h in meta["history"]] == list(range(1, 9))
     assert meta["dataset"]["value_grid"] == 256  # digits 0..16 upsampled to 16x16: multiples of 1/256
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
 
@@ -120,7 +120,7 @@ def _official(tmp_path, mutate=None):
     ("misshaped", ["--preset", "cifar10-4-384"], "head.weight (expected [10, 384], got [100, 384])"),
     ("unexpected", ["--preset", "cifar10-4-384"], "1 unexpected: pos_embed"),
     ("unknown-preset", ["--preset", "nope"], "unknown preset 'nope'"),
-    ("bad-data", ["--preset", "cifar10-4-384", "--data", "imagenet"], "unknown data spec 'imagenet'"),
+    ("bad-data", ["--preset", "cifar10-4-384", "--data", "mnist"], "unknown data spec 'mnist'"),
 ])
 def test_eval_checkpoint_errors(tmp_path, cli, case, extra, needle):
     if case == "missing-file":
