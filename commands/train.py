@@ -71,7 +71,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from spikformer.checkpoint import library_versions, save_checkpoint
     from spikformer.data import load_dataset_with_info
-    from spikformer.data_config import RAW
     from spikformer.datasets import open_dataset, parse_dataset_spec
     from spikformer.train import resolve_device, train
 
@@ -87,8 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     else:  # streamed from disk: never whole in memory
         try:
             data_config = training_data_config(args, config)
-        except UserError:  # a missing or unreadable data set is the first error, as for the built-in sets
-            open_dataset(args.data, config, RAW, "test", args.seed)
+        except UserError:  # a data set that is not there is the first error, as for the built-in sets
+            path = Path(parse_dataset_spec(args.data)[1].split(":")[0])
+            if not path.exists():
+                raise UserError(f"data spec {args.data!r}: {path} does not exist") from None
             raise
         sets = tuple(open_dataset(args.data, config, data_config, split, args.seed, args.skip_bad)
                      for split in ("train", "test"))

@@ -60,16 +60,25 @@ class Split(NamedTuple):
 
 # --------------------------------------------------------------------------------------------------- spec parsing
 
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """'digits' -> ('digits', None); 'cifar10:DIR' -> ('cifar10', 'DIR'); 'npz:FILE' -> ('npz', 'FILE');
-    'event-digits' -> ('event-digits', None); 'events:DIR[:HxW]' -> ('events', 'DIR[:HxW]')."""
+def split_spec(spec: str, help_text: str) -> tuple[str, str | None, bool]:
+    """'KIND[:ARG]' -> (kind in lower case, ARG or None, whether it is a built-in set, which takes no ARG);
+    DataError for an empty spec or a built-in set given an argument."""
     if not isinstance(spec, str) or not spec.strip():
-        raise DataError(f"empty data spec; use one of: {SPEC_HELP}")
+        raise DataError(f"empty data spec; use one of: {help_text}")
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind in ("digits", "event-digits"):
         if sep and arg:
             raise DataError(f"data spec '{kind}' takes no argument, got {spec!r}")
+        return kind, None, True
+    return kind, arg, False
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """'digits' -> ('digits', None); 'cifar10:DIR' -> ('cifar10', 'DIR'); 'npz:FILE' -> ('npz', 'FILE');
+    'event-digits' -> ('event-digits', None); 'events:DIR[:HxW]' -> ('events', 'DIR[:HxW]')."""
+    kind, arg, built_in = split_spec(spec, SPEC_HELP)
+    if built_in:
         return kind, None
     if kind in ("cifar10", "npz", "events"):
         if not arg:

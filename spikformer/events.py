@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, _stratified_split
+from .npy_header import read_npy_header
 
 EVENT_ARRAYS = ("t", "x", "y", "p")
 SPLIT_BY = "number"
@@ -53,7 +54,6 @@ INTEGRATION = ("spikingjelly.datasets.integrate_events_by_fixed_frames_number(ev
                "frames_num=T, H, W) (SpikingJelly 0.0.0.0.14)")
 MAX_SENSOR_SIDE = 4096       # larger than any event camera sold; bounds the frames an inferred size can ask for
 MAX_EVENTS_PER_FILE = 2 ** 28  # declared array lengths beyond this are refused before anything is allocated
-MAX_NPY_HEADER = 10_000
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # name -> (class folder names in sorted order, split folders train/test?, sensor (H, W)) as SpikingJelly makes them
@@ -154,17 +154,7 @@ def _npy_headers(path: Path, where: str) -> dict:
         for k in EVENT_ARRAYS:
             info = members[f"{k}.npy"]
             with zf.open(info) as fp:
-                version = np.lib.format.read_magic(fp)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, max_header_size=MAX_NPY_HEADER)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=MAX_NPY_HEADER)
-                else:
-                    raise DataError(f"event file {where}: array {k} has .npy format version {version}; expected "
-                                    f"1.0 or 2.0")
-                offset = fp.tell()
-            if dtype.hasobject:
-                raise DataError(f"event file {where}: array {k} is an object array, which needs pickle; refused")
+                shape, _, dtype, offset, _ = read_npy_header(fp, f"event file {where}", k)
             if len(shape) != 1:
                 raise DataError(f"event file {where}: array {k} has shape {list(shape)}; expected 1-D")
             if shape[0] > MAX_EVENTS_PER_FILE:

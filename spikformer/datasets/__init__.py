@@ -22,7 +22,7 @@ subclass BadSampleError naming the file.
 """
 from __future__ import annotations
 
-from ..data import DataError, load_dataset_with_info
+from ..data import DataError, load_dataset_with_info, split_spec
 from ..data_config import DataConfig
 from ..presets import SpikformerConfig
 from .base import BadSampleError, SampleDataset, TensorSampleDataset, check_labels, check_split
@@ -41,13 +41,8 @@ EVENT_KINDS = ("event-digits", "events")
 def parse_dataset_spec(spec: str) -> tuple[str, str | None, str]:
     """spec -> (kind, argument, split rule): 'cifar100:DIR' -> ('cifar100', 'DIR', 'official');
     'events:DIR:128x128:split=random' -> ('events', 'DIR:128x128', 'random')."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise DataError(f"empty data spec; use one of: {SPEC_HELP}")
-    kind, sep, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind in ("digits", "event-digits"):
-        if sep and arg:
-            raise DataError(f"data spec '{kind}' takes no argument, got {spec!r}")
+    kind, arg, built_in = split_spec(spec, SPEC_HELP)
+    if built_in:
         return kind, None, "official"
     if kind not in IMAGE_KINDS + EVENT_KINDS:
         raise DataError(f"unknown data spec {spec!r}; use one of: {SPEC_HELP}")

@@ -27,34 +27,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import npy_header
 from ..data import DataError, _stratified_split, convert_images
 from ..data_config import DataConfig
 from .base import SampleDataset
 from .images import array_image, describe_transform, eval_transform, pil_mode, to_raw
 
 MAX_ARRAY_BYTES = 2 * 2 ** 30  # a header promising more than this is refused before anything is allocated
-MAX_NPY_HEADER = 10_000
 CHUNK_BYTES = 2 ** 20
 ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 
 
 def read_npy_header(fp, where: str, name: str):
-    """(shape, fortran_order, dtype, header length) of the .npy stream `fp`, checked: format 1.0/2.0, no
+    """(shape, fortran_order, dtype, data offset, bytes) of the .npy stream `fp`, checked: format 1.0/2.0, no
     object dtype, at most MAX_ARRAY_BYTES promised."""
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, max_header_size=MAX_NPY_HEADER)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=MAX_NPY_HEADER)
-    else:
-        raise DataError(f"npz file {where}: array {name} has .npy format version {version}; expected 1.0 or 2.0")
-    if dtype.hasobject:
-        raise DataError(f"npz file {where}: array {name} is an object array, which needs pickle; refused")
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
-    if nbytes > MAX_ARRAY_BYTES:
-        raise DataError(f"npz file {where}: array {name} {list(shape)} {dtype} promises {nbytes} bytes, more than "
-                        f"the {MAX_ARRAY_BYTES} allowed")
-    return tuple(shape), fortran, dtype, fp.tell(), nbytes
+    return npy_header.read_npy_header(fp, f"npz file {where}", name, MAX_ARRAY_BYTES)
 
 
 def _chw_axes(shape: tuple, where: str) -> tuple[int, ...] | None:
