@@ -234,6 +234,8 @@ def _load_npz(file: str, seed: int):
     if not zipfile.is_zipfile(path):  # np.load would otherwise try to unpickle it
         raise DataError(f"cannot read npz file {file}: it is not an .npz archive (np.savez output with arrays x and y)")
     try:
+        from .npy_header import check_npz_members
+        check_npz_members(path, f"npz file {file}", ("x", "y"))  # before np.load allocates anything
         with np.load(path, allow_pickle=False) as z:
             names = set(z.files)
             if not {"x", "y"} <= names:

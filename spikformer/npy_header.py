@@ -7,6 +7,7 @@ import numpy as np
 from .data import DataError
 
 MAX_NPY_HEADER = 10_000  # bytes of header text numpy may parse
+MAX_ARRAY_BYTES = 2 * 2 ** 30  # a header promising more than this is refused before anything is allocated
 
 
 def read_npy_header(fp, what: str, name: str, max_bytes: int | None = None):
@@ -26,3 +27,17 @@ def read_npy_header(fp, what: str, name: str, max_bytes: int | None = None):
         raise DataError(f"{what}: array {name} {list(shape)} {dtype} promises {nbytes} bytes, more than the "
                         f"{max_bytes} allowed")
     return tuple(shape), fortran, dtype, fp.tell(), nbytes
+
+
+def check_npz_members(path, what: str, names, max_bytes: int = MAX_ARRAY_BYTES) -> None:
+    """Reads the header of each member `names` (e.g. 'x', 'y') of the .npz at `path` and refuses one that promises
+    more than `max_bytes` (or is an object array) before np.load allocates it; a missing member is left to the
+    caller's own message."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: i for i in zf.infolist()}
+        for name in names:
+            if f"{name}.npy" in members:
+                with zf.open(members[f"{name}.npy"]) as fp:
+                    read_npy_header(fp, what, name, max_bytes)

@@ -33,7 +33,7 @@ from ..data_config import DataConfig
 from .base import SampleDataset
 from .images import array_image, describe_transform, eval_transform, pil_mode, to_raw
 
-MAX_ARRAY_BYTES = 2 * 2 ** 30  # a header promising more than this is refused before anything is allocated
+MAX_ARRAY_BYTES = npy_header.MAX_ARRAY_BYTES
 CHUNK_BYTES = 2 ** 20
 ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 
