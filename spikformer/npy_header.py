@@ -21,7 +21,7 @@ def read_npy_header(fp, what: str, name: str, max_bytes: int | None = None):
     else:
         raise DataError(f"{what}: array {name} has .npy format version {version}; expected 1.0 or 2.0")
     if dtype.hasobject:
-        raise DataError(f"{what}: array {name} is an object array, which needs pickle; refused")
+        raise DataError(f"{what}: array {name} is an object array, which needs pickle (object arrays are refused)")
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
     if max_bytes is not None and nbytes > max_bytes:
         raise DataError(f"{what}: array {name} {list(shape)} {dtype} promises {nbytes} bytes, more than the "
