@@ -168,7 +168,8 @@ def count_batch(job: ParityJob, x: torch.Tensor, y: torch.Tensor, engine: Engine
 
 def parity_shard(job: ParityJob, samples, progress=None, sim_runner=None) -> ParityCounts:
     """The merged counts of `samples` (analysis.samples) in batches of job.batch_size (one shard of a run, or all
-    of it); `progress(n)` after each batch of n samples. Streamed batches are checked as they come."""
+    of it); `progress(n)` after each batch of n samples. Streamed batches are checked as they come, before the
+    reference sees them (the engine's own check would come after the reference's failure)."""
     engine = None
     if sim_runner is None:
         engine = Engine(job.graph, job.numeric, dtype=torch.float64, device=job.sim_device, fuse_ssa=True)

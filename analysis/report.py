@@ -139,7 +139,7 @@ class ActivityCounts:
 
 def activity_shard(job: ActivityJob, samples, progress=None) -> ActivityCounts:
     """The merged activity of `samples` (analysis.samples) in batches of job.batch_size (one shard of a run, or all
-    of it); `progress(n)` after each batch of n samples. Streamed batches are checked as they come."""
+    of it); `progress(n)` after each batch of n samples. Engine.run checks every batch as it comes."""
     graph = job.graph
     eng = Engine(graph, job.numeric, dtype=torch.float64, device=job.device)
     names = A.needed_records(graph)
@@ -149,10 +149,7 @@ def activity_shard(job: ActivityJob, samples, progress=None) -> ActivityCounts:
     else:
         count = A.ActivityCounter(graph, job.device, job.per_neuron)
     total = None
-    streamed = not isinstance(samples, TensorSamples)
     for x, y in samples.batches(job.batch_size):
-        if streamed:
-            check_images(graph, x, fixed=job.numeric != "float", warn=False)
         res = eng.run(x, record=names)
         correct = 0
         if y is not None:

@@ -33,7 +33,7 @@ from ground.atomic import replace_files
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
 from hw_backends.conversion import convert
-from .data_args import add_data_arguments, data_facts, model_data_config, open_split, stream
+from .data_args import add_data_arguments, model_data_config, open_split, stream
 from .options import add_conversion_arguments, conversion_options, default_mode
 from .ray_scaleout import add_ray_arguments, ray_device, ray_executor, ray_reads_data
 

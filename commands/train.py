@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or default_device())
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
-    kind = parse_dataset_spec(args.data)[0]
+    kind, path_arg, _ = parse_dataset_spec(args.data)
     if kind in BUILT_IN:  # small, in memory, as every digits checkpoint so far was trained (byte-identical)
         data = load_dataset_with_info(args.data, config.img_size, config.in_channels, seed=args.seed,
                                       num_classes=config.num_classes, T=config.T)
@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             data_config = training_data_config(args, config)
         except UserError:  # a data set that is not there is the first error, as for the built-in sets
-            path = Path(parse_dataset_spec(args.data)[1].split(":")[0])
+            path = Path(path_arg.split(":")[0])
             if not path.exists():
                 raise UserError(f"data spec {args.data!r}: {path} does not exist") from None
             raise

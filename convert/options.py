@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from ground.errors import check_positive_ints
+
 SSA_FORMS = ("binary", "graded")           # how SSA's spike products are lowered (convert.passes)
 SSA_CHOICES = ("auto",) + SSA_FORMS        # auto: the target's cheaper form (binary where it is the only one)
 SSA_ORDERS = ("auto", "kv_first", "qk_first")
@@ -46,10 +48,8 @@ class ConversionOptions:
             raise OptionsError(f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS_CHOICES)}")
         if self.weight_bits not in WEIGHT_BITS_CHOICES:
             raise OptionsError(f"weight bits must be one of {WEIGHT_BITS_CHOICES}, got {self.weight_bits!r}")
-        for name in ("heads", "time_steps", "img_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise OptionsError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        check_positive_ints({"--heads": self.heads, "--time-steps": self.time_steps, "--img-size": self.img_size},
+                            OptionsError)
         # vth_mant and input_scale are checked by the target that uses them, against its limits
 
     def with_(self, **changes) -> "ConversionOptions":

@@ -36,3 +36,11 @@ def describe_os_error(e: OSError) -> str:
         return (f"cannot write {e.filename if e.filename is not None else 'the output'}: {reason}; the destination "
                 "was left as it was")
     return f"{e.filename}: {reason}" if e.filename is not None else reason
+
+
+def check_positive_ints(values: dict, error: type[Exception]) -> None:
+    """Raises `error` naming the first value (by its label, e.g. a flag) that is given (not None) and is not a
+    positive integer (bools refused)."""
+    for label, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise error(f"{label} must be a positive integer, got {value!r}")

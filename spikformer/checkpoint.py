@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ground.atomic import write_bytes
-from ground.errors import UserError
+from ground.errors import UserError, check_positive_ints
 from . import restricted_unpickler
 from .architecture import (BUILD_ERRORS, FLAGS, ArchitectureError, apply_flags, describe, infer_architecture,
                            preset_named)
@@ -287,9 +287,7 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
     if weights not in WEIGHTS:
         raise CheckpointError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     flags = {"num_heads": heads, "T": time_steps, "img_size": img_size}
-    for name, value in flags.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise CheckpointError(f"{FLAGS[name]} must be a positive integer, got {value!r}")
+    check_positive_ints({FLAGS[name]: value for name, value in flags.items()}, CheckpointError)
     obj = _torch_load(path, map_location=device)
     preset_cfg = None
     if preset is not None:

@@ -37,18 +37,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ground.errors import UserError
+from .data_base import DataError
+from .data_base import stratified_split as _stratified_split
+from .npy_header import check_npz_members
 
 SPEC_HELP = ("digits, cifar10:DIR (cifar-10-batches-py folder), npz:FILE (arrays x and y), event-digits or "
              "events:DIR[:HxW][:split=random] (SpikingJelly events_np folder)")
 EVENT_KINDS = ("events", "event-digits")
-TEST_FRACTION = 0.2
 CIFAR10_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_TEST_BATCH = "test_batch"
-
-
-class DataError(UserError):
-    """A data spec that cannot be used (unknown kind, missing file, wrong arrays)."""
 
 
 class Split(NamedTuple):
@@ -88,19 +85,6 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 # ------------------------------------------------------------------------------------------------------ sources
-
-def _stratified_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    counts = np.bincount(y) if len(y) else np.zeros(0, dtype=np.int64)
-    stratify = y if len(counts[counts > 0]) > 1 and counts[counts > 0].min() >= 2 else None
-    try:
-        tr, te = train_test_split(idx, test_size=TEST_FRACTION, random_state=seed, shuffle=True, stratify=stratify)
-    except ValueError as e:  # too few samples for the split
-        raise DataError(f"cannot split {len(y)} samples 80/20: {e}") from None
-    return np.sort(tr), np.sort(te)
-
 
 def _load_digits(seed: int):
     from sklearn.datasets import load_digits
@@ -234,7 +218,6 @@ def _load_npz(file: str, seed: int):
     if not zipfile.is_zipfile(path):  # np.load would otherwise try to unpickle it
         raise DataError(f"cannot read npz file {file}: it is not an .npz archive (np.savez output with arrays x and y)")
     try:
-        from .npy_header import check_npz_members
         check_npz_members(path, f"npz file {file}", ("x", "y"))  # before np.load allocates anything
         with np.load(path, allow_pickle=False) as z:
             names = set(z.files)

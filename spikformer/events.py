@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, _stratified_split
+from .data_base import DataError
+from .data_base import stratified_split as _stratified_split
 from .npy_header import read_npy_header
 
 EVENT_ARRAYS = ("t", "x", "y", "p")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import DataError
+from .data_base import DataError
 
 MAX_NPY_HEADER = 10_000  # bytes of header text numpy may parse
 MAX_ARRAY_BYTES = 2 * 2 ** 30  # a header promising more than this is refused before anything is allocated

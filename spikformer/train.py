@@ -127,30 +127,37 @@ class _TensorBatches:
 
 class _StreamedBatches:
     """Training batches read by make_loader's workers (spikformer.datasets), shuffled with a seed per epoch; the
-    test split streamed the same way. Tracks the largest input value seen (event data: the largest count)."""
+    test split streamed the same way. With `track_max` (event data), the largest input value (count) of both
+    splits, taken on their first pass: later epochs read the same samples."""
 
-    def __init__(self, train_set, test_set, seed: int, workers: int, batch_size: int):
+    def __init__(self, train_set, test_set, seed: int, workers: int, batch_size: int, track_max: bool):
         self.train_set, self.test_set, self.seed, self.workers = train_set, test_set, seed, workers
         self.n = len(train_set)
         self.eval_batch = max(batch_size, 64)
         self.max_value = 0.0
+        self.unseen = {"train", "test"} if track_max else set()
 
-    def _seen(self, batches):
+    def _seen(self, split: str, batches):
+        if split not in self.unseen:
+            yield from batches
+            return
         for xb, yb in batches:
             if xb.numel():
                 self.max_value = max(self.max_value, float(xb.max()))
             yield xb, yb
+        self.unseen.discard(split)
 
     def epoch(self, epoch: int, batch_size: int):
         from .datasets import make_loader
-        yield from self._seen(make_loader(self.train_set, batch_size, self.workers, shuffle=True,
-                                          seed=self.seed * 100003 + epoch))
+        yield from self._seen("train", make_loader(self.train_set, batch_size, self.workers, shuffle=True,
+                                                   seed=self.seed * 100003 + epoch))
 
     def test_accuracy(self, model) -> float:
         from .datasets import make_loader
         if len(self.test_set) == 0:
             return float("nan")
-        correct, n = evaluate_batches(model, self._seen(make_loader(self.test_set, self.eval_batch, self.workers)))
+        correct, n = evaluate_batches(model, self._seen("test", make_loader(self.test_set, self.eval_batch,
+                                                                            self.workers)))
         return correct / n if n else float("nan")
 
 
@@ -173,7 +180,7 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
         configure_threads()
     if datasets is not None:
         info = {}
-        source = _StreamedBatches(datasets[0], datasets[1], seed, workers, batch_size)
+        source = _StreamedBatches(datasets[0], datasets[1], seed, workers, batch_size, config.event_input)
     else:
         split, info = data if data is not None else load_dataset_with_info(
             data_spec, config.img_size, config.in_channels, seed=seed, num_classes=config.num_classes, T=config.T)

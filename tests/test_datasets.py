@@ -9,8 +9,10 @@ import zipfile
 
 import numpy as np
 import pytest
+import timm.data as timm_data  # the referee, pinned in the dev extra: required, not skipped
 import torch
 from PIL import Image
+from timm.data.parsers import parser_image_folder
 
 from spikformer.data import DataError, load_dataset, load_dataset_with_info
 from spikformer.data_config import OFFICIAL, RAW, DataConfig
@@ -116,7 +118,6 @@ def test_cifar10_official_config_is_the_raw_pixels(tmp_path):
 def test_cifar_equals_timm_eval_transform(tmp_path):
     """timm 0.5.4's create_transform for the official cifar10.yml (with the prefetcher: ToNumpy uint8) gives the
     same pixels, at 32 (Resize(32) / CenterCrop(32) leave a 32x32 image as it is) and at 24 / 40."""
-    timm_data = pytest.importorskip("timm.data")
     raw = write_cifar10(tmp_path / "c", n=4)
     for size in (32, 24, 40):
         cfg = CIFAR_CFG.with_(img_size=size, pool_stages=0 if size % 4 else 2)
@@ -215,9 +216,8 @@ def test_imagenet_index_is_torchvisions_imagefolder(imagenet):
 def test_imagenet_labels_agree_with_timms_folder_parser(imagenet):
     """The official training read the folders with timm 0.5.4's parser (natural class order): for synset-like
     names it gives the same class indices and the same (file, label) pairs, in another file order."""
-    parser = pytest.importorskip("timm.data.parsers.parser_image_folder")
     ds = open_dataset(f"imagenet:{imagenet}", IMAGENET_CFG, OFFICIAL["imagenet"], "test")
-    items, class_to_idx = parser.find_images_and_targets(str(imagenet / "val"))
+    items, class_to_idx = parser_image_folder.find_images_and_targets(str(imagenet / "val"))
     assert class_to_idx == {c: i for i, c in enumerate(ds.info["classes"])}
     assert sorted(items) == sorted(zip(ds.files, ds.labels.tolist()))
 
@@ -227,7 +227,6 @@ def test_imagenet_labels_agree_with_timms_folder_parser(imagenet):
 def test_imagenet_equals_timm_eval_transform(imagenet, crop_pct, interpolation, size):
     """Pixel for pixel what timm 0.5.4's eval transform (official imagenet.yml, and other crop/interpolation)
     hands the model with its prefetcher (uint8), for every generated size."""
-    timm_data = pytest.importorskip("timm.data")
     dc = DataConfig(OFFICIAL["imagenet"].mean, OFFICIAL["imagenet"].std, interpolation, crop_pct, "test")
     tf = timm_data.create_transform(**timm_data.resolve_data_config(
         {"img_size": size, "mean": dc.mean, "std": dc.std, "crop_pct": crop_pct, "interpolation": interpolation}),

@@ -14,7 +14,7 @@ from spikformer import events as E
 from spikformer.data import (DataError, _stratified_split, load_dataset, load_dataset_with_info, parse_spec,
                              value_grid)
 
-sjds = pytest.importorskip("spikingjelly.datasets")
+import spikingjelly.datasets as sjds  # noqa: E402  (a pinned dependency: required, not skipped)
 
 
 def _events(rng, n, H, W, t_dtype=np.int64, xy_dtype=np.int64, p_dtype=np.int64):

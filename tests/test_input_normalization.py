@@ -27,11 +27,9 @@ from spikformer.data_config import OFFICIAL
 
 from .helpers_models import randomized_model
 
-try:  # lava-nc sets the multiprocessing start method on import: import it before any test uses multiprocessing
-    import lava.proc.lif.process  # noqa: F401
-    HAVE_LAVA = True
-except ImportError:
-    HAVE_LAVA = False
+# lava-nc (pinned: required, not skipped) sets the multiprocessing start method on import: import it before any
+# test uses multiprocessing
+import lava.proc.lif.process  # noqa: E402,F401
 
 CIFAR = OFFICIAL["cifar"]
 TINY3 = dict(img_size=8, embed_dim=16, num_heads=2, depth=1, T=2, in_channels=3)
@@ -315,7 +313,6 @@ def test_fixed_point_agrees_with_a_trained_normalised_model(trained_normalized):
 
 
 # ------------------------------------------------------------------------------------------------ lava
-@pytest.mark.skipif(not HAVE_LAVA, reason="lava-nc is not installed")
 def test_lava_equals_the_fixed_point_simulator_with_the_per_neuron_bias(tmp_path):
     from analysis.lava_crosscheck import crosscheck
     from hw_backends.loihi.export import build as loihi_build

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import events as E
-from ..data import DataError, _stratified_split
+from ..data_base import DataError, stratified_split
 from .base import BadSampleError, SampleDataset
 
 
@@ -31,7 +31,7 @@ class EventFolderDataset(SampleDataset):
             items = scan["splits"]["all"]
             labels = np.array([label for _, label in items], dtype=np.int64)
             if split_rule == "random":
-                tr, te = _stratified_split(labels, seed)
+                tr, te = stratified_split(labels, seed)
                 rule, split_seed = f"stratified 80/20 with seed {seed} (asked for with split=random)", seed
             else:
                 tr, te = E.official_split(labels, len(scan["classes"]))

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from .. import npy_header
-from ..data import DataError, _stratified_split, convert_images
+from ..data import convert_images
+from ..data_base import DataError, stratified_split
 from ..data_config import DataConfig
 from .base import SampleDataset
 from .images import array_image, describe_transform, eval_transform, pil_mode, to_raw
@@ -81,7 +82,7 @@ class NpzDataset(SampleDataset):
                 from None
         if len(y_all) < 2:
             raise DataError(f"npz file {self.where} has {len(y_all)} samples; need at least 2 for a train/test split")
-        tr, te = _stratified_split(y_all, seed)
+        tr, te = stratified_split(y_all, seed)
         self.index = tr if split == "train" else te
         self.labels = y_all[self.index]
         self.img_size, self.in_channels = img_size, in_channels
