@@ -1,4 +1,4 @@
-"""Loihi placement of every preset under both hardware profiles (hw_backends/loihi/profiles.py: loihi2 and loihi1),
+"""Loihi placement of every preset under both hardware profiles (hardware/loihi/profiles.py: loihi2 and loihi1),
 both SSA forms and both weight precisions: cores, chips, pipeline latency, the limit that binds each population,
 and a check that no population's fullest core exceeds any per-core limit of its profile. Random-weight models
 (seed 0): the counts are structural, except that the weight-exponent groups of a synapse follow its weights'
@@ -27,9 +27,9 @@ LIMITS = ("compartments", "synapse_bits", "input_axons", "output_axons")
 
 
 def place_row(q, sched, profile: str) -> dict:
-    from hw_backends.loihi.limits import LoihiLimitError
+    from hardware.loihi.limits import LoihiLimitError
     from hw_backends.loihi.placement import tile_usage
-    from hw_backends.loihi.profiles import get_profile
+    from hardware.loihi.profiles import get_profile
     from hw_backends.loihi.resources import map_resources
     t = time.perf_counter()
     try:
@@ -95,7 +95,7 @@ def main() -> None:
 def markdown(rows: list[dict]) -> str:
     lines = ["# Loihi placement per preset and hardware profile", "",
              "Every population cut into tiles (one per core) so that on every core compartments, synapse memory, "
-             "input axons and output axons stay within the profile's per-core figures (hw_backends/loihi/profiles.py; "
+             "input axons and output axons stay within the profile's per-core figures (hardware/loihi/profiles.py; "
              "sources and assumptions: docs/limits.md). Random-weight presets (seed 0; the counts are structural "
              "except the weight-exponent groups per synapse, which follow the weights). `bound by`: populations per "
              "binding limit (none: the population fits one core). `fullest`: the highest used/allowed fraction of "

@@ -192,7 +192,7 @@ def ours_variants(q, projs, name: str, tile: list, tiles: dict | None = None) ->
     try:
         from hw_backends.loihi import placement as P
         from hw_backends.loihi.connectivity import geometry
-        from hw_backends.loihi.profiles import get_profile
+        from hardware.loihi.profiles import get_profile
         prof = get_profile(PROFILE)
         shapes = q.shapes()
         out = {}

@@ -7,7 +7,7 @@ import argparse
 from convert.options import (DEFAULT_INPUT_SCALE, SSA_CHOICES, SSA_ORDERS, WEIGHT_BITS_CHOICES, WEIGHTS_CHOICES,
                              ConversionOptions, OptionsError)
 from ground.errors import UserError
-from hw_backends.loihi.profiles import PROFILES
+from hardware.loihi.profiles import PROFILES
 from spikformer.presets import PRESETS
 
 DEFAULTS = ConversionOptions()

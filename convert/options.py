@@ -15,7 +15,7 @@ WEIGHT_BITS_CHOICES = (8, 16)              # Loihi: one 8-bit synapse group, or 
 DEFAULT_WEIGHT_BITS = 16
 DEFAULT_VTH_MANT = 4096  # lambda * theta = 64 * 4096 + 1: 2**-18 theta resolution, |v| up to 32 theta
 DEFAULT_INPUT_SCALE = 255  # 8-bit images; a checkpoint's data grid (dataset "value_grid") replaces it
-DEFAULT_HW = "loihi2"      # the Loihi target's hardware profile (hw_backends/loihi/profiles.py knows the names)
+DEFAULT_HW = "loihi2"      # the Loihi target's hardware profile (hardware/loihi/profiles.py knows the names)
 
 
 class OptionsError(ValueError):

@@ -14,7 +14,7 @@ import torch
 
 from convert import ir, kernels
 from ground.errors import UserError
-from hw_backends.loihi.numerics import encode_input
+from hardware.loihi.numerics import encode_input
 
 from . import fixed_point, fused, weight_parts
 from . import int8 as int8_kernels

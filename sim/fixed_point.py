@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from convert import ir, kernels
-from hw_backends.loihi.numerics import ACTIVATION_MAX, STATE_RANGE, value_bounds
+from hardware.loihi.numerics import ACTIVATION_MAX, STATE_RANGE, value_bounds
 from . import lif_kernel
 
 

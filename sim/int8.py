@@ -1,7 +1,7 @@
 """Exact integer synapse sums on oneDNN's int8 kernels (CPU), for the fixed-point engine.
 
 A fixed-point synapse computes sum_i m_i x_i with 8-bit weight mantissas m (Loihi: even values in [-256, 254]
-for mixed signs, [0, 255] for excitatory-only groups; hw_backends/loihi/limits.py) and, into most synapses,
+for mixed signs, [0, 255] for excitatory-only groups; hardware/loihi/limits.py) and, into most synapses,
 inputs that are spikes (0/1) or small non-negative graded payloads. oneDNN's u8 x s8 convolution and matmul
 (torch.ops.onednn.qconv2d_pointwise / qlinear_pointwise, the kernels behind PyTorch's x86 int8 inference)
 multiply such operands exactly and accumulate the products in int32; with unit scales and zero points their

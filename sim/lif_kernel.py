@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hw_backends.loihi.numerics import STATE_RANGE
+from hardware.loihi.numerics import STATE_RANGE
 
 _kernel = None
 

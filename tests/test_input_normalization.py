@@ -22,7 +22,7 @@ from convert.passes import fold_input_norm, lower
 from convert.passes.fold_bn import FoldError
 from convert.source import ModelSource
 from hw_backends.conversion import convert
-from hw_backends.loihi.limits import LoihiLimitError
+from hardware.loihi.limits import LoihiLimitError
 from spikformer.data_config import OFFICIAL
 
 from .helpers_models import randomized_model

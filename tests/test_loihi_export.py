@@ -10,7 +10,7 @@ import torch
 from commands import convert as convert_cli
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from hw_backends.loihi import limits
+from hardware.loihi import limits
 from hw_backends.loihi.export import build
 from hw_backends.loihi.network_file import read_network
 from sim.engine import Engine

@@ -19,11 +19,11 @@ from convert import ir, kernels
 from convert.options import ConversionOptions
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from hw_backends.loihi import limits
+from hardware.loihi import limits
 from hw_backends.loihi.crossings import chip_crossings
 from hw_backends.loihi.export import build
 from hw_backends.loihi.placement import LIMIT_NAMES, place, tile_usage
-from hw_backends.loihi.profiles import LOIHI1, PROFILES, get_profile
+from hardware.loihi.profiles import LOIHI1, PROFILES, get_profile
 from hw_backends.loihi.quantize import quantize
 from hw_backends.loihi.resources import map_resources
 from hw_backends.loihi.timing import Projection, insert_delay_relays, projections, schedule
@@ -271,7 +271,7 @@ def test_both_profiles_place_a_preset_within_every_limit():
 
 def test_auto_ssa_skips_a_form_that_cannot_be_placed(monkeypatch):
     from hw_backends.base import get_backend
-    from hw_backends.loihi import profiles
+    from hardware.loihi import profiles
     frontend = spikformer_to_ir(randomized_model("digits-2-64", seed=4, **TINY).double())
     backend = get_backend("loihi")
     for name, in_axons in (("tight", 24), ("tighter", 16)):  # the binary form's readout needs more input axons
@@ -401,8 +401,8 @@ def test_placement_error_names_what_to_try():
     """A population that fits no core: the error suggests 8-bit weights and the other profile; other limit errors
     get no such hint."""
     from convert.options import ConversionOptions
-    from hw_backends.loihi.limits import LoihiLimitError
-    from hw_backends.loihi.profiles import get_profile
+    from hardware.loihi.limits import LoihiLimitError
+    from hardware.loihi.profiles import get_profile
     from hw_backends.loihi.target import _placement_hint
     e = LoihiLimitError("patch_embed.maxpool3", "output axons per core on loihi2 (one neuron per core)", 4622, 4096)
     hint = _placement_hint(e, ConversionOptions(target="loihi", weight_bits=16), get_profile("loihi2"))

@@ -136,7 +136,7 @@ def test_weights_beyond_the_8_bit_range_are_clipped_with_a_warning(tmp_path):
 
 def test_bias_beyond_the_loihi_range_is_a_named_error():
     from hw_backends.loihi.export import build
-    from hw_backends.loihi.limits import LoihiLimitError
+    from hardware.loihi.limits import LoihiLimitError
     m = tiny()
     bn = _bn(m)
     with torch.no_grad():

@@ -480,7 +480,7 @@ def test_frontend_refuses_a_conv_that_is_not_token_wise():
 
 
 def test_fixed_point_engine_takes_event_counts():
-    """Loihi route of an event model: the fixed-point engine encodes frames as counts (hw_backends.loihi.numerics
+    """Loihi route of an event model: the fixed-point engine encodes frames as counts (hardware.loihi.numerics
     encode_input(counts=True), as the Lava runner), with no [0, 1] image-range warning, and agrees with the
     model."""
     import warnings

@@ -13,7 +13,7 @@ from ground.versions import package_versions
 from ..base import TargetBuild
 from .network_file import write_network
 from .placement import LIMIT_LABELS
-from .profiles import HardwareProfile, get_profile
+from hardware.loihi.profiles import HardwareProfile, get_profile
 from .quantize import quantize
 from .resources import map_resources
 from .timing import insert_delay_relays, schedule, timing_report

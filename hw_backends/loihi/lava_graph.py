@@ -73,7 +73,7 @@ import scipy.sparse as sp
 from convert import ir
 
 from .timing import POPULATION_TYPES, Projection
-from . import limits as L
+from hardware.loihi import limits as L
 
 # torch (through convert.kernels) and network_file are imported where they are used: the isolated Lava worker
 # (lava_run) gets the matrices ready-made and then needs neither (about 2 s of imports per run on the 2-core
@@ -447,7 +447,7 @@ def _in_port(proc, node, port: str):
 def check_graded_payloads(graph: ir.Graph) -> dict:
     """Upper bounds of the graded payloads (numerics.value_bounds); raises LavaGraphError where one does
     not fit the 24-bit signed payload of GradedVec / ProdNeuron (the image's payload is bounded by input_payload_scale)."""
-    from .numerics import value_bounds
+    from hardware.loihi.numerics import value_bounds
     bounds = value_bounds(graph, int(graph.metadata.get("input_payload_scale", 255)))
     out = {}
     for name, node in graph.nodes.items():

@@ -126,7 +126,7 @@ def encode_images(g: ir.Graph, images) -> np.ndarray:
     """Graded input payload round(x * input_payload_scale), the same encoding (and code) as the fixed-point simulator."""
     import torch
 
-    from .numerics import encode_input
+    from hardware.loihi.numerics import encode_input
     x = torch.as_tensor(np.asarray(images), dtype=torch.float64)
     counts = bool(g.metadata.get("input_per_step", False))  # event frames
     return encode_input(x, int(g.metadata.get("input_payload_scale", 255)), counts).numpy().astype(np.int64)

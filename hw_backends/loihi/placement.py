@@ -18,9 +18,9 @@ import numpy as np
 
 from convert import ir
 
-from . import limits as L
+from hardware.loihi import limits as L
 from .connectivity import DimStats, geometry, intervals, synapse_bits
-from .profiles import HardwareProfile
+from hardware.loihi.profiles import HardwareProfile
 from .timing import POPULATION_TYPES, Projection
 
 LIMIT_NAMES = ("compartments", "synapse_bits", "input_axons", "output_axons")

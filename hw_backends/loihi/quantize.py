@@ -33,7 +33,7 @@ from convert import ir
 from convert.options import DEFAULT_INPUT_SCALE, DEFAULT_VTH_MANT, WEIGHT_BITS_CHOICES
 from convert.passes import fold_input_norm
 
-from . import limits as L
+from hardware.loihi import limits as L
 
 
 def _fit_exp(max_abs: float, mant_max: int) -> int:

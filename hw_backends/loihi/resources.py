@@ -8,7 +8,7 @@ import math
 from convert import ir
 
 from .placement import LIMIT_NAMES, place
-from .profiles import HardwareProfile, get_profile
+from hardware.loihi.profiles import HardwareProfile, get_profile
 from .timing import POPULATION_TYPES, Projection
 
 CHIP_RULE = ("cores are not shared between populations; populations in topological order, each one's tiles "

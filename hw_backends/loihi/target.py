@@ -14,8 +14,8 @@ from ground.atomic import atomic_dir
 
 from ..base import Backend, TargetBuild, register
 from .export import build, write_artifacts
-from .limits import LoihiLimitError
-from .profiles import PROFILES, get_profile
+from hardware.loihi.limits import LoihiLimitError
+from hardware.loihi.profiles import PROFILES, get_profile
 from .resources import map_resources
 
 

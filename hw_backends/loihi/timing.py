@@ -21,7 +21,7 @@ import numpy as np
 
 from convert import ir
 
-from . import limits as L
+from hardware.loihi import limits as L
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ MAX_DELAY = 2 ** DELAY_BITS - 1
 
 SOURCES = {
     "fixed_point": "lava-nc 0.10.0 PyLifModelBitAcc / PySparseModelBitAcc / weightutils",
-    "chip": "hardware profiles (hw_backends/loihi/profiles.py, docs/limits.md section 2): loihi2 from Intel's "
+    "chip": "hardware profiles (hardware/loihi/profiles.py, docs/limits.md section 2): loihi2 from Intel's "
             "Loihi 2 brief (2021) with the per-core figures it does not give derived or assumed, loihi1 from "
             "nengo-loihi 1.1.0 block.py",
     "delays": "lava-nc 0.10.0 PyDelaySparseModelBitAcc: 6-bit synaptic delays (0..63)",
