@@ -1,5 +1,5 @@
 """Parsing untrusted files in a disposable child process, so that a hang or a crash of a C parser (the HDF5
-library, which is not hardened against crafted files: bench/fuzz_readers.py found forged network.h5 files that
+library, which is not hardened against crafted files: bench/fuzzing/fuzz_readers.py found forged network.h5 files that
 make it loop forever or segfault) becomes a typed error instead of taking the caller down.
 
 `run(target, *args)` calls the function `target` ("package.module:function") in a child process under a

@@ -1,7 +1,7 @@
-"""Malformed files never crash a reader: a small seeded sample of the cases bench/fuzz_readers.py runs by the
+"""Malformed files never crash a reader: a small seeded sample of the cases bench/fuzzing/fuzz_readers.py runs by the
 thousand (bit flips, byte overwrites, truncations, insertions, deletions, JSON value swaps, structural NIR graph
 mutations), each of which must end in a correct result or the reader's documented one-line error within the time
-bound. The definition of 'handled' lives in bench/fuzz_readers.py (classify)."""
+bound. The definition of 'handled' lives in bench/fuzzing/fuzz_readers.py (classify)."""
 from __future__ import annotations
 
 import random
@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import fuzz_readers as F  # noqa: E402
+from bench.fuzzing import fuzz_readers as F  # noqa: E402
 
 CASES = 30  # per reader
 TIMEOUT = 60.0  # seconds per case (generous: the machine is shared)

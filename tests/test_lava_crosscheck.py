@@ -416,7 +416,7 @@ def test_parity_cli_lava_engine_runs_the_demo_size_model(tmp_path):
     """The demo model's architecture (digits-2-64: 16x16 input, D = 64, 4 heads, 2 blocks, T = 4), whole, on lava-nc:
     convolutions and sum pools as sparse matrices built from their structure; every population's spikes, the
     readout's v at every logical step and the predictions equal the fixed-point simulator's (2 samples here;
-    bench/bench_sim.py runs 16 of the trained demo model)."""
+    bench/timings/bench_sim.py runs 16 of the trained demo model)."""
     from commands.parity import main
     from spikformer.checkpoint import save_checkpoint
     ckpt = save_checkpoint(tmp_path / "demo_size.pt", randomized_model("digits-2-64", seed=2, attn_drive=1.0))

@@ -1,7 +1,7 @@
 """Untrusted HDF5 is parsed in a child process (ground.sandbox): a parser that crashes or hangs ends in the
 reader's typed one-line error within its deadline, the caller survives, and what the child sends back is data
 (JSON and .npy read without pickle), never objects. Includes two forged network.h5 files (tests/data, found by
-bench/fuzz_readers.py: network_forged cases 977 and 710 of seed 0) that make HDF5 2.0 segfault and loop forever
+bench/fuzzing/fuzz_readers.py: network_forged cases 977 and 710 of seed 0) that make HDF5 2.0 segfault and loop forever
 when parsed in process."""
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ as JSON attributes. No timestamps are stored, so the same network gives the same
 The file starts with a 512-byte HDF5 user block (HDF5 and h5py skip it) holding `HEADER_MAGIC` and the sha256
 of the rest of the file. `read_network` checks it before HDF5 parses anything: a damaged file is refused with
 NetworkFileError instead of reaching the HDF5 library, which can loop forever on some corrupted structures
-(found by bench/fuzz_readers.py). The check detects damage, not forgery: a file crafted by someone else can carry
+(found by bench/fuzzing/fuzz_readers.py). The check detects damage, not forgery: a file crafted by someone else can carry
 a matching checksum, and HDF5 then parses it. So HDF5 parses it in a child process (ground.sandbox, with a
 deadline and an address-space limit) and sends back plain arrays and strings: a forged file that makes the
 library hang or crash is refused with NetworkFileError too ("the HDF5 parser crashed (SIGSEGV)" / "did not finish

@@ -538,7 +538,7 @@ def write_nir(path, graph: ir.Graph, model_info: dict | None = None, compression
     on failure and an existing file stays as it was), in nir.write's layout (`h5_writer`). Returns a summary
     (path, bytes, node counts by NIR type, shared structure arrays, constant / hard-linked / stored arrays).
     gzip level 1 with HDF5's shuffle filter: float64 weights shrink to ~91 % either way, level 1 at ~3/4 of the
-    time of nir.write's default level (bench/bench_convert.py)."""
+    time of nir.write's default level (bench/timings/bench_convert.py)."""
     path = Path(path)
     cache = StructureCache()
     ng = to_nir(graph, model_info, cache)

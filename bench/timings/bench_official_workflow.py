@@ -14,7 +14,7 @@ a per-class colour plus noise, written as the original pickles): the numbers mea
 agreement, time, memory), not a trained model's accuracy. Each command runs in its own process; its wall time,
 peak RSS and result line are recorded.
 
-usage: .venv/bin/python bench/bench_official_workflow.py [--test-images 200] [--out bench/results]
+usage: .venv/bin/python bench/timings/bench_official_workflow.py [--test-images 200] [--out bench/results]
 Writes bench/results/official_workflow.json and official_workflow.md.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
@@ -117,7 +117,7 @@ def main() -> int:
            "input_normalization": q["input"].get("normalization", {}).get("convention")}
     out = Path(a.out)
     write_text(out / "official_workflow.json", json.dumps(res, indent=1) + "\n")
-    lines = ["# The official workflow end to end (bench/bench_official_workflow.py)", "",
+    lines = ["# The official workflow end to end (bench/timings/bench_official_workflow.py)", "",
              f"Commit {commit}, {res['machine']}. An official training checkpoint of CIFAR-100 Spikformer-4-384 "
              "(random weights, args as the official train.py saves them) and a generated cifar-100-python folder "
              f"({a.test_images} test images); no flag but the data.", "",

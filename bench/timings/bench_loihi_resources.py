@@ -8,7 +8,7 @@ cannot be placed is reported with the population, the limit, used and allowed (L
 Weight precisions: 16 (the default: high and low 8-bit synapse groups per dense weight) and 8.
 Writes bench/results/loihi_resources.json and .md (atomically).
 
-usage: .venv/bin/python bench/bench_loihi_resources.py [--presets digits-2-64,cifar10-4-384,...]
+usage: .venv/bin/python bench/timings/bench_loihi_resources.py [--presets digits-2-64,cifar10-4-384,...]
            [--weight-bits 16,8] [--profiles loihi2,loihi1]
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
 ALL = ["digits-2-64", "cifar10-4-384", "imagenet-8-384", "imagenet-8-512", "imagenet-8-768"]

@@ -5,7 +5,7 @@ Runs `spk-parity CKPT --target loihi --mode fixed` on the same samples three way
 from `run.scale_out`, and reports the wall times (Ray start-up included, as a user sees it) and the cost model of a
 large run: per-image time x images / workers.
 
-    .venv/bin/python bench/bench_scaleout.py [--checkpoint model.pt] [--samples 256] [--batch-size 32]
+    .venv/bin/python bench/timings/bench_scaleout.py [--checkpoint model.pt] [--samples 256] [--batch-size 32]
 Without --checkpoint a randomized digits-2-64 model is used (the time per image does not depend on the weights
 being trained). Writes bench/results/scaleout.json and scaleout.md.
 """
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
 LARGE_RUNS = {"10,000 images (CIFAR-10 test set size)": 10_000, "50,000 images (ImageNet validation size)": 50_000}
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                 "hours_8_workers": round(per_image * n / 8 / 3600, 3)} for k, n in LARGE_RUNS.items()}
     result = {"env": env, "runs": rows, "speedup_2_vs_1_shard": round(t1 / t2, 2),
               "seconds_per_image_one_process": per_image, "cost_model": cost}
-    lines = ["# Scale-out benchmark (`bench/bench_scaleout.py`)", "",
+    lines = ["# Scale-out benchmark (`bench/timings/bench_scaleout.py`)", "",
              f"{env['command']}, {a.samples} samples of {env['checkpoint']}, batch {a.batch_size}; machine: "
              f"{env['cpus']} CPUs, load average {tuple(round(x, 1) for x in env['loadavg'])} (shared: timings "
              f"include contention). Wall times include Python and Ray start-up.", "",
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     lines += ["", f"2 shards vs 1 shard on Ray: {result['speedup_2_vs_1_shard']:.2f}x faster.", "",
               f"Cost model (time per image x images / workers, one-process time per image "
               f"{per_image * 1000:.1f} ms for this model on this machine, start-up included; a larger model scales with "
-              f"its own time per image, e.g. from bench/bench_sim.py):", "",
+              f"its own time per image, e.g. from bench/timings/bench_sim.py):", "",
               "| run | images | hours, 1 worker | hours, 8 workers |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {c['images']:,} | {c['hours_one_worker']} | {c['hours_8_workers']} |" for k, c in cost.items()]
     out = Path(a.out)

@@ -1,8 +1,8 @@
 """nengo-loihi's own block splitting and core validation on layers of our networks; run inside a throwaway
-venv with nengo-loihi 1.1.0 (bench/bench_nengo_placement.py creates it and starts this). Imports nothing from
-this repository but its sibling bench/worker_tools.py (standard library only).
+venv with nengo-loihi 1.1.0 (bench/crosschecks/bench_nengo_placement.py creates it and starts this). Imports nothing from
+this repository but its sibling bench/crosschecks/worker_tools.py (standard library only).
 
-    <venv>/bin/python bench/nengo_placement_worker.py --cases cases.json --weights weights.npz
+    <venv>/bin/python bench/crosschecks/nengo_placement_worker.py --cases cases.json --weights weights.npz
         [--partial out.jsonl] [--case-timeout 600]
 
 cases.json: a list of cases; each one network built with nengo + nengo_loihi and split by nengo-loihi:

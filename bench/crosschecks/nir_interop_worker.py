@@ -1,9 +1,9 @@
 """One NIR consumer on the interop bench's NIR profiles, run inside that consumer's own venv (see
-bench/bench_nir_interop.py, which starts it). Imports nothing from this repository except its sibling
-bench/worker_tools.py (standard library only) and, in mode "nodemap", hw_backends/nir/nirtorch_map.py, loaded by
+bench/crosschecks/bench_nir_interop.py, which starts it). Imports nothing from this repository except its sibling
+bench/crosschecks/worker_tools.py (standard library only) and, in mode "nodemap", hw_backends/nir/nirtorch_map.py, loaded by
 file path.
 
-    <venv>/bin/python bench/nir_interop_worker.py --consumer snntorch --cases cases.json --ref ref.npz
+    <venv>/bin/python bench/crosschecks/nir_interop_worker.py --consumer snntorch --cases cases.json --ref ref.npz
         --images 32 [--partial out.jsonl] [--case-timeout 300] [--nodemap FILE]
 
 cases.json: [{"profile", "mode", "path", "dt", "kind", "T", "lif_nodes": {nir_node: ref_key}, "out_ref"}, ...].

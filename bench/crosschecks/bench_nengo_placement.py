@@ -14,7 +14,7 @@ sizes do not depend on trained values). Each layer is the population as it sits 
 --weight-bits, default 8, one synapse group per projection), with all its incoming projections, each
 presynaptic population an off-chip nengo Ensemble whose spikes enter as chip input axons (SpikeInput), the layer
 an on-chip LIF Ensemble; its consumers (the populations it feeds) are built on chip too, fed by it only, so that
-its output axons exist. bench/nengo_placement_worker.py builds the cases inside the venv:
+its output axons exist. bench/crosschecks/nengo_placement_worker.py builds the cases inside the venv:
     population/auto  the incoming projections as nengo.Convolution (pop32 axons, one per input position, the
                      channel in the spike; the kernel stored once per tap pattern), nengo-loihi's own split
                      (split_blocks.split_block: equal contiguous runs of the flat neuron index)
@@ -29,7 +29,7 @@ low 8-bit synapse group per projection, two nengo Connections) builds only the "
 LAYERS_OTHER_BITS where given.
 
 usage:
-    .venv/bin/python bench/bench_nengo_placement.py [--presets digits-2-64,cifar10-4-384,digits-2-64:w16,...]
+    .venv/bin/python bench/crosschecks/bench_nengo_placement.py [--presets digits-2-64,cifar10-4-384,digits-2-64:w16,...]
         [--weight-bits 8] [--ssa-form graded] [--layers NAME,...] [--cache-dir DIR] [--timeout 5400]
         [--case-timeout 900] [--discrete-max-synapses 3000000] [--no-consumers] [--nengo-only]
         [--out bench/results] [--render-only bench/results/nengo_placement.json]
@@ -54,12 +54,12 @@ from pathlib import Path
 
 from venv_tools import find_python, pip_error, short  # bench/, beside this file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from ground.atomic import write_text  # noqa: E402 (needs ROOT on sys.path)
 
 SHORT = 300  # characters of a one-line cause in the results
-WORKER = ROOT / "bench" / "nengo_placement_worker.py"
+WORKER = Path(__file__).resolve().parent / "nengo_placement_worker.py"
 OUT = ROOT / "bench" / "results"
 DEFAULT_CACHE = Path(os.path.expanduser("~/.cache/spk-nengo-loihi"))
 REQUIREMENTS = ["nengo-loihi==1.1.0", "nengo==3.2.0", "numpy<2"]
@@ -766,8 +766,8 @@ def write_markdown(res: dict) -> str:
 METHOD = [
     "nengo-loihi 1.1.0 in its own venv (Python 3.10; nengo 3.2.0, the newest nengo it declares tested; numpy<2 "
     "because nengo 3.2.0 imports numpy.product, gone in numpy 2). The main venv is untouched and imports nothing "
-    "of nengo; bench/nengo_placement_worker.py runs inside that venv and imports nothing of this repository but "
-    "bench/worker_tools.py (standard library only).",
+    "of nengo; bench/crosschecks/nengo_placement_worker.py runs inside that venv and imports nothing of this repository but "
+    "bench/crosschecks/worker_tools.py (standard library only).",
     "Layers: the quantised graph spk-convert --target loihi builds (export.build; SSA form and weight bits per "
     "entry, default graded and 8) of a randomized "
     "preset (spikformer.synthetic.randomized_model, seed 0); each layer is one population with all its incoming "
@@ -829,7 +829,7 @@ def main(argv=None) -> int:
     print(f"nengo-loihi venv: {'reused' if env.get('reused') else 'built'} {env['venv']} "
           f"({env.get('seconds', 0):.0f} s)", flush=True)
     res = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-           "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/bench_nengo_placement.py",
+           "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/crosschecks/bench_nengo_placement.py",
                                                          *(argv if argv is not None else sys.argv[1:])]),
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
            "weight_bits": args.weight_bits, "ssa_form": args.ssa_form, "profile": PROFILE, "method": METHOD,

@@ -18,7 +18,7 @@ table then says whether and where the GPU was measured).
    and the reference per batch size, peak GPU memory, and the projected time of a 50,000-image parity run
    (reference + simulator) on this one GPU.
 
-usage: python bench/bench_sim_gpu.py [--checkpoint runs/demo/model.pt] [--repeats 5] [--imagenet-batches 1,8,32,64]
+usage: python bench/timings/bench_sim_gpu.py [--checkpoint runs/demo/model.pt] [--repeats 5] [--imagenet-batches 1,8,32,64]
        [--out DIR]
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "cuda"  # --device cpu: the same script on the CPU, to check the script itself where no GPU is
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
@@ -191,7 +191,7 @@ def markdown(res: dict) -> str:
     lines = ["# Simulator on a GPU", "",
              f"Measured {res['date']} on {m['gpu']} (torch {m['torch']}, CUDA {m['cuda']}, Python {m['python']}; "
              f"{m['cpus']} CPU cores for the CPU side of the comparison), code at commit {res.get('commit', 'unknown')}. "
-             f"Command: `python bench/bench_sim_gpu.py --checkpoint runs/demo/model.pt`.",
+             f"Command: `python bench/timings/bench_sim_gpu.py --checkpoint runs/demo/model.pt`.",
              "", "## Identical results: the simulator on cuda vs on the CPU (exact comparison)", "",
              "| model | SSA | batch | fixed point, node by node | fixed point, fused | float mode (not required) |",
              "|---|---|---|---|---|---|"]

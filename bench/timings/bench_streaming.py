@@ -13,7 +13,7 @@
    ImageNet's 50,000 validation images on this machine and on a Ray cluster of N such machines (linear: shards
    share nothing; a projection, not a measurement).
 
-usage: .venv/bin/python bench/bench_streaming.py [--sizes 1000,8000] [--imagenet-images 24] [--out bench/results]
+usage: .venv/bin/python bench/timings/bench_streaming.py [--sizes 1000,8000] [--imagenet-images 24] [--out bench/results]
 Writes bench/results/streaming.json and streaming.md.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
@@ -161,7 +161,7 @@ def throughput(n: int, tmp: Path) -> dict:
 
 def render(res: dict) -> str:
     lines = ["# Streaming data: memory flat in the data set's size, ImageNet throughput end to end", "",
-             f"Measured by `bench/bench_streaming.py` at commit {res['commit']} on {res['machine']}.", "",
+             f"Measured by `bench/timings/bench_streaming.py` at commit {res['commit']} on {res['machine']}.", "",
              "## Peak memory (fresh process each; ImageNet-layout folder of 160x120 JPEGs, 2 loader workers)", "",
              "| command | images | peak RSS (MiB) | largest worker's peak (MiB) | seconds |", "|---|---:|---:|---:|---:|"]
     for r in res["memory"]:

@@ -1,8 +1,8 @@
 """Fuzzing of every reader of untrusted files: seeded mutations of valid files, each fed to its reader.
 
-usage: .venv/bin/python bench/fuzz_readers.py [--cases 2000] [--readers checkpoint,nir,...] [--seed 0]
+usage: .venv/bin/python bench/fuzzing/fuzz_readers.py [--cases 2000] [--readers checkpoint,nir,...] [--seed 0]
                                               [--timeout 30] [--in-process] [--out bench/results]
-       .venv/bin/python bench/fuzz_readers.py --only network_forged:710,network_forged:977 [--seed 0]
+       .venv/bin/python bench/fuzzing/fuzz_readers.py --only network_forged:710,network_forged:977 [--seed 0]
                                               (re-runs those cases, prints one JSON record each, writes nothing)
 
 Writes bench/results/fuzz.json and fuzz.md: cases per reader, how many were handled and how, and every
@@ -84,7 +84,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if sys.path[:1] != [str(ROOT)]:  # first, so that `tests` is this repository's (site-packages may hold another)
     sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
@@ -865,7 +865,7 @@ def markdown(result: dict) -> str:
              f"per case, {'in process' if cfg['in_process'] else 'isolated worker process'}"
              f"{'' if cfg['in_process'] else ', address space limit %g GiB' % cfg['mem_gb']}. "
              "Handled = ok (correct result) or refused (documented error type, one-line message); see "
-             "bench/fuzz_readers.py for the exact definition.", "",
+             "bench/fuzzing/fuzz_readers.py for the exact definition.", "",
              "| reader | function | cases | ok | refused | unhandled | slowest case (s) |",
              "|---|---|---|---|---|---|---|"]
     for name, r in result["readers"].items():

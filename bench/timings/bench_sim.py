@@ -10,9 +10,9 @@ and writes bench/results/sim.json and sim.md.
 4. Simulator vs lava-nc's runtime on the whole demo model (digits-2-64; the trained checkpoint when
    scripts/demo.sh has run), 16 digits test images, identical results required (every population, the readout
    and the predictions). Target: the simulator >= 10,000x faster. (Skipped with a note when lava is missing.)
-5. The GPU: what bench/bench_sim_gpu.py measured on a CUDA machine (bench/results/sim_gpu.*), or "not measured".
+5. The GPU: what bench/timings/bench_sim_gpu.py measured on a CUDA machine (bench/results/sim_gpu.*), or "not measured".
 
-usage: .venv/bin/python bench/bench_sim.py [--repeats 3] [--skip-lava] [--skip-imagenet] [--lava-samples 16]
+usage: .venv/bin/python bench/timings/bench_sim.py [--repeats 3] [--skip-lava] [--skip-imagenet] [--lava-samples 16]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
 
@@ -253,7 +253,7 @@ def gpu_summary() -> dict:
     """What bench_sim_gpu.py measured, if it ran on a GPU (bench/results/sim_gpu.json), else 'not measured'."""
     path = OUT / "sim_gpu.json"
     if not path.exists():
-        return {"measured": False, "reason": "bench/bench_sim_gpu.py has not run on a machine with a CUDA GPU"}
+        return {"measured": False, "reason": "bench/timings/bench_sim_gpu.py has not run on a machine with a CUDA GPU"}
     r = json.loads(path.read_text())
     commit = r.get("commit")
     changed = None  # has the simulator (sim/) changed since the GPU run's commit?
@@ -310,7 +310,7 @@ def main() -> None:
 def write_results(results: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     lines = ["# Simulator benchmark", "", f"Machine: {os.cpu_count()} CPU cores, torch threads 2. Command: "
-             "`.venv/bin/python bench/bench_sim.py`. Commit: "
+             "`.venv/bin/python bench/timings/bench_sim.py`. Commit: "
              f"{results.get('commit') or 'not recorded (a run before the bench recorded it)'}.", "",
              "| measurement | value | target |", "|---|---|---|"]
     for form, r in results["time_vs_reference"].items():

@@ -7,7 +7,7 @@ initialised: the conversion cost does not depend on the weight values. write_nir
 constant neuron parameters as HDF5 fill values and shared arrays hard-linked (hw_backends/nir/h5_writer.py);
 "arrays on read GiB" is what stock nir.read materialises when it reads the file back.
 
-    .venv/bin/python bench/bench_convert.py [--presets a,b] [--out bench/results]
+    .venv/bin/python bench/timings/bench_convert.py [--presets a,b] [--out bench/results]
 Writes bench/results/convert.json and convert.md. Goals: cifar10-4-384 frontend + lowering <= 30 s, <= 4 GiB;
 imagenet-8-768 NIR export (write_nir: to_nir + file) <= 20 s with the process's peak RSS <= 4 GiB.
 """
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ("digits-2-64", "cifar10-4-384", "imagenet-8-384", "imagenet-8-512", "imagenet-8-768")
 GOAL = {"preset": "cifar10-4-384", "seconds": 30.0, "gib": 4.0}
 EXPORT_GOAL = {"preset": "imagenet-8-768", "seconds": 20.0, "gib": 4.0}
@@ -149,7 +149,7 @@ def _f(x, nd=2):
 
 
 def markdown(rows: list[dict], env: dict) -> str:
-    out = ["# Conversion benchmark (`bench/bench_convert.py`)", "",
+    out = ["# Conversion benchmark (`bench/timings/bench_convert.py`)", "",
            f"Machine: {env['cpus']} CPUs, {env['python']}, torch {env['torch']}; load average at start "
            f"{env['loadavg_start']}, at end {env['loadavg_end']} (shared machine: timings include contention).",
            "Random-init models; each preset in a fresh process. RSS = peak resident set of that process "

@@ -4,7 +4,7 @@ make_loader (batch 64, no worker processes, so that all the work is in the measu
 set (getrusage ru_maxrss) is compared between the two sizes. For contrast, the whole-set loader of
 spikformer.data (load_dataset) on the same npz files.
 
-usage: .venv/bin/python bench/bench_datasets_memory.py [--sizes 1000,8000] [--out bench/results]
+usage: .venv/bin/python bench/timings/bench_datasets_memory.py [--sizes 1000,8000] [--out bench/results]
 Writes bench/results/datasets_memory.json and datasets_memory.md.
 
 Kinds: npz:FILE (uint8 [N, 64, 64, 3], 12 KiB a sample; npz stored by np.savez, npz_z deflated by
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
                 shutil.rmtree(tmp, ignore_errors=True)
     result = {"sizes": sizes, "python": platform.python_version(), "machine": platform.machine(), "rows": rows}
     lines = ["# Peak memory of the data readers", "",
-             "Each row: a fresh process reads every sample of a generated data set (bench/bench_datasets_memory.py);"
+             "Each row: a fresh process reads every sample of a generated data set (bench/timings/bench_datasets_memory.py);"
              " peak RSS from getrusage. The streaming readers should show the same peak at both sizes.", "",
              "| kind | reader | generated samples | samples read | peak RSS (MiB) | after imports (MiB) | s |",
              "|---|---|---|---|---|---|---|"]
