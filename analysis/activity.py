@@ -47,9 +47,6 @@ from sim.engine import Engine
 from .reference import record_reference
 from .shards import ExactSum, exact_sum
 
-NEURON_TYPES = tuple(getattr(ir, n) for n in ("LIF", "Threshold", "Integrator", "LoihiLIF", "GradedNeuron",
-                                               "ProductNeuron") if hasattr(ir, n))
-GRADED_TYPES = tuple(getattr(ir, n) for n in ("GradedNeuron", "ProductNeuron") if hasattr(ir, n))
 KIND_ORDER = ("none", "spikes", "integer", "analog")  # "none": no non-zero value seen yet
 
 # categories: what a layer is in the original model; used to group energy "by layer kind"
@@ -63,6 +60,8 @@ CATEGORY_LABELS = {
     "head": "head readout",
     "other": "other",
 }
+# the category of a synapse that is neither the first conv, the head's nor in an SSA; any other kind is "other"
+SYNAPSE_CATEGORY = {ir.SumPool2d: "maxpool", ir.Conv2d: "sps_conv", ir.Conv1d: "linear"}
 
 
 def _worse(a: str, b: str) -> str:
@@ -99,22 +98,34 @@ def _conv_fanout(weight: torch.Tensor, in_shape: tuple, out_shape: tuple, stride
     return torch.round(fan[0])
 
 
+def _conv_maps(node, in_shape, out_shape, device):
+    w = torch.as_tensor(node.weight, dtype=torch.float64, device=device)
+    args = (in_shape, out_shape, node.stride, node.padding, node.groups)
+    return (_conv_fanout(torch.ones_like(w), *args), _conv_fanout((w != 0).to(torch.float64), *args))
+
+
+def _sum_pool_maps(node, in_shape, out_shape, device):
+    c = in_shape[0]
+    w = torch.ones((c, 1, *node.kernel), dtype=torch.float64, device=device)
+    s = _conv_fanout(w, in_shape, out_shape, node.stride, node.padding, c)
+    return s, s.clone()
+
+
+def _axis_synapse_maps(node, in_shape, out_shape, device):
+    s = torch.full(in_shape, float(node.fan_out), dtype=torch.float64, device=device)
+    return s, (s if node.weight != 0 else torch.zeros_like(s))
+
+
+FANOUT_RULES = {ir.Conv2d: _conv_maps, ir.Conv1d: _conv_maps, ir.SumPool2d: _sum_pool_maps,
+                ir.AxisSynapse: _axis_synapse_maps}
+
+
 def fanout_maps(node: ir.Node, in_shape: tuple, out_shape: tuple, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(structural, effective) fan-out per input position, float64 tensors of shape `in_shape`."""
-    dt = torch.float64
-    if isinstance(node, (ir.Conv2d, ir.Conv1d)):
-        w = torch.as_tensor(node.weight, dtype=dt, device=device)
-        args = (in_shape, out_shape, node.stride, node.padding, node.groups)
-        return (_conv_fanout(torch.ones_like(w), *args), _conv_fanout((w != 0).to(dt), *args))
-    if isinstance(node, ir.SumPool2d):
-        c = in_shape[0]
-        w = torch.ones((c, 1, *node.kernel), dtype=dt, device=device)
-        s = _conv_fanout(w, in_shape, out_shape, node.stride, node.padding, c)
-        return s, s.clone()
-    if isinstance(node, ir.AxisSynapse):
-        s = torch.full(in_shape, float(node.fan_out), dtype=dt, device=device)
-        return s, (s if node.weight != 0 else torch.zeros_like(s))
-    raise NotImplementedError(f"no fan-out rule for synapse type {node.kind} ({node.name})")
+    rule = FANOUT_RULES.get(type(node))
+    if rule is None:
+        raise NotImplementedError(f"no fan-out rule for synapse type {node.kind} ({node.name})")
+    return rule(node, in_shape, out_shape, device)
 
 
 # ------------------------------------------------------------------------------------------------ count records
@@ -351,11 +362,13 @@ def _origin(graph: ir.Graph, name: str) -> str:
     return name
 
 
+def _recomputable(node: ir.Node) -> bool:
+    """A stateless node of a lowered graph whose output its inputs give: synapses, layout, memoryless neurons."""
+    return node.is_synapse or isinstance(node, (ir.Flatten, ir.InputNorm)) or (node.is_neuron and not node.stateful)
+
+
 class Records:
     """A record dict completed on demand: stateless nodes missing from it are recomputed from their inputs."""
-
-    STATELESS = (ir.Conv2d, ir.Conv1d, ir.SumPool2d, ir.AxisSynapse, ir.Flatten, ir.InputNorm,
-                 ir.Threshold) + GRADED_TYPES
 
     def __init__(self, graph: ir.Graph, records: dict[str, torch.Tensor]):
         self.graph = graph
@@ -366,7 +379,7 @@ class Records:
         if name in self.rec:
             return True
         node = self.graph.nodes[name]
-        return isinstance(node, self.STATELESS) and all(
+        return _recomputable(node) and all(
             self.has(e.src) for e in self.graph.in_edges(name))
 
     def port_sum(self, name: str, port: str = "in") -> torch.Tensor:
@@ -380,7 +393,7 @@ class Records:
         if name in self.rec:
             return self.rec[name]
         node = self.graph.nodes[name]
-        if not isinstance(node, self.STATELESS):
+        if not _recomputable(node):
             raise KeyError(f"no record of {name} ({node.kind}, from {node.source or '?'}); a stateful node "
                            f"must be recorded (run the engine with record='all')")
         inp = {p: self.port_sum(name, p) for p in node.ports}
@@ -407,15 +420,6 @@ def reference_records(graph: ir.Graph, images: torch.Tensor, ref_spikes: dict[st
 
 # ------------------------------------------------------------------------------------------------ counting
 
-def _is_readout(node: ir.Node) -> bool:
-    """The head's accumulator: an Integrator, or a Loihi LIF marked `readout` (its output is v, not spikes)."""
-    return isinstance(node, ir.Integrator) or bool(getattr(node, "readout", False))
-
-
-def _emits_events(node: ir.Node) -> bool:
-    return (node.spiking and not _is_readout(node)) or isinstance(node, GRADED_TYPES)
-
-
 def categorize(graph: ir.Graph) -> dict[str, str]:
     """Layer kind of every synapse and neuron node (see CATEGORY_LABELS)."""
     ssa = tuple(f"{k}." for k in graph.metadata.get("ssa", {}))
@@ -428,17 +432,11 @@ def categorize(graph: ir.Graph) -> dict[str, str]:
             origins = [_origin(graph, e.src) for e in graph.in_edges(name)]
             if any(isinstance(graph.nodes[o], ir.Input) for o in origins):
                 cat[name] = "first_conv"
-            elif any(_is_readout(graph.nodes[e.dst]) for e in graph.out_edges(name)):
+            elif any(graph.nodes[e.dst].is_readout for e in graph.out_edges(name)):
                 cat[name] = "head"
-            elif isinstance(node, ir.SumPool2d):
-                cat[name] = "maxpool"
-            elif isinstance(node, ir.Conv2d):
-                cat[name] = "sps_conv"
-            elif isinstance(node, ir.Conv1d):
-                cat[name] = "linear"
             else:
-                cat[name] = "other"
-        elif isinstance(node, NEURON_TYPES):
+                cat[name] = SYNAPSE_CATEGORY.get(type(node), "other")
+        elif node.is_neuron:
             ups = {cat.get(e.src, "other") for e in graph.in_edges(name)}
             if node.stateful and "ssa_decomposition" in ups:  # attn_lif (float LIF or Loihi LIF)
                 cat[name] = "ssa_lif"
@@ -486,9 +484,9 @@ class ActivityCounter:
                     tuple(self.shapes[name]), max(1, len(g.out_edges(name))), int(struct.sum().item()),
                     int(eff.sum().item()),
                     streams=[StreamCount(e.src, _origin(g, e.src), positions=math.prod(in_shape)) for e in edges])
-            elif isinstance(node, NEURON_TYPES):
+            elif node.is_neuron:
                 neu[name] = NeuronCount(name, node.source, node.kind, self.category.get(name, "other"),
-                                        tuple(self.shapes[name]), _emits_events(node))
+                                        tuple(self.shapes[name]), node.emits_events)
         return Activity(syn, neu, 0, 0, self.ssa_prefixes,
                         tuple(n for n in self.order if n in syn or n in neu))
 
@@ -554,14 +552,14 @@ class ActivityCounter:
                 sc.combined_events = int(ccounts.sum().item())
                 sc.combined_value_sum = exact_sum(cvalues)
                 sc.combined_ops = int(torch.round((ccounts * eff).sum()).item()) * mult
-            elif isinstance(node, NEURON_TYPES):
+            elif node.is_neuron:
                 nc = act.neurons[name]
                 active = None
                 for port in node.ports:
                     a = rec.port_sum(name, port) != 0
                     active = a if active is None else active | a
                 S, B = active.shape[:2]
-                if _emits_events(node):
+                if node.emits_events:
                     s = rec.get(name) != 0
                     nc.spikes = int(torch.count_nonzero(s).item())
                     if self.per_neuron:

@@ -7,6 +7,19 @@ token tensors are (C, L) with the token axis last (the layout of NIR's Conv1d).
 
 Semantics are logical time: every edge delivers within the same step. Hardware timing (one step per synapse
 hop) is made explicit by the `Delay` nodes that the Loihi timing pass inserts.
+
+Every node kind says which groups it belongs to (class attributes of `Node`, read as `node.is_neuron` etc.), so
+back ends and analyses ask the node instead of keeping their own lists of types:
+- `is_synapse`: a constant-weight linear map (Conv2d, Conv1d, SumPool2d, AxisSynapse).
+- `is_neuron`: a neuron layer, float or Loihi (LIF, Threshold, Integrator, LoihiLIF, GradedNeuron, ProductNeuron).
+- `is_population`: a Loihi 2 neuron population, what a core holds (LoihiLIF, GradedNeuron, ProductNeuron).
+- `is_graded`: emits graded spikes, a value per event (GradedNeuron, ProductNeuron).
+- `is_readout`: the head's accumulator, whose output is its state (membrane value), never events: the float
+  graph's Integrator, or the LoihiLIF marked `readout` that replaces it in a quantised graph (the quantiser turns
+  every Integrator into one). One meaning for every user: the activity count (its synapses are the head, it
+  emits no events) and the Loihi runner (its v is read, its spikes never are).
+- `emits_events`: its non-zero outputs are events sent to its targets: spikes of a spiking neuron that is not
+  the readout, or graded spikes.
 """
 from __future__ import annotations
 
@@ -29,10 +42,22 @@ class Node:
     stateful: ClassVar[bool] = False
     spiking: ClassVar[bool] = False  # emits 0/1 only
     is_synapse: ClassVar[bool] = False  # a constant-weight linear map (no state, no threshold)
+    is_neuron: ClassVar[bool] = False
+    is_population: ClassVar[bool] = False  # a Loihi 2 neuron population
+    is_graded: ClassVar[bool] = False  # emits graded spikes
 
     @property
     def kind(self) -> str:
         return type(self).__name__
+
+    @property
+    def is_readout(self) -> bool:
+        """The head's accumulator: its output is its state, not events (see the module docstring)."""
+        return False
+
+    @property
+    def emits_events(self) -> bool:
+        return (self.spiking and not self.is_readout) or self.is_graded
 
     def out_shape(self, in_shapes: dict[str, tuple]) -> tuple:
         return in_shapes["in"]
@@ -217,6 +242,7 @@ class LIF(Node):
     v_reset: float = 0.0
     stateful: ClassVar[bool] = True
     spiking: ClassVar[bool] = True
+    is_neuron: ClassVar[bool] = True
 
 
 @dataclass(eq=False)
@@ -224,6 +250,7 @@ class Threshold(Node):
     """Memoryless threshold neuron: S = X >= threshold (ties fire, as the reference). No state."""
     threshold: float = 0.5
     spiking: ClassVar[bool] = True
+    is_neuron: ClassVar[bool] = True
 
 
 @dataclass(eq=False)
@@ -231,6 +258,9 @@ class GradedNeuron(Node):
     """Memoryless graded-spike neuron (Loihi 2 graded spikes; lava GradedVec): emits its input x as the spike
     payload where |x| > vth, else nothing."""
     vth: float = 0.0
+    is_neuron: ClassVar[bool] = True
+    is_population: ClassVar[bool] = True
+    is_graded: ClassVar[bool] = True
 
 
 @dataclass(eq=False)
@@ -240,6 +270,9 @@ class ProductNeuron(Node):
     exp: int = 0
     vth: float = 0.0
     ports: ClassVar[tuple[str, ...]] = ("in1", "in2")
+    is_neuron: ClassVar[bool] = True
+    is_population: ClassVar[bool] = True
+    is_graded: ClassVar[bool] = True
 
     def out_shape(self, in_shapes):
         if in_shapes["in1"] != in_shapes["in2"]:
@@ -262,6 +295,12 @@ class LoihiLIF(Node):
     input_delay: int = 0  # hardware timing: its inputs are delayed this many steps beyond the hop (relays)
     stateful: ClassVar[bool] = True
     spiking: ClassVar[bool] = True
+    is_neuron: ClassVar[bool] = True
+    is_population: ClassVar[bool] = True
+
+    @property
+    def is_readout(self) -> bool:
+        return bool(self.readout)
 
     def out_shape(self, in_shapes):
         _check_bias(self.name, "bias_mant", self.bias_mant, in_shapes["in"])
@@ -272,6 +311,11 @@ class LoihiLIF(Node):
 class Integrator(Node):
     """Non-leaky, non-spiking accumulator: V[t] = V[t-1] + X[t]; its output is V (the readout)."""
     stateful: ClassVar[bool] = True
+    is_neuron: ClassVar[bool] = True
+
+    @property
+    def is_readout(self) -> bool:
+        return True
 
 
 # ---------------------------------------------------------------- high-level nodes (removed by passes)

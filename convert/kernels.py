@@ -1,5 +1,5 @@
-"""Float-semantics kernels, one per IR node type. Each takes (node, inputs-by-port, state) and returns the
-node's output for one time step, batched: tensors are [B, *shape]."""
+"""Float-semantics kernels, one per IR node type (`KERNELS`). Each takes (node, inputs-by-port, state, ParamCache)
+and returns the node's output for one time step, batched: tensors are [B, *shape]."""
 from __future__ import annotations
 
 import math
@@ -99,67 +99,125 @@ def _exp(node, y):
     return y * scale.view((1, -1) + (1,) * (y.dim() - 2))
 
 
+# One kernel per node kind: (node, inputs by port, state, ParamCache) -> the node's output for one step.
+
+def _add(node: ir.Add, inp, state, pc):
+    return inp["in"]
+
+
+def _output(node: ir.Output, inp, state, pc):
+    x = inp["in"]
+    return x.reshape(x.shape[0], -1)
+
+
+def _input_norm(node: ir.InputNorm, inp, state, pc):
+    return input_norm(node, inp["in"], pc)
+
+
+def _conv2d(node: ir.Conv2d, inp, state, pc):
+    x = inp["in"]
+    bias = pc.get(node, "bias", x)
+    per_neuron = bias is not None and bias.dim() > 1  # [C, H, W]: a folded input normalisation's
+    y = F.conv2d(x, pc.get(node, "weight", x), None if per_neuron else bias, node.stride, node.padding, 1,
+                 node.groups)
+    return _exp(node, y + bias.unsqueeze(0) if per_neuron else y)  # border terms (passes/fold_input_norm)
+
+
+def _conv1d(node: ir.Conv1d, inp, state, pc):
+    x = inp["in"]
+    return _exp(node, F.conv1d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride, node.padding,
+                               1, node.groups))
+
+
+def _batch_norm(node: ir.BatchNorm, inp, state, pc):
+    return batch_norm(node, inp["in"], pc)
+
+
+def _lif(node: ir.LIF, inp, state, pc):
+    x = inp["in"]
+    v = state.get("v")
+    if v is None:
+        v = torch.zeros_like(x)
+    h = v + (x - (v - node.v_reset)) / node.tau
+    s = (h >= node.v_threshold).to(x.dtype)
+    state["v"] = torch.where(s.bool(), torch.full_like(h, node.v_reset), h)
+    return s
+
+
+def _threshold(node: ir.Threshold, inp, state, pc):
+    x = inp["in"]
+    return (x >= node.threshold).to(x.dtype)
+
+
+def _graded_neuron(node: ir.GradedNeuron, inp, state, pc):
+    x = inp["in"]
+    return x * (x.abs() > node.vth)
+
+
+def _product_neuron(node: ir.ProductNeuron, inp, state, pc):
+    v = inp["in1"] * inp["in2"]
+    if node.exp:
+        v = torch.floor(v / 2.0 ** node.exp)
+    return v * (v.abs() > node.vth)
+
+
+def _max_pool(node: ir.MaxPool2d, inp, state, pc):
+    return F.max_pool2d(inp["in"], node.kernel, node.stride, node.padding)
+
+
+def _sum_pool(node: ir.SumPool2d, inp, state, pc):
+    return _exp(node, node.weight * F.avg_pool2d(inp["in"], node.kernel, node.stride, node.padding,
+                                                 count_include_pad=True, divisor_override=1))
+
+
+def _flatten(node: ir.Flatten, inp, state, pc):
+    return inp["in"].flatten(2)
+
+
+def _axis_synapse(node: ir.AxisSynapse, inp, state, pc):
+    return _exp(node, axis_synapse(node, inp["in"]))
+
+
+def _ssa_product(node: ir.SSAProduct, inp, state, pc):
+    return ssa_product(node, inp["q"], inp["k"], inp["v"])
+
+
+def _token_time_mean_linear(node: ir.TokenTimeMeanLinear, inp, state, pc):
+    x = inp["in"]
+    acc = state.get("acc")
+    m = x.mean(-1)
+    acc = m if acc is None else acc + m
+    state["acc"] = acc
+    return F.linear(acc / node.T, pc.get(node, "weight", x), pc.get(node, "bias", x))
+
+
+def _integrator(node: ir.Integrator, inp, state, pc):
+    v = state.get("v")
+    state["v"] = inp["in"] if v is None else v + inp["in"]
+    return state["v"]
+
+
+def _delay(node: ir.Delay, inp, state, pc):
+    x = inp["in"]
+    buf = state.setdefault("buf", [])
+    buf.append(x)
+    if len(buf) > node.steps:
+        return buf.pop(0)
+    return torch.zeros_like(x)
+
+
+# LoihiLIF has no float kernel: sim/fixed_point.py runs it
+KERNELS = {
+    ir.Add: _add, ir.Output: _output, ir.InputNorm: _input_norm, ir.Conv2d: _conv2d, ir.Conv1d: _conv1d,
+    ir.BatchNorm: _batch_norm, ir.LIF: _lif, ir.Threshold: _threshold, ir.GradedNeuron: _graded_neuron,
+    ir.ProductNeuron: _product_neuron, ir.MaxPool2d: _max_pool, ir.SumPool2d: _sum_pool, ir.Flatten: _flatten,
+    ir.AxisSynapse: _axis_synapse, ir.SSAProduct: _ssa_product, ir.TokenTimeMeanLinear: _token_time_mean_linear,
+    ir.Integrator: _integrator, ir.Delay: _delay,
+}
+
+
 def step(node: ir.Node, inp: dict, state: dict, pc: ParamCache, t: int):
-    x = inp.get("in")
-    if isinstance(node, ir.Add):
-        return x
-    if isinstance(node, ir.Output):
-        return x.reshape(x.shape[0], -1)
-    if isinstance(node, ir.InputNorm):
-        return input_norm(node, x, pc)
-    if isinstance(node, ir.Conv2d):
-        bias = pc.get(node, "bias", x)
-        per_neuron = bias is not None and bias.dim() > 1  # [C, H, W]: a folded input normalisation's
-        y = F.conv2d(x, pc.get(node, "weight", x), None if per_neuron else bias, node.stride, node.padding, 1,
-                     node.groups)
-        return _exp(node, y + bias.unsqueeze(0) if per_neuron else y)  # border terms (passes/fold_input_norm)
-    if isinstance(node, ir.Conv1d):
-        return _exp(node, F.conv1d(x, pc.get(node, "weight", x), pc.get(node, "bias", x), node.stride,
-                                   node.padding, 1, node.groups))
-    if isinstance(node, ir.BatchNorm):
-        return batch_norm(node, x, pc)
-    if isinstance(node, ir.LIF):
-        v = state.get("v")
-        if v is None:
-            v = torch.zeros_like(x)
-        h = v + (x - (v - node.v_reset)) / node.tau
-        s = (h >= node.v_threshold).to(x.dtype)
-        state["v"] = torch.where(s.bool(), torch.full_like(h, node.v_reset), h)
-        return s
-    if isinstance(node, ir.Threshold):
-        return (x >= node.threshold).to(x.dtype)
-    if isinstance(node, ir.GradedNeuron):
-        return x * (x.abs() > node.vth)
-    if isinstance(node, ir.ProductNeuron):
-        v = inp["in1"] * inp["in2"]
-        if node.exp:
-            v = torch.floor(v / 2.0 ** node.exp)
-        return v * (v.abs() > node.vth)
-    if isinstance(node, ir.MaxPool2d):
-        return F.max_pool2d(x, node.kernel, node.stride, node.padding)
-    if isinstance(node, ir.SumPool2d):
-        return _exp(node, node.weight * F.avg_pool2d(x, node.kernel, node.stride, node.padding,
-                                                     count_include_pad=True, divisor_override=1))
-    if isinstance(node, ir.Flatten):
-        return x.flatten(2)
-    if isinstance(node, ir.AxisSynapse):
-        return _exp(node, axis_synapse(node, x))
-    if isinstance(node, ir.SSAProduct):
-        return ssa_product(node, inp["q"], inp["k"], inp["v"])
-    if isinstance(node, ir.TokenTimeMeanLinear):
-        acc = state.get("acc")
-        m = x.mean(-1)
-        acc = m if acc is None else acc + m
-        state["acc"] = acc
-        return F.linear(acc / node.T, pc.get(node, "weight", x), pc.get(node, "bias", x))
-    if isinstance(node, ir.Integrator):
-        v = state.get("v")
-        state["v"] = x if v is None else v + x
-        return state["v"]
-    if isinstance(node, ir.Delay):
-        buf = state.setdefault("buf", [])
-        buf.append(x)
-        if len(buf) > node.steps:
-            return buf.pop(0)
-        return torch.zeros_like(x)
-    raise NotImplementedError(f"no float kernel for node type {node.kind} ({node.name})")
+    kernel = KERNELS.get(type(node))
+    if kernel is None:
+        raise NotImplementedError(f"no float kernel for node type {node.kind} ({node.name})")
+    return kernel(node, inp, state, pc)

@@ -21,7 +21,7 @@ from convert import ir
 from hardware.loihi import limits as L
 from .connectivity import DimStats, geometry, intervals, synapse_bits
 from hardware.loihi.profiles import HardwareProfile
-from .timing import POPULATION_TYPES, Projection
+from .timing import Projection
 
 LIMIT_NAMES = ("compartments", "synapse_bits", "input_axons", "output_axons")
 LIMIT_LABELS = {"compartments": "compartments (neurons) per core", "synapse_bits": "synapse memory bits per core",
@@ -373,7 +373,7 @@ def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile) -> dic
     shapes = g.shapes()
     allowed = profile.limits()
     into = _incoming(g, projs, shapes, profile)
-    order = [n for n in g.topo_order() if isinstance(g.nodes[n], POPULATION_TYPES)]
+    order = [n for n in g.topo_order() if g.nodes[n].is_population]
     caps: dict[str, dict[str, int]] = {}  # consumer -> producer -> most output axons toward it
     previous: dict[str, dict] = {}
     for _ in range(FAN_OUT_PASSES):

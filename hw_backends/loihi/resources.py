@@ -9,7 +9,7 @@ from convert import ir
 
 from .placement import LIMIT_NAMES, place
 from hardware.loihi.profiles import HardwareProfile, get_profile
-from .timing import POPULATION_TYPES, Projection
+from .timing import Projection
 
 CHIP_RULE = ("cores are not shared between populations; populations in topological order, each one's tiles "
              "row-major over its grid, fill chips in turn: chip = core // cores_per_chip (nengo-loihi's Greedy "
@@ -35,7 +35,7 @@ def map_resources(g: ir.Graph, projs: list[Projection], profile: HardwareProfile
     binding: dict[str, int] = {k: 0 for k in LIMIT_NAMES + ("none",)}
     for r in pops.values():
         binding[r["binding"]] += 1
-    assert len(pops) == sum(isinstance(n, POPULATION_TYPES) for n in g.nodes.values())
+    assert len(pops) == sum(n.is_population for n in g.nodes.values())
     return {"profile": profile.to_dict(), "limits": profile.limits(), "chip_rule": CHIP_RULE,
             "total": {"populations": len(pops), "neurons": sum(r["neurons"] for r in pops.values()),
                       "synapses": sum(r["synapses"] for r in pops.values()),

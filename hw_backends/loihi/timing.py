@@ -34,11 +34,12 @@ class Projection:
     port: str = "in"  # the post population's input port (ProductNeuron has in1, in2)
 
 
-POPULATION_TYPES = (ir.LoihiLIF, ir.GradedNeuron, ir.ProductNeuron)
+# the node kinds with `is_population`, for lava_graph and lava_run until they ask the node (then this goes)
+POPULATION_TYPES = tuple(cls for cls in ir.NODE_TYPES.values() if cls.is_population)
 
 
 def _is_pop(node) -> bool:
-    return isinstance(node, POPULATION_TYPES + (ir.Input,))
+    return node.is_population or isinstance(node, ir.Input)
 
 
 def projections(g: ir.Graph) -> list[Projection]:
@@ -56,7 +57,7 @@ def projections(g: ir.Graph) -> list[Projection]:
                 raise ir.IRValidationError(f"{syn.name}: input {src} is not a neuron population")
             pres.append((src, tuple(reversed(via))))
         for e in g.out_edges(syn.name):
-            if not isinstance(g.nodes[e.dst], POPULATION_TYPES):
+            if not g.nodes[e.dst].is_population:
                 raise ir.IRValidationError(f"{syn.name}: feeds {e.dst} ({g.nodes[e.dst].kind}), not a population")
             out.extend(Projection(p, syn.name, e.dst, via, 0, e.port) for p, via in pres)
     return out
@@ -71,7 +72,7 @@ def _depths(g: ir.Graph, projs: list[Projection]) -> dict[str, int]:
         node = g.nodes[name]
         if isinstance(node, ir.Input):
             depth[name] = 0
-        elif isinstance(node, POPULATION_TYPES):
+        elif node.is_population:
             if name not in into:
                 raise ir.IRValidationError(f"{name}: population without input")
             depth[name] = max(depth[p.pre] + 1 for p in into[name]) + getattr(node, "input_delay", 0)
@@ -93,7 +94,7 @@ def insert_delay_relays(g: ir.Graph) -> dict:
         if d <= L.MAX_DELAY:
             continue
         pre = g.nodes[p.pre]
-        if not (isinstance(pre, ir.LoihiLIF) and not pre.readout):
+        if not (isinstance(pre, ir.LoihiLIF) and not pre.is_readout):
             raise L.LoihiLimitError(f"{p.synapse} ({p.pre} -> {p.post})", "synaptic delay (6 bit), and the "
                                     "source is not a spiking population that a relay can copy", d, L.MAX_DELAY)
         if len({e.dst for e in g.out_edges(p.synapse)}) > 1:
