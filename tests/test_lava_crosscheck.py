@@ -343,13 +343,14 @@ def test_lava_timing_facts():
     import subprocess
     import sys
 
-    from hw_backends.loihi.lava_run import ROOT, _kill_group
+    from ground.isolated import kill_group
+    from hw_backends.loihi.lava_run import KILL_GRACE_S, ROOT
     proc = subprocess.Popen([sys.executable, "-c", _FACTS], cwd=str(ROOT), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=120)
     finally:
-        _kill_group(proc)
+        kill_group(proc, KILL_GRACE_S)
     res = json.loads(out.split("RESULT", 1)[1])
     a, b = np.array(res["a"]), np.array(res["b"])
     # a: bias 1 per step; reset at steps 2 and 8 (offset 2, interval 6); the payload of step 1 arrives at

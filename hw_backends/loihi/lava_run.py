@@ -20,8 +20,9 @@ of a population of depth D is lava time_step n P + t + D + 1. GradedVec and Prod
 emit in the step their input arrives, so the same alignment holds for them (lava_graph's docstring).
 
 Isolation: Lava forks one OS process per process of the graph and can hang (e.g. on `Too many open files` while
-forking). The run therefore happens in a child Python process in its own session; after `timeout_s` the
-child's process group (the child and every Lava process it forked) is killed and `LavaTimeoutError` raised.
+forking). The run therefore happens in a child Python process in its own session (ground.isolated.run_to_end);
+after `timeout_s` the child's process group (the child and every Lava process it forked) is killed and
+`LavaTimeoutError` raised.
 Inside the child the open-file soft limit is raised to the hard limit before building, and `stop()` is always
 called (try/finally). `isolate=False` runs in this process, without the timeout guard (debugging only).
 The weight matrices are built in the parent (they need torch and the IR kernels) and the child is started
@@ -40,8 +41,6 @@ import math
 import os
 import pickle
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +51,10 @@ from pathlib import Path
 import numpy as np
 
 from convert import ir
+from ground.isolated import IsolatedTimeout, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
+KILL_GRACE_S = 5.0  # SIGTERM to SIGKILL of a timed-out worker's process group
 
 
 class LavaRunError(RuntimeError):
@@ -257,20 +258,15 @@ def run_lava(export_dir_or_built, images, record=None, timeout_s: float = 600.0,
                              "matrices": matrices}, f)
             env = dict(os.environ)
             env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            proc = subprocess.Popen([sys.executable, "-m", "hw_backends.loihi.lava_run", job, out],
-                                    cwd=str(ROOT), env=env, start_new_session=True)
             try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                raise LavaTimeoutError(f"the Lava run did not finish within {timeout_s:g} s; its processes "
-                                       f"(group {proc.pid}) were killed", pgid=proc.pid) from None
-            except BaseException:
-                _kill_group(proc)
-                raise
-            _kill_group(proc, ignore_zombies=True)  # any Lava process the child left behind
+                # SIGTERM first, with a grace period: the worker's multiprocessing resource tracker (which
+                # ignores SIGTERM) can then still unlink Lava's shared memory once the others are gone
+                returncode = run_to_end([sys.executable, "-m", "hw_backends.loihi.lava_run", job, out], timeout_s,
+                                        cwd=str(ROOT), env=env, grace_s=KILL_GRACE_S, what="the Lava run")
+            except IsolatedTimeout as e:
+                raise LavaTimeoutError(str(e), pgid=e.pgid) from None
             if not os.path.exists(out):
-                raise LavaRunError(f"the Lava worker exited with status {proc.returncode} without a result")
+                raise LavaRunError(f"the Lava worker exited with status {returncode} without a result")
             with open(out, "rb") as f:
                 res = pickle.load(f)
             if not res.pop("ok"):
@@ -281,66 +277,6 @@ def run_lava(export_dir_or_built, images, record=None, timeout_s: float = 600.0,
     return LavaResult(spikes=res["spikes"], readout_v=res["readout_v"], logits=res["readout_v"] / scale,
                       readout=res["readout"], readout_scale=scale, timing=timing, network=res["network"],
                       readout_v_steps=res.get("readout_v_steps"))
-
-
-def _live_members(pgid: int) -> bool | None:
-    """Whether a process of group `pgid` other than a zombie exists (/proc, Linux); None without /proc."""
-    try:
-        pids = [d for d in os.listdir("/proc") if d.isdigit()]
-    except OSError:
-        return None
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def _group_alive(pgid: int, ignore_zombies: bool = False) -> bool:
-    """Does process group `pgid` still exist? With `ignore_zombies`, a group left with zombies only (Lava
-    processes whose parent, the worker, has exited, waiting for init to reap them: about 1.7 s on the
-    development machine) counts as ended."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    if ignore_zombies:
-        live = _live_members(pgid)
-        return True if live is None else live
-    return True
-
-
-def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0, ignore_zombies: bool = False) -> None:
-    """Ends the process group this module started (pgid == the worker's pid): SIGTERM first, so that the
-    worker's multiprocessing resource tracker (which ignores SIGTERM) can still unlink Lava's shared memory
-    once the others are gone, then SIGKILL for whatever is left after the grace period. `ignore_zombies`
-    (after a normal exit of the worker): do not wait for init to reap zombies of the group."""
-    pgid = proc.pid
-    if proc.poll() is None or _group_alive(pgid, ignore_zombies):
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + grace_s
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    while _group_alive(pgid, ignore_zombies) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _group_alive(pgid, ignore_zombies):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 if __name__ == "__main__":  # the isolated worker: python -m hw_backends.loihi.lava_run JOB RESULT
