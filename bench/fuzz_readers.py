@@ -20,7 +20,7 @@ Readers (READERS) and the valid files they are fed (make_samples, from a small r
                 (read_network and read_nir run HDF5 in ground.sandbox's child process, so a parser that
                 crashes or hangs there ends in the reader's error, a refusal)
                                                                                           NetworkFileError
-    export      hw_backends.loihi.lava_graph.load_export    the export directory with one of network.h5,
+    export      hw_backends.loihi.runnable.load_export      the export directory with one of network.h5,
                                                             manifest.json, quantization.json mutated
                                                                                           NetworkFileError
     npz         spikformer.data (npz:FILE data spec)        data.npz, stored and deflated DataError
@@ -562,7 +562,7 @@ def _read_network(path):
 
 
 def _load_export(path):
-    from hw_backends.loihi.lava_graph import load_export
+    from hw_backends.loihi.runnable import load_export
     return load_export(path)
 
 
@@ -606,7 +606,7 @@ READERS: dict[str, Reader] = {r.name: r for r in (
            _file_case("export/network.h5"), _read_network, _check_network),
     Reader("network_forged", "hw_backends.loihi.network_file.read_network", _errors("network"),
            _forged_network_case, _read_network, _check_network),
-    Reader("export", "hw_backends.loihi.lava_graph.load_export", _errors("export"), _export_case, _load_export,
+    Reader("export", "hw_backends.loihi.runnable.load_export", _errors("export"), _export_case, _load_export,
            _check_network),
     Reader("npz", "spikformer.data.load_dataset('npz:FILE')", _errors("npz"), _file_case("data.npz", "data_z.npz"),
            _load_npz, _check_data),

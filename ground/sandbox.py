@@ -9,17 +9,17 @@ np.frombuffer, so nothing the child sends can make the parent run code). A failu
 "crash" (a signal or an unexpected exit), "timeout" or "error" (the function raised; the message names the
 exception) and a one-line message.
 
-How, and why not plain fork or spawn: the first call starts one helper process per parent (a fresh interpreter
-in its own session, ground.isolated, that imports only numpy and h5py, not torch, prepares itself
-(HELPER_PREPARE) and then waits for requests on a pipe) and each call forks a child from that helper. Forking the helper is safe: it is single-threaded (OpenBLAS/OpenMP limited to
-one thread) and holds no locks, unlike the caller, which has usually imported torch and may run thread pools
-(forking such a process can deadlock the child on a lock another thread held). Spawning a fresh interpreter per
-call would be as safe but costs about 0.2 s per read (python + numpy + h5py imports) on the 2-core test
-machine; the helper costs that once per process, then an empty call (fork, wait, JSON) takes about 9 ms, and
-read_network / read_nir on digits-2-64 files take about 20 ms / 45-70 ms longer than parsing in process
-(58 ms instead of 39 ms; 0.32 s instead of 0.28 s). The helper never parses anything itself, so a crashing
-file cannot take it down; it exits when the parent closes the pipe (also when the parent dies). A parent that
-forks gets its own helper on its first call.
+How, and why not plain fork or spawn: the first call starts one helper process per parent (a fresh interpreter in
+its own session, ground.isolated, that imports only numpy and h5py, not torch, prepares itself (HELPER_PREPARE) and
+then waits for requests on a pipe) and each call forks a child from that helper. Forking the helper is safe: it is
+single-threaded (OpenBLAS/OpenMP limited to one thread) and holds no locks, unlike the caller, which has usually
+imported torch and may run thread pools (forking such a process can deadlock the child on a lock another thread
+held). Spawning a fresh interpreter per call would be as safe but costs about 0.2 s per read (python + numpy + h5py
+imports) on the 2-core test machine; the helper costs that once per process, then an empty call (fork, wait, JSON)
+takes about 9 ms, and read_network / read_nir on digits-2-64 files take about 20 ms / 45-70 ms longer than parsing
+in process (58 ms instead of 39 ms; 0.32 s instead of 0.28 s). The helper never parses anything itself, so a
+crashing file cannot take it down; it exits when the parent closes the pipe (also when the parent dies). A parent
+that forks gets its own helper on its first call.
 
 The child's output goes to a private temporary directory (`tempfile`, honouring TMPDIR) that is removed after
 each call; large files therefore need free space there about the size of their uncompressed arrays (a full

@@ -201,7 +201,7 @@ def tiny_built():
 
 def test_matrices_follow_the_ir_kernels(tiny_built):
     """The CSR of a conv projection applied to a spike vector equals the IR kernel (flat, row-major)."""
-    from hw_backends.loihi.lava_graph import synapse_matrix
+    from hw_backends.loihi.lava_matrices import synapse_matrix
     from convert import kernels
     g, sched = tiny_built.graph, tiny_built.schedule
     shapes = g.shapes()
@@ -220,7 +220,8 @@ def test_matrices_follow_the_ir_kernels(tiny_built):
 
 
 def test_matrix_size_limit_names_the_node(tiny_built):
-    from hw_backends.loihi.lava_graph import LavaGraphError, synapse_matrix
+    from hw_backends.loihi.lava_conventions import LavaGraphError
+    from hw_backends.loihi.lava_matrices import synapse_matrix
     g, sched = tiny_built.graph, tiny_built.schedule
     pr = next(p for p in sched["projections"] if p.synapse == "block.0.mlp.fc1_linear")
     with pytest.raises(LavaGraphError, match=r"block\.0\.mlp\.fc1_linear.*exceeds the limit"):
@@ -228,7 +229,7 @@ def test_matrix_size_limit_names_the_node(tiny_built):
 
 
 def test_lava_weight_rules_leave_quantised_weights_alone(tiny_built):
-    from hw_backends.loihi.lava_graph import lava_weight_rules_csr, synapse_matrix
+    from hw_backends.loihi.lava_matrices import lava_weight_rules_csr, synapse_matrix
     g, sched = tiny_built.graph, tiny_built.schedule
     for pr in sched["projections"]:
         w = synapse_matrix(g, pr)
@@ -273,7 +274,7 @@ def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_built, monkeyp
 
 
 def test_export_dir_loads_as_the_same_network(tiny_built, tmp_path):
-    from hw_backends.loihi.lava_graph import load_export
+    from hw_backends.loihi.runnable import load_export
     write_artifacts(tmp_path, tiny_built, {"name": "tiny"}, {})
     g, sched = load_export(tmp_path)
     assert sched["sample_period"] == tiny_built.schedule["sample_period"]
@@ -374,7 +375,7 @@ def test_lava_timing_facts():
 
 
 def test_run_lava_refuses_big_networks_before_starting_lava():
-    from hw_backends.loihi.lava_graph import LavaGraphError
+    from hw_backends.loihi.lava_conventions import LavaGraphError
     from hw_backends.loihi.lava_run import run_lava
     # 16x16 input, D = 512: patch_embed.proj_conv2 (128 -> 256 channels, 3x3, 16x16) alone has 75 M synapses
     m = randomized_model("digits-2-64", embed_dim=512, num_heads=8, depth=1).double()
@@ -439,8 +440,8 @@ def test_engine_crosscheck_counts_a_changed_spike(tiny_built):
     """The Lava-vs-simulator comparison of spk-parity --engine lava sees one flipped spike, one changed readout
     value and the prediction it changes (a Lava result made from the simulator's own records, then altered)."""
     from analysis.lava_crosscheck import EngineCrosscheck
-    from hw_backends.loihi.lava_run import LavaResult, populations
-    from hw_backends.loihi.lava_graph import readout_population
+    from hw_backends.loihi.lava_conventions import populations, readout_population
+    from hw_backends.loihi.lava_run import LavaResult
     from sim.engine import Engine
     g = tiny_built.graph
     readout = readout_population(g)
@@ -488,5 +489,5 @@ def test_event_frames_on_lava_match_the_simulator(binary, tmp_path):
     assert rep["total_spike_mismatches"] == 0 and rep["readout_step_mismatches"] == 0
     assert rep["readout_mismatches"] == 0
     assert sum(rep["firing_rates"].values()) > 0
-    from hw_backends.loihi.lava_graph import INPUT_MESSAGE_BITS, message_bits
+    from hw_backends.loihi.lava_conventions import INPUT_MESSAGE_BITS, message_bits
     assert message_bits(b.graph.nodes["input"], b.graph) == (0 if binary else INPUT_MESSAGE_BITS)
