@@ -34,8 +34,9 @@ def synapse_matrix(g: ir.Graph, proj: Projection, shapes: dict | None = None,
                    max_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> sp.csr_matrix:
     """Integer weight mantissas of one projection as a CSR matrix (post_flat, pre_flat), without weight_exp.
 
-    Built by running the synapse node's float kernel (convert.kernels) on the unit vectors of the pre population,
-    reshaped through the layout nodes (Flatten = identity on row-major flat indices)."""
+    Built from the structure of a convolution or sum pool (STRUCTURED_SYNAPSES), else by running the synapse
+    node's float kernel (convert.kernels) on the unit vectors of the pre population, reshaped through the layout
+    nodes (Flatten = identity on row-major flat indices)."""
     shapes = shapes or g.shapes()
     node = g.nodes[proj.synapse]
     if not node.is_synapse:
@@ -52,10 +53,9 @@ def synapse_matrix(g: ir.Graph, proj: Projection, shapes: dict | None = None,
     if math.prod(in_shape) != n_pre:
         raise LavaGraphError(f"{proj.synapse}: layout {proj.via} changes the size of {proj.pre}")
     _check_build_size(proj, node, n_pre, n_post, max_entries)
-    if isinstance(node, (ir.Conv2d, ir.Conv1d)):
-        return conv_matrix(node, in_shape, out_shape)
-    if isinstance(node, ir.SumPool2d):
-        return conv_matrix(sum_pool_as_conv(node, in_shape[0]), in_shape, out_shape)
+    structured = STRUCTURED_SYNAPSES.get(type(node))
+    if structured is not None:
+        return structured[0](node, in_shape, out_shape)
     parts = []
     chunk = max(1, MATRIX_CHUNK_ENTRIES // max(n_post, 1))
     saved = node.weight_exp
@@ -115,14 +115,30 @@ def sum_pool_as_conv(node: ir.SumPool2d, channels: int) -> ir.Conv2d:
                      groups=channels)
 
 
+def _sum_pool_matrix(node: ir.SumPool2d, in_shape, out_shape) -> sp.csr_matrix:
+    return conv_matrix(sum_pool_as_conv(node, in_shape[0]), in_shape, out_shape)
+
+
+def _conv_synapses(node, n_post: int) -> int:
+    return int(np.count_nonzero(node.weight)) * (n_post // node.weight.shape[0])
+
+
+def _sum_pool_synapses(node: ir.SumPool2d, n_post: int) -> int:
+    return n_post * node.kernel[0] * node.kernel[1]
+
+
+# the synapse kinds whose matrix is built from their structure, in time proportional to their synapses:
+# kind -> (matrix builder, synapse count); any other synapse is built from its kernel on unit inputs
+STRUCTURED_SYNAPSES = {ir.Conv2d: (conv_matrix, _conv_synapses), ir.Conv1d: (conv_matrix, _conv_synapses),
+                       ir.SumPool2d: (_sum_pool_matrix, _sum_pool_synapses)}
+
+
 def build_size(node, n_pre: int, n_post: int) -> tuple[int, str]:
     """What building a projection's matrix costs: the synapses of a convolution or sum pool (built from its
-    structure, conv_matrix), else the n_post x n_pre kernel outputs of the unit-vector build; and how to say it."""
-    if isinstance(node, (ir.Conv2d, ir.Conv1d)):
-        n = int(np.count_nonzero(node.weight)) * (n_post // node.weight.shape[0])
-        return n, f"{n:,} synapses"
-    if isinstance(node, ir.SumPool2d):
-        n = n_post * node.kernel[0] * node.kernel[1]
+    structure, STRUCTURED_SYNAPSES), else the n_post x n_pre kernel outputs of the unit-vector build; and how to say it."""
+    structured = STRUCTURED_SYNAPSES.get(type(node))
+    if structured is not None:
+        n = structured[1](node, n_post)
         return n, f"{n:,} synapses"
     return n_pre * n_post, f"weight matrix {n_post} x {n_pre} = {n_pre * n_post:,} entries"
 
