@@ -273,6 +273,27 @@ def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_built, monkeyp
     assert len(calls) == 1 and len(no_retry.timeouts) == 1
 
 
+def test_the_lava_runtime_is_split_at_its_process_boundary():
+    """The isolated worker (the Lava side) starts without torch; the parent side (opening the network, the weight
+    matrices, the run, the cross-check) imports no Lava runtime (lava.magma, lava.proc) when imported."""
+    import subprocess
+    import sys
+
+    from hw_backends.loihi.lava_run import ROOT
+
+    def imported(modules: str, probe: str) -> list[str]:
+        """The modules for which `probe` (an expression in m) holds after importing `modules` in a fresh process."""
+        code = f"import sys, {modules}; print(' '.join(m for m in sys.modules if {probe}))"
+        return subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True,
+                              timeout=300, check=True).stdout.split()
+
+    assert imported("hw_backends.loihi.lava_worker", "m.split('.')[0] == 'torch'") == []
+    parent = "hw_backends.loihi.runnable, hw_backends.loihi.lava_matrices, hw_backends.loihi.lava_run, " \
+             "analysis.lava_crosscheck"
+    assert imported(parent, "m.startswith(('lava.magma', 'lava.proc'))") == []
+    assert "lava.proc.lif.process" in imported("hw_backends.loihi.lava_worker", "m.startswith('lava.proc')")
+
+
 def test_export_dir_loads_as_the_same_network(tiny_built, tmp_path):
     from hw_backends.loihi.runnable import load_export
     write_artifacts(tmp_path, tiny_built, {"name": "tiny"}, {})
