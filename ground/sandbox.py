@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import atexit
 import errno
+import gc
+import importlib
 import json
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -69,7 +72,6 @@ def _one_line(s: str, n: int = 300) -> str:
 
 # ------------------------------------------------------------------------------------------------ the child
 def _resolve(target: str):
-    import importlib
     mod, _, name = target.partition(":")
     return getattr(importlib.import_module(mod), name)
 
@@ -78,14 +80,12 @@ def _child(fn, args: list, out_dir: str, timeout: float, mem: int) -> None:
     """In the forked child: limits, the call, the result files. Never returns."""
     code = 3
     try:
-        import gc
         gc.disable()  # short-lived; what a parser allocates is freed at exit
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(int(timeout) + 5)  # a backstop should the helper itself be killed before its deadline
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # the helper's stdout is its pipe to the parent; HDF5 may print diagnostics
             os.dup2(devnull, fd)
-        import resource
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if mem:
             lim = mem if hard == resource.RLIM_INFINITY else min(mem, hard)
@@ -122,7 +122,6 @@ def _serve() -> None:
         _resolve(HELPER_PREPARE)()
     except Exception:  # noqa: BLE001 - the calls still work unprepared (a first call imports what it needs)
         pass
-    import gc
     gc.freeze()  # the children inherit these objects: no copy-on-write page faults from the collector
     for line in sys.stdin:
         if not line.strip():

@@ -95,7 +95,7 @@ from hardware.loihi import limits as L
 from .lava_conventions import LavaGraphError, is_graded, message_bits, readout_population
 from .timing import POPULATION_TYPES
 
-# the model bit-accurate Loihi2SimCfg(select_tag="fixed_pt") picks for each process class (pinned with
+# the bit-accurate model Loihi2SimCfg(select_tag="fixed_pt") picks for each process class (pinned with
 # LavaNetwork.model_map(pin_all=True))
 FIXED_PT_MODELS = {Source: PySendModelFixed, LIFReset: PyLifResetModelBitAcc, GradedVec: PyGradedVecModelFixed,
                    ProdNeuron: PyProdNeuronModelFixed, Sparse: PySparseModelBitAcc,
