@@ -10,40 +10,40 @@ import numpy as np
 import torch
 
 from convert import ir
-from hw_backends.loihi.lava_graph import check_matrix_sizes, readout_population
-from hw_backends.loihi.lava_run import LavaTimeoutError, graph_and_schedule, populations, record_list, run_lava
+from hw_backends.loihi.lava_conventions import populations
+from hw_backends.loihi.lava_run import LavaResult, LavaTimeoutError, run_lava
+from hw_backends.loihi.runnable import open_network
 from sim.engine import Engine
+
+from .engine_records import RunRecords, compare
 
 
 def crosscheck(export_dir_or_built, images, record="all", sim_graph: ir.Graph | None = None,
                timeout_s: float = 600.0, progress: bool = True, pin_models: bool = False) -> dict:
     """Runs the same images through Lava and through the fixed-point simulator (sim.engine, logical time) and
     counts the differences: spikes (graded populations: integer payloads) of every recorded population and the
-    readout's v at every logical step (readout_steps=True).
-    `sim_graph`: the graph for the simulator (default: the one Lava runs); `pin_models`: see run_lava."""
-    g, sched = graph_and_schedule(export_dir_or_built)
+    readout's v at every logical step (readout_steps=True). `export_dir_or_built`: what runnable.open_network
+    opens. `sim_graph`: the graph for the simulator (default: the one Lava runs); `pin_models`: see run_lava."""
+    net = open_network(export_dir_or_built)
+    g = net.graph
     sg = sim_graph if sim_graph is not None else g
-    rec = record_list(g, record)
+    rec = net.record_list(record)
     x = torch.as_tensor(np.asarray(images), dtype=torch.float64)
     t0 = time.perf_counter()
-    readout = readout_population(g)
-    sim = Engine(sg, numeric="loihi_fixed").run(x, record=rec + [readout])
+    sim = Engine(sg, numeric="loihi_fixed").run(x, record=rec + [net.readout])
     sim_s = time.perf_counter() - t0
-    lava = run_lava((g, sched), images, record=rec, timeout_s=timeout_s, progress=progress,
-                    pin_models=pin_models, readout_steps=True)
-    out = sg.outputs()[0]
-    sim_v = sim.outputs[out].numpy()
-    sim_v_steps = sim.records[readout].reshape(lava.readout_v_steps.shape).numpy()
-    # exact comparison: 0/1 spikes of LIF populations, integer payloads of graded ones
-    spikes = {n: int((lava.spikes[n] != sim.records[n].numpy()).sum()) for n in rec}
+    lava = run_lava(net, images, record=rec, timeout_s=timeout_s, progress=progress, pin_models=pin_models,
+                    readout_steps=True)
+    sim_rec = RunRecords.of_simulator(sim, sg, net.readout, rec)
+    d = compare(RunRecords.of_lava(lava), sim_rec)  # exact: 0/1 spikes of LIF populations, payloads of graded ones
     graded = [n for n in rec if not isinstance(g.nodes[n], ir.LoihiLIF)]
-    return {"readout": lava.readout, "readout_mismatches": int((lava.readout_v != sim_v).sum()),
-            "readout_max_abs_diff": float(np.abs(lava.readout_v - sim_v).max()),
-            "readout_step_mismatches": int((lava.readout_v_steps != sim_v_steps).sum()),
-            "spike_mismatches": spikes, "total_spike_mismatches": int(sum(spikes.values())),
+    return {"readout": lava.readout, "readout_mismatches": d.readout_mismatches,
+            "readout_max_abs_diff": d.readout_max_abs_diff,
+            "readout_step_mismatches": d.readout_step_mismatches,
+            "spike_mismatches": d.spike_mismatches, "total_spike_mismatches": int(sum(d.spike_mismatches.values())),
             "firing_rates": {n: float((sim.records[n] != 0).double().mean()) for n in rec},
             "graded_payload_max": {n: float(sim.records[n].abs().max()) for n in graded},
-            "spikes_compared": int(sum(sim.records[n].numel() for n in rec)),
+            "spikes_compared": d.spikes_compared,
             "samples": int(x.shape[0]), "sim_s": sim_s, "lava": lava.timing, "network": lava.network,
             "lava_result": lava, "sim_result": sim}
 
@@ -53,9 +53,11 @@ class EngineCrosscheck:
     population's spikes (graded ones: payloads), the readout's v at every logical step, the predictions.
     Counts are integers summed over batches."""
 
-    def __init__(self, graph: ir.Graph, readout: str):
+    def __init__(self, graph: ir.Graph, readout: str, all_populations=None):
+        """`all_populations`: the graph's populations when already found (runnable.RunnableNetwork.populations)."""
         self.graph, self.readout = graph, readout
-        self.populations = [n for n in populations(graph) if n != readout]
+        pops = populations(graph) if all_populations is None else all_populations
+        self.populations = [n for n in pops if n != readout]
         self.samples = 0
         self.spikes_compared = 0
         self.spike_mismatches = {n: 0 for n in self.populations}
@@ -64,19 +66,18 @@ class EngineCrosscheck:
         self.prediction_differences = 0
         self.sim_s = 0.0
 
-    def add(self, images: torch.Tensor, lava) -> None:
+    def add(self, images: torch.Tensor, lava: LavaResult) -> None:
         t0 = time.perf_counter()
         # node by node (no fused SSA): every population of the export, the SSA's inner ones included
         sim = Engine(self.graph, numeric="loihi_fixed").run(images, record=self.populations + [self.readout])
         self.sim_s += time.perf_counter() - t0
-        for n in self.populations:
-            self.spike_mismatches[n] += int((lava.spikes[n] != sim.records[n].numpy()).sum())
-            self.spikes_compared += int(sim.records[n].numel())
-        sim_v_steps = sim.records[self.readout].reshape(lava.readout_v_steps.shape).numpy()
-        self.readout_step_mismatches += int((lava.readout_v_steps != sim_v_steps).sum())
-        sim_v = sim.outputs[self.graph.outputs()[0]].reshape(lava.readout_v.shape).numpy()
-        self.readout_mismatches += int((lava.readout_v != sim_v).sum())
-        self.prediction_differences += int((lava.readout_v.argmax(1) != sim_v.argmax(1)).sum())
+        d = compare(RunRecords.of_lava(lava), RunRecords.of_simulator(sim, self.graph, self.readout, self.populations))
+        for n, k in d.spike_mismatches.items():
+            self.spike_mismatches[n] += k
+        self.spikes_compared += d.spikes_compared
+        self.readout_step_mismatches += d.readout_step_mismatches
+        self.readout_mismatches += d.readout_mismatches
+        self.prediction_differences += d.prediction_differences
         self.samples += int(images.shape[0])
 
     @property
@@ -100,7 +101,8 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
                     crosscheck: bool = True, retries: int = 1):
     """The `sim_runner` of analysis.parity.run_parity for the Lava engine (`spk-parity --engine lava`).
 
-    `built`: a Loihi build (or an export directory, or a (graph, schedule) pair). Returns
+    `built`: a Loihi build, or anything else runnable.open_network opens (opened, checked and its populations
+    found once, here). Returns
     `runner(images [B, C, H, W] float tensor, layer_names) -> (logits_v, records)`: `logits_v` is the readout's
     v at the last logical step, float64 [B, classes], *not* divided by graph.metadata['readout_scale'] (parity
     divides), and `records` maps every requested name to a float64 tensor [T, B, *shape] in the IR layout
@@ -113,11 +115,10 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
     LavaResult (timing, process counts). With `crosscheck`, every population of the network is recorded and
     compared exactly with the fixed-point simulator on the same images (`runner.crosscheck`, an
     EngineCrosscheck accumulated over the calls)."""
-    g, sched = graph_and_schedule(built)
-    check_matrix_sizes(g, sched)  # refuse big networks before any Lava run
-    pops = set(populations(g))
-    readout = readout_population(g)
-    check = EngineCrosscheck(g, readout) if crosscheck else None
+    net = open_network(built)  # refuses big networks before any Lava run
+    g, sched, readout = net.graph, net.schedule, net.readout
+    pops = set(net.populations)
+    check = EngineCrosscheck(g, readout, net.populations) if crosscheck else None
 
     def runner(images, layer_names):
         names = list(dict.fromkeys(layer_names))
@@ -129,7 +130,7 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
             else torch.as_tensor(np.asarray(images), dtype=torch.float64)
         for attempt in range(retries + 1):
             try:
-                res = run_lava((g, sched), x.numpy(), record=rec, timeout_s=timeout_s, progress=progress,
+                res = run_lava(net, x.numpy(), record=rec, timeout_s=timeout_s, progress=progress,
                                pin_models=pin_models, readout_steps=check is not None or readout in names)
                 break
             except LavaTimeoutError as e:

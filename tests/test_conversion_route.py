@@ -167,7 +167,7 @@ def test_binary_event_frames_enter_as_binary_spikes(tmp_path):
         b = convert(path, ConversionOptions(target="loihi"))
         assert bool(b.graph.metadata.get("input_binary")) == binary
         assert ("binary spikes" in b.quantization["input"]["encoding"]) == binary
-    from hw_backends.loihi.lava_graph import message_bits
+    from hw_backends.loihi.lava_conventions import message_bits
     b = convert(tmp_path / "m1.pt", ConversionOptions(target="loihi"))
     assert message_bits(b.graph.nodes["input"], b.graph) == 0
     frames = torch.zeros(1, 2, 2, 16, 16)

@@ -201,7 +201,7 @@ def tiny_built():
 
 def test_matrices_follow_the_ir_kernels(tiny_built):
     """The CSR of a conv projection applied to a spike vector equals the IR kernel (flat, row-major)."""
-    from hw_backends.loihi.lava_graph import synapse_matrix
+    from hw_backends.loihi.lava_matrices import synapse_matrix
     from convert import kernels
     g, sched = tiny_built.graph, tiny_built.schedule
     shapes = g.shapes()
@@ -220,7 +220,8 @@ def test_matrices_follow_the_ir_kernels(tiny_built):
 
 
 def test_matrix_size_limit_names_the_node(tiny_built):
-    from hw_backends.loihi.lava_graph import LavaGraphError, synapse_matrix
+    from hw_backends.loihi.lava_conventions import LavaGraphError
+    from hw_backends.loihi.lava_matrices import synapse_matrix
     g, sched = tiny_built.graph, tiny_built.schedule
     pr = next(p for p in sched["projections"] if p.synapse == "block.0.mlp.fc1_linear")
     with pytest.raises(LavaGraphError, match=r"block\.0\.mlp\.fc1_linear.*exceeds the limit"):
@@ -228,7 +229,7 @@ def test_matrix_size_limit_names_the_node(tiny_built):
 
 
 def test_lava_weight_rules_leave_quantised_weights_alone(tiny_built):
-    from hw_backends.loihi.lava_graph import lava_weight_rules_csr, synapse_matrix
+    from hw_backends.loihi.lava_matrices import lava_weight_rules_csr, synapse_matrix
     g, sched = tiny_built.graph, tiny_built.schedule
     for pr in sched["projections"]:
         w = synapse_matrix(g, pr)
@@ -272,8 +273,29 @@ def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_built, monkeyp
     assert len(calls) == 1 and len(no_retry.timeouts) == 1
 
 
+def test_the_lava_runtime_is_split_at_its_process_boundary():
+    """The isolated worker (the Lava side) starts without torch; the parent side (opening the network, the weight
+    matrices, the run, the cross-check) imports no Lava runtime (lava.magma, lava.proc) when imported."""
+    import subprocess
+    import sys
+
+    from hw_backends.loihi.lava_run import ROOT
+
+    def imported(modules: str, probe: str) -> list[str]:
+        """The modules for which `probe` (an expression in m) holds after importing `modules` in a fresh process."""
+        code = f"import sys, {modules}; print(' '.join(m for m in sys.modules if {probe}))"
+        return subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True,
+                              timeout=300, check=True).stdout.split()
+
+    assert imported("hw_backends.loihi.lava_worker", "m.split('.')[0] == 'torch'") == []
+    parent = "hw_backends.loihi.runnable, hw_backends.loihi.lava_matrices, hw_backends.loihi.lava_run, " \
+             "analysis.lava_crosscheck"
+    assert imported(parent, "m.startswith(('lava.magma', 'lava.proc'))") == []
+    assert "lava.proc.lif.process" in imported("hw_backends.loihi.lava_worker", "m.startswith('lava.proc')")
+
+
 def test_export_dir_loads_as_the_same_network(tiny_built, tmp_path):
-    from hw_backends.loihi.lava_graph import load_export
+    from hw_backends.loihi.runnable import load_export
     write_artifacts(tmp_path, tiny_built, {"name": "tiny"}, {})
     g, sched = load_export(tmp_path)
     assert sched["sample_period"] == tiny_built.schedule["sample_period"]
@@ -343,13 +365,14 @@ def test_lava_timing_facts():
     import subprocess
     import sys
 
-    from hw_backends.loihi.lava_run import ROOT, _kill_group
+    from ground.isolated import kill_group
+    from hw_backends.loihi.lava_run import KILL_GRACE_S, ROOT
     proc = subprocess.Popen([sys.executable, "-c", _FACTS], cwd=str(ROOT), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=120)
     finally:
-        _kill_group(proc)
+        kill_group(proc, KILL_GRACE_S)
     res = json.loads(out.split("RESULT", 1)[1])
     a, b = np.array(res["a"]), np.array(res["b"])
     # a: bias 1 per step; reset at steps 2 and 8 (offset 2, interval 6); the payload of step 1 arrives at
@@ -373,7 +396,7 @@ def test_lava_timing_facts():
 
 
 def test_run_lava_refuses_big_networks_before_starting_lava():
-    from hw_backends.loihi.lava_graph import LavaGraphError
+    from hw_backends.loihi.lava_conventions import LavaGraphError
     from hw_backends.loihi.lava_run import run_lava
     # 16x16 input, D = 512: patch_embed.proj_conv2 (128 -> 256 channels, 3x3, 16x16) alone has 75 M synapses
     m = randomized_model("digits-2-64", embed_dim=512, num_heads=8, depth=1).double()
@@ -438,8 +461,8 @@ def test_engine_crosscheck_counts_a_changed_spike(tiny_built):
     """The Lava-vs-simulator comparison of spk-parity --engine lava sees one flipped spike, one changed readout
     value and the prediction it changes (a Lava result made from the simulator's own records, then altered)."""
     from analysis.lava_crosscheck import EngineCrosscheck
-    from hw_backends.loihi.lava_run import LavaResult, populations
-    from hw_backends.loihi.lava_graph import readout_population
+    from hw_backends.loihi.lava_conventions import populations, readout_population
+    from hw_backends.loihi.lava_run import LavaResult
     from sim.engine import Engine
     g = tiny_built.graph
     readout = readout_population(g)
@@ -487,5 +510,5 @@ def test_event_frames_on_lava_match_the_simulator(binary, tmp_path):
     assert rep["total_spike_mismatches"] == 0 and rep["readout_step_mismatches"] == 0
     assert rep["readout_mismatches"] == 0
     assert sum(rep["firing_rates"].values()) > 0
-    from hw_backends.loihi.lava_graph import INPUT_MESSAGE_BITS, message_bits
+    from hw_backends.loihi.lava_conventions import INPUT_MESSAGE_BITS, message_bits
     assert message_bits(b.graph.nodes["input"], b.graph) == (0 if binary else INPUT_MESSAGE_BITS)

@@ -1,4 +1,4 @@
-"""The Lava weight matrices built from a convolution's structure (lava_graph.conv_matrix) equal those built by
+"""The Lava weight matrices built from a convolution's structure (lava_matrices.conv_matrix) equal those built by
 running the IR kernel on unit inputs, for strides, paddings, groups, Conv1d, and zero taps, and sum pools as
 depthwise convolutions; the build-size limit counts a convolution's synapses, not its dense matrix."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from convert import ir, kernels
-from hw_backends.loihi.lava_graph import LavaGraphError, build_size, conv_matrix, sum_pool_as_conv
+from hw_backends.loihi.lava_conventions import LavaGraphError
+from hw_backends.loihi.lava_matrices import build_size, conv_matrix, sum_pool_as_conv
 
 
 def _by_kernel(node, in_shape) -> np.ndarray:

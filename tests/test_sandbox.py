@@ -16,7 +16,7 @@ import pytest
 
 from hw_backends.nir import nir_io
 from hw_backends.loihi import network_file
-from ground import sandbox
+from ground import hdf5_read, sandbox, sandbox_codec
 
 DATA = Path(__file__).resolve().parent / "data"
 T = "tests.sandbox_targets"
@@ -102,13 +102,13 @@ def test_the_parent_never_unpickles_what_the_child_wrote(tmp_path):
     assert not marker.exists()
     # hand-made documents: no object or structured dtype, no reference outside the arrays file
     (tmp_path / "arrays.bin").write_bytes(bytes(64))
-    arrays = sandbox._Arrays(str(tmp_path))
-    assert sandbox._decode(["n", "<f8", [2, 4], 0, 64], arrays).shape == (2, 4)
+    arrays = sandbox_codec.Arrays(str(tmp_path))
+    assert sandbox_codec.decode(["n", "<f8", [2, 4], 0, 64], arrays).shape == (2, 4)
     for doc in (["n", "|O", [1], 0, 8], ["n", "|V8", [1], 0, 8], ["n", [["a", "<f8"]], [1], 0, 8],
                 ["n", "<f8", [9], 0, 72], ["n", "<f8", [1], -8, 8], ["n", "<f8", [2], 0, 8], ["n", "<f8", [-1], 0, -8],
                 ["x", "O", 1], ["a", "|O", [1], [1]], ["q", 1], "n", ["d", [[["l", []], ["v", None]]]]):
         with pytest.raises((ValueError, TypeError, IndexError)):
-            sandbox._decode(doc, arrays)
+            sandbox_codec.decode(doc, arrays)
 
 
 def test_an_interrupted_wait_leaves_a_working_sandbox():
@@ -143,7 +143,7 @@ def test_links_to_other_files_are_not_followed(tmp_path):
             f["node/link"] = h5py.ExternalLink(str(other), "/secret") if kind == "external" else \
                 h5py.SoftLink("/node/x")
         with pytest.raises(sandbox.SandboxError) as ei:
-            sandbox.read_hdf5(p, roots=["node"])
+            hdf5_read.read_hdf5(p, roots=["node"])
         assert ei.value.kind == "error" and "refused" in _one_line(ei.value)
 
 
@@ -156,7 +156,7 @@ def test_read_hdf5_matches_h5py(tmp_path):
         f["a/s"] = "text"
         f["a/b"].attrs["name"] = "b"
         f["skipped"] = np.zeros(3)
-    g = sandbox.read_hdf5(p, roots=["a"])
+    g = hdf5_read.read_hdf5(p, roots=["a"])
     with h5py.File(p, "r") as f:
         assert g.attrs == dict(f.attrs) and type(g.attrs["version"]) is type(f.attrs["version"])
         assert list(g) == ["a"] and sorted(g["a"]) == sorted(f["a"]) and g["a"]["b"].attrs == {"name": "b"}
@@ -166,12 +166,12 @@ def test_read_hdf5_matches_h5py(tmp_path):
 
 def test_the_signature_check_reads_no_hdf5(tmp_path):
     (tmp_path / "t").write_bytes(b"hello")
-    assert not sandbox.has_hdf5_signature(tmp_path / "t")
+    assert not hdf5_read.has_hdf5_signature(tmp_path / "t")
     (tmp_path / "e").write_bytes(b"")
-    assert not sandbox.has_hdf5_signature(tmp_path / "e")
+    assert not hdf5_read.has_hdf5_signature(tmp_path / "e")
     with h5py.File(tmp_path / "u.h5", "w", userblock_size=1024) as f:
         f["x"] = 1
-    assert sandbox.has_hdf5_signature(tmp_path / "u.h5")
+    assert hdf5_read.has_hdf5_signature(tmp_path / "u.h5")
 
 
 # ---------------------------------------------------------------------------------------------- the readers
@@ -191,8 +191,8 @@ def test_readers_turn_a_crashing_or_hanging_parser_into_their_error(tmp_path, mo
     net = _network_file(tmp_path / "network.h5")
     with h5py.File(tmp_path / "model.nir", "w") as f:
         f["node/type"] = "NIRGraph"
-    monkeypatch.setattr(sandbox, "HDF5_DUMP", f"{T}:{behaviour}")
-    monkeypatch.setenv(sandbox.TIMEOUT_ENV, "2")
+    monkeypatch.setattr(hdf5_read, "HDF5_DUMP", f"{T}:{behaviour}")
+    monkeypatch.setenv(hdf5_read.TIMEOUT_ENV, "2")
     for read, path, err in ((network_file.read_network, net, network_file.NetworkFileError),
                             (nir_io.read_nir, tmp_path / "model.nir", nir_io.NIRReadError)):
         t0 = time.monotonic()
@@ -210,7 +210,7 @@ def test_forged_network_files_that_break_hdf5_are_refused(tmp_path, monkeypatch,
     path = tmp_path / "network.h5"
     path.write_bytes(gzip.decompress((DATA / name).read_bytes()))
     network_file.check_integrity(path)  # a forger's file: the checksum matches
-    monkeypatch.setenv(sandbox.TIMEOUT_ENV, "3")
+    monkeypatch.setenv(hdf5_read.TIMEOUT_ENV, "3")
     t0 = time.monotonic()
     with pytest.raises(network_file.NetworkFileError) as ei:
         network_file.read_network(path)

@@ -205,7 +205,7 @@ def test_loadable_checkpoint_with_odd_metadata_never_crashes_a_command(tmp_path,
     for main, argv in runs:
         rc, _, err = cli(main, argv)
         assert rc == 0, err
-    from hw_backends.loihi.lava_graph import load_export
+    from hw_backends.loihi.runnable import load_export
     load_export(tmp_path / "loihi")
 
 

@@ -20,7 +20,7 @@ Readers (READERS) and the valid files they are fed (make_samples, from a small r
                 (read_network and read_nir run HDF5 in ground.sandbox's child process, so a parser that
                 crashes or hangs there ends in the reader's error, a refusal)
                                                                                           NetworkFileError
-    export      hw_backends.loihi.lava_graph.load_export    the export directory with one of network.h5,
+    export      hw_backends.loihi.runnable.load_export      the export directory with one of network.h5,
                                                             manifest.json, quantization.json mutated
                                                                                           NetworkFileError
     npz         spikformer.data (npz:FILE data spec)        data.npz, stored and deflated DataError
@@ -73,10 +73,8 @@ import json
 import os
 import pickle
 import random
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +86,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if sys.path[:1] != [str(ROOT)]:  # first, so that `tests` is this repository's (site-packages may hold another)
     sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
+
+from ground.isolated import LineChild  # noqa: E402 (needs ROOT on sys.path)
 
 # the small model every sample file comes from (spikformer.synthetic.randomized_model)
 SAMPLE_MODEL = dict(preset="digits-2-64", seed=3, attn_drive=1.0, img_size=8, embed_dim=16, num_heads=2, depth=1,
@@ -562,7 +562,7 @@ def _read_network(path):
 
 
 def _load_export(path):
-    from hw_backends.loihi.lava_graph import load_export
+    from hw_backends.loihi.runnable import load_export
     return load_export(path)
 
 
@@ -606,7 +606,7 @@ READERS: dict[str, Reader] = {r.name: r for r in (
            _file_case("export/network.h5"), _read_network, _check_network),
     Reader("network_forged", "hw_backends.loihi.network_file.read_network", _errors("network"),
            _forged_network_case, _read_network, _check_network),
-    Reader("export", "hw_backends.loihi.lava_graph.load_export", _errors("export"), _export_case, _load_export,
+    Reader("export", "hw_backends.loihi.runnable.load_export", _errors("export"), _export_case, _load_export,
            _check_network),
     Reader("npz", "spikformer.data.load_dataset('npz:FILE')", _errors("npz"), _file_case("data.npz", "data_z.npz"),
            _load_npz, _check_data),
@@ -754,66 +754,39 @@ class IsolatedRunner:
     def __init__(self, samples: Path, seed: int, timeout: float, mem_gb: float, grace: float = 60.0,
                  startup: float = 120.0):
         self.samples, self.seed, self.timeout, self.mem_gb, self.grace = samples, seed, timeout, mem_gb, grace
-        self.proc = None
+        self.worker = None
         self.startup = startup  # extra time for a fresh worker's first case (importing torch on a busy machine)
 
     def _start(self):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--samples", str(self.samples),
                "--seed", str(self.seed), "--timeout", str(self.timeout), "--mem-gb", str(self.mem_gb)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, bufsize=1, cwd=str(ROOT))
+        self.worker = LineChild(cmd, cwd=str(ROOT))
         self.fresh = True
-        self._buf = b""
-
-    def _readline(self, limit: float):
-        """The worker's next line; None after `limit` seconds without one; "" when the worker has gone. Reads
-        the pipe's descriptor directly: a buffered readline could take two lines at once and leave select()
-        waiting for data it already has."""
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + limit
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return ""
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return line.decode() + "\n"
 
     def _kill(self):
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
 
     def run(self, name: str, index: int) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.worker is None or self.worker.proc.poll() is not None:
             self._start()
         t0 = time.perf_counter()
-        try:
-            self.proc.stdin.write(f"{name}:{index}\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
+        if not self.worker.send(f"{name}:{index}"):
             self._kill()
             return self.run(name, index)
         limit = self.timeout + self.grace + (self.startup if self.fresh else 0.0)
         while True:
-            line = self._readline(limit)
+            line = self.worker.receive(limit)
             if line is None:
                 self._kill()
                 return {"reader": name, "index": index, "case": describe_case(name, index, self.samples, self.seed),
                         "outcome": "timeout", "error": "watchdog",
                         "message": f"no answer within {limit:g} s; worker killed",
                         "seconds": round(time.perf_counter() - t0, 3)}
-            if line == "":
-                rc = self.proc.wait()
-                self.proc = None
+            if line is LineChild.GONE:
+                rc = self.worker.proc.wait()
+                self.worker = None
                 sig = -rc if rc < 0 else None
                 what = f"signal {signal.Signals(sig).name}" if sig else f"exit code {rc}"
                 return {"reader": name, "index": index, "case": describe_case(name, index, self.samples, self.seed),
@@ -826,11 +799,9 @@ class IsolatedRunner:
                 return msg["done"]
 
     def close(self):
-        if self.proc is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            self._kill()
+        if self.worker is not None:
+            self.worker.close(30)
+            self.worker = None
 
 
 # ------------------------------------------------------------------------------------------------ reports

@@ -1,5 +1,5 @@
 """Loihi's fixed-point arithmetic facts that both sides use: the fixed-point simulator (sim.fixed_point) and
-the Lava side (lava_graph, lava_run), which never import each other (docs/loihi_fixed_point.md).
+the Lava side (lava_matrices, lava_graph, lava_run), which never import each other (docs/loihi_fixed_point.md).
 
 - state range: u wraps and v saturates in 24-bit two's complement (lava-nc 0.10.0, lif/models.py);
 - synaptic input: 16 bit on chip (the LIF's a_in port);

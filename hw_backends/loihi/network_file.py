@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from convert import ir
-from ground import sandbox
+from ground import hdf5_read
 from ground.errors import UserError
 
 from .timing import Projection
@@ -115,7 +115,7 @@ def read_network(path: Path) -> tuple[ir.Graph, dict]:
         raise NetworkFileError(f"{path}: no such network file")
     check_integrity(path)
     # HDF5 parses the file in a child process: a forged file that hangs or crashes the library ends here
-    f = sandbox.read_hdf5_or_raise(path, ["nodes"], NetworkFileError,
+    f = hdf5_read.read_hdf5_or_raise(path, ["nodes"], NetworkFileError,
                                    f"{path}: not a readable HDF5 network file")
     try:
         if f.attrs.get("format") != FORMAT:

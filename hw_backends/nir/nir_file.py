@@ -8,7 +8,7 @@ from pathlib import Path
 import nir
 
 from convert import ir
-from ground import sandbox
+from ground import hdf5_read
 from ground.atomic import atomic_path
 
 from . import h5_writer
@@ -43,8 +43,8 @@ def read_nir(path) -> ir.Graph:
 
 
 def read_nir_graph(path) -> nir.NIRGraph:
-    """nir.read(path, type_check=True), with the HDF5 parsing in a child process (ground.sandbox: a deadline
-    and an address-space limit, plain arrays and strings sent back): a crafted file that makes the HDF5 library
+    """nir.read(path, type_check=True), with the HDF5 parsing in a child process (ground.hdf5_read: a deadline and
+    an address-space limit, plain arrays and strings sent back): a crafted file that makes the HDF5 library
     hang or crash is refused with NIRReadError like any other malformed file. The NIR nodes are then built
     here from those values exactly as nir.read builds them (nir.serialization.hdf2dict + dict2NIRNode)."""
     path = Path(path)
@@ -53,12 +53,12 @@ def read_nir_graph(path) -> nir.NIRGraph:
     if path.is_dir():
         raise NIRReadError(f"NIR file {path} is a directory")
     try:
-        is_hdf5 = sandbox.has_hdf5_signature(path)
+        is_hdf5 = hdf5_read.has_hdf5_signature(path)
     except OSError as e:
         raise NIRReadError(f"cannot read {path}: {e}") from None
     if not is_hdf5:
         raise NIRReadError(f"{path} is not a NIR file (not HDF5{', it is empty' if path.stat().st_size == 0 else ''})")
-    root = sandbox.read_hdf5_or_raise(path, ["node"], NIRReadError, f"{path} is not a valid NIR graph")
+    root = hdf5_read.read_hdf5_or_raise(path, ["node"], NIRReadError, f"{path} is not a valid NIR graph")
     try:
         data = _hdf2dict(root["node"])
         if "type_check" in data:  # as nir.read
@@ -71,13 +71,13 @@ def read_nir_graph(path) -> nir.NIRGraph:
 
 
 def _hdf2dict(group) -> dict:
-    """nir.serialization.hdf2dict on a sandbox.H5Group: groups become dicts, datasets their values (bytes
+    """nir.serialization.hdf2dict on a hdf5_read.H5Group: groups become dicts, datasets their values (bytes
     decoded as UTF-8)."""
-    if not isinstance(group, sandbox.H5Group):
+    if not isinstance(group, hdf5_read.H5Group):
         raise TypeError("'node' is not an HDF5 group")
     out = {}
     for key, item in group.items():
-        if isinstance(item, sandbox.H5Group):
+        if isinstance(item, hdf5_read.H5Group):
             out[key] = _hdf2dict(item)
         else:
             v = item[()]
