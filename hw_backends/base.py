@@ -108,6 +108,11 @@ class Backend:
         `report_section_modes`, from its per-neuron spike counts over `samples` samples of `steps` steps."""
         raise NotImplementedError
 
+    def report_section_doc(self, section: dict, num) -> list[tuple]:
+        """The filled report section as energy.md / report.html items (analysis.render): ("h2", title), ("p", text),
+        ("table", header, rows); `num` formats a number as the rest of the report does."""
+        return []
+
     def check_mode(self, mode: str) -> None:
         """Fails (one line) when this target does not run `mode`."""
         if mode in self.run_modes:

@@ -1,5 +1,5 @@
 """The Loihi section of spk-report's energy report (`loihi_placement`, analysis.report): what a chip planner needs
-from a run of the quantised graph."""
+from a run of the quantised graph, and how energy.md and report.html show it (analysis.render)."""
 from __future__ import annotations
 
 from convert import ir
@@ -24,3 +24,22 @@ def placement_section(target: TargetBuild, graph: ir.Graph, spike_counts: dict, 
                         for name, r in res["populations"].items()},
             "chip_crossings": chip_crossings(graph, target.schedule["projections"], res, spike_counts, samples,
                                              steps)}
+
+
+def placement_doc(pl: dict, num) -> list[tuple]:
+    """The section as energy.md / report.html items (analysis.render); `num` formats a number as the report does."""
+    cx = pl["chip_crossings"]
+    others = "; ".join(f"{k}: cannot be placed ({v['unplaceable']})" if "unplaceable" in v else
+                       f"{k}: {v['cores']:,} cores, {v['chips']:,} chips" for k, v in pl["other_profiles"].items())
+    return [("h2", f"Loihi placement ({pl['profile']})"),
+            ("p", f"{pl['profile_description']}. {pl['cores']:,} cores, {pl['chips']:,} chips"
+                  + (f" (for comparison {others})" if others else "") + f"; pipeline latency "
+                  f"{pl['pipeline_latency_steps']} steps. Populations by binding limit: "
+                  + ", ".join(f"{k} {v}" for k, v in pl["populations_bound_by"].items() if v) + ". Chips: "
+                  f"{pl['chip_rule']}."),
+            ("p", f"Spikes crossing chip boundaries per step: {num(cx['between_chips_per_step'])} between chips, "
+                  f"{num(cx['host_to_chips_per_step'])} from the host to chips ({cx['definition']})."),
+            ("table", ["from", "to", "crossing spikes per step", "neurons reaching other chips"],
+             [[r["pre"] + (" (host)" if r["from_host"] else ""), r["post"], num(r["crossing_spikes_per_step"]),
+               num(r["neurons_reaching_other_chips"])]
+              for r in cx["projections"] if r["crossing_spikes"] or r["neurons_reaching_other_chips"]])]

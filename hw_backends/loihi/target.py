@@ -18,7 +18,7 @@ from .export import build, write_artifacts
 from .flags import OPTION_FIELDS, add_loihi_arguments
 from hardware.loihi.limits import LoihiLimitError
 from hardware.loihi.profiles import PROFILES, get_profile
-from .report_section import placement_section
+from .report_section import placement_doc, placement_section
 from .resources import map_resources
 
 
@@ -126,3 +126,6 @@ class LoihiBackend(Backend):
     def report_section_content(self, target: TargetBuild, graph: ir.Graph, spike_counts: dict, samples: int,
                                steps: int) -> dict:
         return placement_section(target, graph, spike_counts, samples, steps)
+
+    def report_section_doc(self, section: dict, num) -> list[tuple]:
+        return placement_doc(section, num)
