@@ -9,6 +9,8 @@ import html
 import io
 import json
 
+from hw_backends import base as targets
+
 from .activity import CATEGORY_LABELS
 from .energy import PJ_PER_UJ
 
@@ -165,7 +167,7 @@ def _doc(report: dict) -> list[tuple]:
     doc.append(("p", report["dense_flops"]["explanation"]))
     doc.append(("p", f"Published figures: {report['dense_flops']['published_source']}."))
 
-    doc += _placement_doc(report.get("loihi_placement"))
+    doc += _target_section_docs(report)
 
     doc.append(("h2", "Counting rules"))
     doc.append(("ul", report["counting_rules"]))
@@ -174,24 +176,12 @@ def _doc(report: dict) -> list[tuple]:
     return doc
 
 
-def _placement_doc(pl: dict | None) -> list[tuple]:
-    if not pl:
-        return []
-    cx = pl["chip_crossings"]
-    others = "; ".join(f"{k}: cannot be placed ({v['unplaceable']})" if "unplaceable" in v else
-                       f"{k}: {v['cores']:,} cores, {v['chips']:,} chips" for k, v in pl["other_profiles"].items())
-    doc = [("h2", f"Loihi placement ({pl['profile']})"),
-           ("p", f"{pl['profile_description']}. {pl['cores']:,} cores, {pl['chips']:,} chips"
-                 + (f" (for comparison {others})" if others else "") + f"; pipeline latency "
-                 f"{pl['pipeline_latency_steps']} steps. Populations by binding limit: "
-                 + ", ".join(f"{k} {v}" for k, v in pl["populations_bound_by"].items() if v) + ". Chips: "
-                 f"{pl['chip_rule']}."),
-           ("p", f"Spikes crossing chip boundaries per step: {_num(cx['between_chips_per_step'])} between chips, "
-                 f"{_num(cx['host_to_chips_per_step'])} from the host to chips ({cx['definition']})."),
-           ("table", ["from", "to", "crossing spikes per step", "neurons reaching other chips"],
-            [[r["pre"] + (" (host)" if r["from_host"] else ""), r["post"], _num(r["crossing_spikes_per_step"]),
-              _num(r["neurons_reaching_other_chips"])]
-             for r in cx["projections"] if r["crossing_spikes"] or r["neurons_reaching_other_chips"]])]
+def _target_section_docs(report: dict) -> list[tuple]:
+    """The filled section of a target (Backend.report_section), as that target renders it."""
+    doc = []
+    for backend in targets.backends():
+        if backend.report_section is not None and report.get(backend.report_section):
+            doc += backend.report_section_doc(report[backend.report_section], _num)
     return doc
 
 

@@ -3,9 +3,10 @@ under an energy model and the literature's conventions. The result is a dict (JS
 the files (energy.json, energy.csv, energy.md, charts, report.html) from it.
 
 The report never converts a model: it takes the Build of hw_backends.conversion.convert, so its numbers belong
-to the network spk-convert exports with the same options. Modes: "float" runs the lowered graph in float64
-(reference semantics), "fixed" the target's quantised graph in Loihi's integer arithmetic; the activity
-function `(graph, records) -> Activity` defaults to analysis.activity.ActivityCounter.
+to the network spk-convert exports with the same options. Modes (each target's Backend.run_modes): "float" runs
+the lowered graph in float64 (reference semantics), "fixed" the target's quantised graph in its integer
+arithmetic; the activity function `(graph, records) -> Activity` defaults to analysis.activity.ActivityCounter.
+A target with a section of its own (Backend.report_section) fills it from the run.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 
 from convert import ir
 from ground.hashing import array_sha256
-from hw_backends.loihi.crossings import chip_crossings
+from hw_backends import base as targets
 from sim.engine import Engine, check_images
 
 from . import activity as A
@@ -27,19 +28,6 @@ from .shards import ShardExecutor, run_sharded
 
 REPORT_FORMAT = "spikformer-energy-report"
 REPORT_VERSION = 1
-
-MODES = {  # mode -> (targets it runs on, description)
-    "float": (("nir", "loihi"), "float64 simulation of the lowered graph (reference semantics, sim.engine)"),
-    "fixed": (("loihi",), "Loihi fixed point: the lowered graph quantised (hw_backends.loihi.export.build) and run "
-                          "with integer kernels (sim.engine); logical time, per-hop delays not simulated"),
-}
-TARGETS = {
-    "nir": "the lowered graph (spike-only synapses, as exported to NIR)",
-    "loihi": "the lowered graph for Loihi (in float mode the counts equal the nir target's; use --mode fixed for "
-             "the quantised network)",
-}
-DEFAULT_ENERGY_MODEL = {"nir": "cmos45", "loihi": "loihi"}
-
 
 # ------------------------------------------------------------------------------------------------ rules text
 
@@ -84,24 +72,6 @@ NOT_MODELLED = [
 
 
 # ------------------------------------------------------------------------------------------------ building
-
-def loihi_placement(build, graph: ir.Graph, act: A.Activity) -> dict:
-    """What a chip planner needs: the hardware profile, cores, chips, pipeline latency, the binding limit of every
-    population (build.resources, hw_backends.loihi.placement) and the spikes per step that cross chip boundaries
-    in this run (hw_backends.loihi.crossings)."""
-    res = build.resources
-    tot = res["total"]
-    return {"profile": res["profile"]["name"], "profile_description": res["profile"]["description"],
-            "limits": res["limits"], "cores": tot["cores"], "chips": tot["chips"],
-            "pipeline_latency_steps": tot["pipeline_latency_steps"], "chip_rule": res["chip_rule"],
-            "other_profiles": {k: {x: v[x] for x in ("cores", "chips", "unplaceable") if x in v}
-                               for k, v in res.get("other_profiles", {}).items()},
-            "populations_bound_by": tot["populations_bound_by"],
-            "binding": {name: {"binding": r["binding"], "cores": r["cores"], "tile": r["tile"]}
-                        for name, r in res["populations"].items()},
-            "chip_crossings": chip_crossings(graph, build.schedule["projections"], res, act.spike_counts,
-                                             act.samples, act.steps)}
-
 
 @dataclass
 class ReportResult:
@@ -192,67 +162,177 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
                  energy_model: EnergyModel, checkpoint: dict, data: dict, seed: int = 0, device: str = "cpu",
                  batch_size: int = 16, progress: bool = False, activity_fn=None,
                  executor: ShardExecutor | None = None) -> ReportResult:
-    """`build`: hw_backends.conversion.Build; `mode`: "float" or "fixed" (see MODES). `executor`: run the
-    batches in shards (analysis.shards; the counts are the same), described in run.scale_out."""
-    target = build.options.target
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; available: {', '.join(sorted(MODES))}")
-    if target not in MODES[mode][0]:
-        raise ValueError(f"--mode {mode} is for target(s) {', '.join(MODES[mode][0])}, not {target}")
-    model, config = build.source.model, build.source.config
+    """`build`: hw_backends.conversion.Build; `mode`: one of the target's run modes (Backend.run_modes).
+    `executor`: run the batches in shards (analysis.shards; the counts are the same), described in
+    run.scale_out."""
+    check_mode(build, mode)
     graph, numeric = build.runnable(mode)
-    placed = target == "loihi" and mode == "fixed" and activity_fn is None  # the graph the placement is of
+    backend = build.backend
+    # the target's own section (Backend.report_section) is of the graph it runs in that mode, counted neuron by neuron
+    sectioned = backend.report_section is not None and mode in backend.report_section_modes and activity_fn is None
     samples = as_samples(images, labels)
     act, acc = run_activity(graph, numeric, samples, device, batch_size, progress, activity_fn, None, executor,
-                            per_neuron=placed)
+                            per_neuron=sectioned)
     data = dict(data, **_samples_record(samples, acc))
     has_labels = not isinstance(samples, TensorSamples) or samples.labels is not None
+    config = build.source.config
     ev = event_energy(act, energy_model)
     conv = conventions(act, config, energy_model)
     flops = flops_summary(config)
     ssa_meta = graph.metadata.get("ssa", {})
+    run = _run_record(build, mode, act, acc if has_labels else None, data, seed, batch_size, device, executor,
+                      ssa_meta)
+    report = {
+        "format": REPORT_FORMAT, "format_version": REPORT_VERSION,
+        "model": _model_record(checkpoint, build.source.model, config, flops),
+        "run": run,
+        "energy_model": energy_model.to_dict(),
+        "counting_rules": COUNTING_RULES,
+        "conventions_rules": conventions_rules(energy_model),
+        "not_modelled": NOT_MODELLED,
+        **target_sections(build, graph, act if sectioned else None),
+        "totals": _totals(ev, conv),
+        "layers": _layer_rows(act, ev, conv),
+        "categories": categories_table(ev),
+        "conventions": conv["rows"],
+        "ssa_decomposition": _ssa_blocks(ssa_meta, act, ev),
+        "dense_flops": {"this_model": flops, "entries": [e.__dict__ for e in dense_flops(config)],
+                        **preset_flops_table()},
+        "nodes": {"energy": ev["nodes"], "activity": act.to_dict()},
+    }
+    return ReportResult(report, act)
 
-    # per-layer rows (by module path, graph order) with the conventions' numbers beside them
+
+def check_mode(build, mode: str) -> None:
+    """`mode` must be one that the build's target runs (Backend.run_modes)."""
+    modes = targets.run_modes()
+    if mode not in modes:
+        raise ValueError(f"unknown mode {mode!r}; available: {', '.join(modes)}")
+    if mode not in build.backend.run_modes:
+        raise ValueError(f"--mode {mode} is for target(s) {', '.join(targets.targets_running(mode))}, not "
+                         f"{build.options.target}")
+
+
+def target_sections(build, graph: ir.Graph, act: A.Activity | None) -> dict:
+    """The section of every registered target that has one (Backend.report_section): this build's target's filled
+    from `act`, its per-neuron run of `graph`; None where `act` is None and for the other targets."""
+    sections = {b.report_section: None for b in targets.backends() if b.report_section is not None}
+    if act is not None:
+        sections[build.backend.report_section] = build.backend.report_section_content(
+            build.target, graph, act.spike_counts, act.samples, act.steps)
+    return sections
+
+
+def _model_record(checkpoint: dict, model, config, flops: dict) -> dict:
+    return {**checkpoint, "config": config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+            "dense_flops_one_pass": flops["total"]}
+
+
+def _run_record(build, mode: str, act: A.Activity, acc: dict | None, data: dict, seed: int, batch_size: int,
+                device: str, executor: ShardExecutor | None, ssa_meta: dict) -> dict:
+    """How the report ran: mode, target, samples, the conversion and quantisation, accuracy (`acc` None: the
+    samples have no labels), data and library versions."""
+    return {"mode": mode, "mode_description": build.backend.run_modes[mode], "target": build.options.target,
+            "target_description": build.backend.report_description, "seed": seed, "samples": act.samples,
+            "steps": act.steps, "batch_size": batch_size, "device": str(device),
+            "scale_out": executor.describe() if executor is not None else None,
+            "ssa_form": build.ssa_form,
+            "ssa_order": build.options.ssa_order,
+            "ssa_order_used": sorted({m.get("order") for m in ssa_meta.values()}),
+            "conversion": build.options.recorded(),
+            "quantization": None if mode != "fixed" else {
+                **build.quantization_facts(), "input_encoding": build.quantization["input"]["encoding"]},
+            "accuracy_on_samples": (acc["correct"] / acc["samples"]) if acc is not None and acc["samples"]
+            else None,
+            "data": data,
+            "versions": _versions()}
+
+
+def _versions() -> dict:
+    import matplotlib
+    import numpy
+
+    return {"torch": torch.__version__, "numpy": numpy.__version__, "matplotlib": matplotlib.__version__,
+            "python": platform.python_version()}
+
+
+def conventions_rules(energy_model: EnergyModel) -> dict:
+    """How each convention prices a run, with the energy model's constants."""
+    return {
+        "event": "this toolchain: effective synaptic ops of the lowered graph (AC for spikes, MAC for analog), "
+                 "plus neuron updates and spikes at the energy model's cost",
+        "paper": "Spikformer: E_MAC*FLOPs(first conv, once) + E_AC*sum_l fr(input of l)*T*FLOPs(l) + SSA term; "
+                 "fr = mean input value per position and step; head E_MAC*D*classes",
+        "spikingformer": "as paper, but layers whose input is not strictly 0/1 cost E_MAC*T*FLOPs (dense at "
+                         "every step; the first conv too); head E_MAC*D*classes",
+        "ann": "same architecture as an ANN: E_MAC * dense FLOPs of one pass (no T), SSA matmuls h*N^2*d "
+               "each, activations/BN/memory free",
+        "ssa_term": "per block, KV-first: T*h*N*d^2*(min(fr_K,fr_V)+fr_Q); QK-first: "
+                    "T*h*N^2*d*(min(fr_Q,fr_K)+fr_V) at E_AC (Spikingformer formula; order of the model)",
+        "constants": f"E_MAC = {energy_model.mac_pj} pJ, E_AC = {energy_model.ac_pj} pJ "
+                     f"(from the '{energy_model.name}' model)",
+    }
+
+
+def _totals(ev: dict, conv: dict) -> dict:
+    return {
+        "event_pj": ev["total"]["total_pj"],
+        "event_excluding_ssa_decomposition_pj": ev["excluding_ssa_decomposition"]["total_pj"],
+        "event_ssa_decomposition_pj": ev["ssa_decomposition"]["total_pj"],
+        "event_breakdown_pj": {k: ev["total"][k] for k in ("synaptic_pj", "neuron_pj", "spike_pj")},
+        "event_ops": {"effective_ac": ev["total"]["ac_ops"], "effective_mac": ev["total"]["mac_ops"],
+                      "ssa_decomposition_ac": ev["ssa_decomposition"]["ac_ops"]},
+        "paper_pj": conv["total_pj"]["paper"], "spikingformer_pj": conv["total_pj"]["spikingformer"],
+        "ann_pj": conv["total_pj"]["ann"],
+    }
+
+
+def _layer_rows(act: A.Activity, ev: dict, conv: dict) -> list[dict]:
+    """Per-layer rows (by module path, graph order), per inference, with the conventions' numbers beside them."""
     n = max(act.samples, 1)
-    by_src = act.by_source()
-    conv_by_layer = {}
-    for r in conv["rows"]:
-        key = r["layer"].replace(" (SSA product)", "")
-        conv_by_layer[key] = r
-    layers = []
-    for src, r in by_src.items():
-        e = ev["by_source"][src]
-        c = conv_by_layer.get(src, {})
-        has_syn, has_neu = r["synapse_nodes"] > 0, r["neuron_nodes"] > 0
+    conv_by_layer = {r["layer"].replace(" (SSA product)", ""): r for r in conv["rows"]}
+    return [_layer_row(src, r, ev["by_source"][src], conv_by_layer.get(src, {}), n)
+            for src, r in act.by_source().items()]
 
-        def syn(v):
-            return v if has_syn else None
 
-        def neu(v):
-            return v if has_neu else None
+def _layer_row(src: str, r: dict, e: dict, c: dict, n: int) -> dict:
+    """One layer's row: activity `r` over `n` samples, its event energy `e`, its conventions' row `c`; the synapse
+    (neuron) columns are None for a layer with no synapse (neuron) node."""
+    has_syn, has_neu = r["synapse_nodes"] > 0, r["neuron_nodes"] > 0
 
-        layers.append({
-            "layer": src, "category": r["category"], "kind": A.CATEGORY_LABELS.get(r["category"], r["category"]),
-            "synapse_nodes": r["synapse_nodes"], "neuron_nodes": r["neuron_nodes"],
-            "input_rate": None if r["category"] == "ssa_decomposition" else r["input_rate"],
-            "input_events": syn(r["events"] / n),
-            "synaptic_events": syn(r["synaptic_events"] / n), "effective_ac": syn(r["ac_ops"] / n),
-            "effective_mac": syn(r["mac_ops"] / n), "neurobench_rule_ops": syn(r["combined_ops"] / n),
-            "dense_ops": syn(r["dense_ops"] / n), "neurons": neu(r["neurons"]), "firing_rate": r["firing_rate"],
-            "spikes": neu(r["spikes"] / n), "neuron_updates": neu(r["updates"] / n),
-            "active_updates": neu(r["active_updates"] / n),
-            "synaptic_pj": e["synaptic_pj"], "neuron_pj": e["neuron_pj"], "spike_pj": e["spike_pj"],
-            "event_pj": e["total_pj"], "paper_pj": c.get("paper_pj"), "spikingformer_pj": c.get("spikingformer_pj"),
-            "ann_pj": c.get("ann_pj"),
-        })
+    def syn(v):
+        return v if has_syn else None
 
-    ssa_blocks = []
+    def neu(v):
+        return v if has_neu else None
+
+    return {
+        "layer": src, "category": r["category"], "kind": A.CATEGORY_LABELS.get(r["category"], r["category"]),
+        "synapse_nodes": r["synapse_nodes"], "neuron_nodes": r["neuron_nodes"],
+        "input_rate": None if r["category"] == "ssa_decomposition" else r["input_rate"],
+        "input_events": syn(r["events"] / n),
+        "synaptic_events": syn(r["synaptic_events"] / n), "effective_ac": syn(r["ac_ops"] / n),
+        "effective_mac": syn(r["mac_ops"] / n), "neurobench_rule_ops": syn(r["combined_ops"] / n),
+        "dense_ops": syn(r["dense_ops"] / n), "neurons": neu(r["neurons"]), "firing_rate": r["firing_rate"],
+        "spikes": neu(r["spikes"] / n), "neuron_updates": neu(r["updates"] / n),
+        "active_updates": neu(r["active_updates"] / n),
+        "synaptic_pj": e["synaptic_pj"], "neuron_pj": e["neuron_pj"], "spike_pj": e["spike_pj"],
+        "event_pj": e["total_pj"], "paper_pj": c.get("paper_pj"), "spikingformer_pj": c.get("spikingformer_pj"),
+        "ann_pj": c.get("ann_pj"),
+    }
+
+
+def _ssa_blocks(ssa_meta: dict, act: A.Activity, ev: dict) -> list[dict]:
+    """Per SSA product: its lowering (graph metadata) and the activity and energy of its decomposition, per
+    inference."""
+    n = max(act.samples, 1)
+    blocks = []
     for prod, meta in ssa_meta.items():
         pre = f"{prod}."
         syn = [s for s in act.synapses.values() if s.name.startswith(pre)]
         neu = [u for u in act.neurons.values() if u.name.startswith(pre)]
         en = [x for x in ev["nodes"] if x["node"].startswith(pre)]
-        ssa_blocks.append({
+        blocks.append({
             "product": prod, "order": meta.get("order"), "requested_order": meta.get("requested_order"),
             "model_product_order": meta.get("model_product_order"), "bits": meta.get("bits"),
             "heads": meta.get("heads"), "head_dim": meta.get("head_dim"), "tokens": meta.get("tokens"),
@@ -263,64 +343,4 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
             "active_updates": sum(u.active_updates for u in neu) / n, "spikes": sum(u.spikes for u in neu) / n,
             "energy_pj": sum(x["total_pj"] for x in en),
         })
-
-    totals = {
-        "event_pj": ev["total"]["total_pj"],
-        "event_excluding_ssa_decomposition_pj": ev["excluding_ssa_decomposition"]["total_pj"],
-        "event_ssa_decomposition_pj": ev["ssa_decomposition"]["total_pj"],
-        "event_breakdown_pj": {k: ev["total"][k] for k in ("synaptic_pj", "neuron_pj", "spike_pj")},
-        "event_ops": {"effective_ac": ev["total"]["ac_ops"], "effective_mac": ev["total"]["mac_ops"],
-                      "ssa_decomposition_ac": ev["ssa_decomposition"]["ac_ops"]},
-        "paper_pj": conv["total_pj"]["paper"], "spikingformer_pj": conv["total_pj"]["spikingformer"],
-        "ann_pj": conv["total_pj"]["ann"],
-    }
-    import matplotlib
-    import numpy
-
-    report = {
-        "format": REPORT_FORMAT, "format_version": REPORT_VERSION,
-        "model": {**checkpoint, "config": config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
-                  "dense_flops_one_pass": flops["total"]},
-        "run": {"mode": mode, "mode_description": MODES[mode][1], "target": target,
-                "target_description": TARGETS[target], "seed": seed, "samples": act.samples,
-                "steps": act.steps, "batch_size": batch_size, "device": str(device),
-                "scale_out": executor.describe() if executor is not None else None,
-                "ssa_form": build.ssa_form,
-                "ssa_order": build.options.ssa_order,
-                "ssa_order_used": sorted({m.get("order") for m in ssa_meta.values()}),
-                "conversion": build.options.recorded(),
-                "quantization": None if mode != "fixed" else {
-                    **build.quantization_facts(), "input_encoding": build.quantization["input"]["encoding"]},
-                "accuracy_on_samples": (acc["correct"] / acc["samples"]) if has_labels and acc["samples"]
-                else None,
-                "data": data,
-                "versions": {"torch": torch.__version__, "numpy": numpy.__version__,
-                             "matplotlib": matplotlib.__version__, "python": platform.python_version()}},
-        "energy_model": energy_model.to_dict(),
-        "counting_rules": COUNTING_RULES,
-        "conventions_rules": {
-            "event": "this toolchain: effective synaptic ops of the lowered graph (AC for spikes, MAC for analog), "
-                     "plus neuron updates and spikes at the energy model's cost",
-            "paper": "Spikformer: E_MAC*FLOPs(first conv, once) + E_AC*sum_l fr(input of l)*T*FLOPs(l) + SSA term; "
-                     "fr = mean input value per position and step; head E_MAC*D*classes",
-            "spikingformer": "as paper, but layers whose input is not strictly 0/1 cost E_MAC*T*FLOPs (dense at "
-                             "every step; the first conv too); head E_MAC*D*classes",
-            "ann": "same architecture as an ANN: E_MAC * dense FLOPs of one pass (no T), SSA matmuls h*N^2*d "
-                   "each, activations/BN/memory free",
-            "ssa_term": "per block, KV-first: T*h*N*d^2*(min(fr_K,fr_V)+fr_Q); QK-first: "
-                        "T*h*N^2*d*(min(fr_Q,fr_K)+fr_V) at E_AC (Spikingformer formula; order of the model)",
-            "constants": f"E_MAC = {energy_model.mac_pj} pJ, E_AC = {energy_model.ac_pj} pJ "
-                         f"(from the '{energy_model.name}' model)",
-        },
-        "not_modelled": NOT_MODELLED,
-        "loihi_placement": loihi_placement(build, graph, act) if placed else None,
-        "totals": totals,
-        "layers": layers,
-        "categories": categories_table(ev),
-        "conventions": conv["rows"],
-        "ssa_decomposition": ssa_blocks,
-        "dense_flops": {"this_model": flops, "entries": [e.__dict__ for e in dense_flops(config)],
-                        **preset_flops_table()},
-        "nodes": {"energy": ev["nodes"], "activity": act.to_dict()},
-    }
-    return ReportResult(report, act)
+    return blocks

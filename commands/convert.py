@@ -1,9 +1,9 @@
 """spk-convert: a trained Spikformer checkpoint -> a hardware graph.
 
-    spk-convert model.pt --target nir|loihi [-o OUT] [--preset NAME] [--weights model|ema] [--ssa auto|binary|graded]
-                [--ssa-order auto|kv_first|qk_first] [--weight-bits 8|16] [--vth-mant N] [--input-scale N]
-                [--hw loihi1|loihi2] [--device cpu|cuda] [--debug]
-    spk-convert --list-targets
+    spk-convert model.pt --target NAME [-o OUT] [--preset NAME] [--weights model|ema] [--ssa auto|binary|graded]
+                [--ssa-order auto|kv_first|qk_first] [the target's own flags, e.g. --weight-bits 8|16]
+                [--device cpu|cuda] [--debug]
+    spk-convert --list-targets      (the targets, hw_backends.base's registry)
 
 Steps (hw_backends.conversion.convert, the route every command takes): load the checkpoint safely
 (torch.load weights_only; a bare state dict needs --preset), build the IR (convert.frontend), let the target
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ground.cli import add_common_args, run_cli
+from ground.cli import add_common_args, count_text, run_cli
 from ground.errors import UserError
 from hw_backends import base as targets
 from hw_backends.conversion import convert
@@ -32,23 +32,21 @@ PROG = "spk-convert"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    names = [n for n, _ in targets.list_backends()]
+    backends = targets.backends()
     p = argparse.ArgumentParser(prog=PROG, description="Convert a trained Spikformer checkpoint to a hardware graph.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt) written by spk-train, or a state dict")
-    p.add_argument("--target", default="nir", help=f"output target (default nir); one of: {', '.join(names)}")
-    kinds = ", ".join(f"a {targets.get_backend(n).output_kind} for {n}" for n in names)
-    p.add_argument("-o", "--output", help=f"output path ({kinds}; default: beside the checkpoint, model.nir or "
-                                               "model_loihi/)")
+    p.add_argument("--target", default="nir",
+                   help=f"output target (default nir); one of: {', '.join(b.name for b in backends)}")
+    kinds = ", ".join(f"a {b.output_kind} for {b.name}" for b in backends)
+    beside = " or ".join(f"{default_output(Path('model.pt'), b)}{'/' if b.output_kind == 'dir' else ''}"
+                         for b in backends)
+    p.add_argument("-o", "--output", help=f"output path ({kinds}; default: beside the checkpoint, {beside})")
     p.add_argument("--device", default="cpu", help="device for loading the checkpoint (default cpu); the "
                                                    "conversion itself runs in float64 on the CPU")
     p.add_argument("--list-targets", action="store_true", help="list the output targets and exit")
     add_conversion_arguments(p)
     add_common_args(p)
     return p
-
-
-def _fmt_count(counts: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _size(n: int) -> str:
@@ -75,25 +73,8 @@ def ssa_summary(graph) -> list[str]:
 
 
 def default_output(ckpt: Path, backend) -> Path:
-    """Beside the checkpoint: model.pt -> model.nir (a file target), model_loihi/ (a directory target)."""
+    """Beside the checkpoint: model.pt -> model + the target's default_suffix (model.nir, model_loihi/)."""
     return ckpt.with_name(ckpt.stem + (backend.default_suffix or f".{backend.name}"))
-
-
-def _print_loihi_forms(summary: dict, out) -> None:
-    forms = summary["ssa"]
-    for form, tot in forms["by_form"].items():
-        mark = f" (chosen, on {summary['hw']})" if form == forms["chosen"] else ""
-        if "unplaceable" in tot:
-            print(f"  loihi SSA {form}: cannot be placed on {summary['hw']}: {tot['unplaceable']}")
-            continue
-        print(f"  loihi SSA {form}{mark}: {tot['cores']:,} cores, {tot['chips']:,} chips, "
-              f"{tot['neurons']:,} neurons, {tot['synapses']:,} synapses, depth {tot['pipeline_depth']}")
-    for name, tot in summary.get("other_profiles", {}).items():
-        print(f"  on {name} (for comparison, SSA {forms['chosen']}): " + (
-            f"cannot be placed: {tot['unplaceable']}" if "unplaceable" in tot else
-            f"{tot['cores']:,} cores, {tot['chips']:,} chips"))
-    if summary["warnings"]:
-        print(f"  loihi: {summary['warnings']} warnings, see {out}/summary.md")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -134,15 +115,10 @@ def _run(args: argparse.Namespace) -> int:
     for line in build.source.describe():
         print(f"  {line}")
     print(f"  time: load, frontend and build {t1 - t0:.2f} s, export {t2 - t1:.2f} s")
-    print(f"  IR: {len(graph.nodes)} nodes ({_fmt_count(graph.summary())}), {len(graph.edges)} edges, "
+    print(f"  IR: {len(graph.nodes)} nodes ({count_text(graph.summary())}), {len(graph.edges)} edges, "
           f"{neurons:,} spiking neurons")
-    if "nir_nodes" in summary:
-        print(f"  NIR: {sum(summary['nir_nodes'].values())} nodes ({_fmt_count(summary['nir_nodes'])}), "
-              f"{summary['nir_edges']} edges")
-    for line in ssa_summary(graph):
+    for line in [*backend.describe_artifacts(summary), *ssa_summary(graph), *backend.describe_build(summary, out)]:
         print(f"  {line}")
-    if summary.get("ssa"):
-        _print_loihi_forms(summary, out)
     for path in summary.get("artifacts", []):
         size = Path(path).stat().st_size if Path(path).is_file() else None
         print(f"  wrote {path}" + (f" ({_size(size)})" if size is not None else ""))

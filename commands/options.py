@@ -1,13 +1,13 @@
 """The conversion options every command takes, built once from convert.options.ConversionOptions: the same
-flags with the same defaults in spk-convert, spk-parity and spk-report, so they name the same network."""
+flags with the same defaults in spk-convert, spk-parity and spk-report, so they name the same network. The flags
+only one target reads are that target's (Backend.add_arguments, Backend.option_fields)."""
 from __future__ import annotations
 
 import argparse
 
-from convert.options import (DEFAULT_INPUT_SCALE, SSA_CHOICES, SSA_ORDERS, WEIGHT_BITS_CHOICES, WEIGHTS_CHOICES,
-                             ConversionOptions, OptionsError)
+from convert.options import SSA_CHOICES, SSA_ORDERS, WEIGHTS_CHOICES, ConversionOptions, OptionsError
 from ground.errors import UserError
-from hardware.loihi.profiles import PROFILES
+from hw_backends import base as targets
 from spikformer.presets import PRESETS
 
 DEFAULTS = ConversionOptions()
@@ -44,21 +44,8 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
                         f"Loihi: the one that needs fewer cores) (default {DEFAULTS.ssa})")
     g.add_argument("--ssa-order", default=DEFAULTS.ssa_order, choices=SSA_ORDERS,
                    help=f"SSA product order; auto picks the one with fewer neurons (default {DEFAULTS.ssa_order})")
-    g.add_argument("--weight-bits", type=int, default=DEFAULTS.weight_bits, choices=WEIGHT_BITS_CHOICES,
-                   help="loihi: 16 carries each dense weight in two 8-bit synapse groups (high and low part, more "
-                        f"synapses, near-float accuracy); 8 uses one group (default {DEFAULTS.weight_bits})")
-    g.add_argument("--vth-mant", type=int, default=DEFAULTS.vth_mant,
-                   help="loihi: threshold mantissa of LIF layers; sets the fixed-point scale lambda = (64 vth + 1) / "
-                        f"theta (default {DEFAULTS.vth_mant})")
-    g.add_argument("--input-scale", type=int, default=DEFAULTS.input_scale,
-                   help="loihi: graded input payload = round(x * SCALE) for x in [0, 1] (default: the training data's "
-                        f"exact grid recorded in the checkpoint, e.g. 256 for the digits at 16x16, else "
-                        f"{DEFAULT_INPUT_SCALE})")
-    g.add_argument("--hw", default=DEFAULTS.hw, choices=sorted(PROFILES),
-                   help="loihi: the hardware profile the network is placed on, every per-core limit obeyed "
-                        "(compartments, synapse memory, input and output axons; docs/limits.md): loihi1 "
-                        "(nengo-loihi's figures) or loihi2 (Intel's chip figures, unpublished per-core figures "
-                        f"assumed) (default {DEFAULTS.hw})")
+    for backend in targets.backends():
+        backend.add_arguments(g)
 
 
 def source_arguments(args: argparse.Namespace) -> dict:
@@ -67,16 +54,16 @@ def source_arguments(args: argparse.Namespace) -> dict:
             "normalize": args.normalize}
 
 
-def default_mode(target: str) -> str:
-    """What a target's build runs by default: Loihi fixed point for loihi (the network spk-convert exports),
-    reference float semantics otherwise."""
-    return "fixed" if target == "loihi" else "float"
+def target_arguments(args: argparse.Namespace) -> dict:
+    """The flags every registered target adds (Backend.option_fields), as ConversionOptions fields: all of them
+    whichever target runs, so every artifact records the same options."""
+    return {f: getattr(args, f) for backend in targets.backends() for f in backend.option_fields}
 
 
 def conversion_options(args: argparse.Namespace, target: str, device: str = "cpu") -> ConversionOptions:
     try:
-        return ConversionOptions(target=target, ssa=args.ssa, ssa_order=args.ssa_order, weight_bits=args.weight_bits,
-                                 vth_mant=args.vth_mant, input_scale=args.input_scale, preset=args.preset,
-                                 weights=args.weights, device=device, hw=args.hw, **source_arguments(args))
+        return ConversionOptions(target=target, ssa=args.ssa, ssa_order=args.ssa_order, preset=args.preset,
+                                 weights=args.weights, device=device, **source_arguments(args),
+                                 **target_arguments(args))
     except OptionsError as e:
         raise UserError(str(e)) from None

@@ -14,20 +14,22 @@ from analysis.parity import (default_logit_atol, firing_rate_plot, parity_markdo
 from ground.atomic import atomic_dir
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
+from hw_backends import base as targets
 from hw_backends.conversion import convert
 from .data_args import add_data_arguments, data_facts, model_data_config, open_split, stream
-from .options import add_conversion_arguments, conversion_options, default_mode
+from .options import add_conversion_arguments, conversion_options
 from .ray_scaleout import add_ray_arguments, ray_device, ray_executor, ray_reads_data
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spk-parity", description=__doc__)
     p.add_argument("checkpoint")
-    p.add_argument("--target", default="loihi", choices=["loihi", "nir"],
-                   help="loihi: Loihi fixed point (default); nir: float semantics of the NIR graph")
-    p.add_argument("--mode", choices=["fixed", "float"], default=None,
-                   help="fixed (Loihi integer arithmetic) or float (reference semantics, float64; must be exact). "
-                        "Default: fixed for loihi, float for nir")
+    backends = targets.backends()
+    p.add_argument("--target", default="loihi", choices=[b.name for b in backends],
+                   help="the target whose network is checked (default loihi)")
+    p.add_argument("--mode", choices=targets.run_modes(), default=None,
+                   help="fixed (the target's integer arithmetic) or float (reference semantics, float64; must be "
+                        "exact). Default: " + ", ".join(f"{b.default_mode} for {b.name}" for b in backends))
     add_data_arguments(p)
     p.add_argument("--samples", type=int, default=None, help="number of test samples (default: all)")
     p.add_argument("--engine", choices=["sim", "lava"], default="sim")
@@ -55,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(a: argparse.Namespace) -> int:
-    mode = a.mode or default_mode(a.target)
-    if a.target == "nir" and mode == "fixed":
-        raise UserError("--target nir has float semantics; use --mode float")
+    backend = targets.get_backend(a.target)
+    mode = a.mode or backend.default_mode
+    backend.check_mode(mode)
     if a.samples is not None and a.samples < 1:
         raise UserError("--samples must be >= 1")
     if a.engine == "lava" and mode != "fixed":

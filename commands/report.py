@@ -2,8 +2,7 @@
 
     spk-report model.pt [--preset NAME] [--data digits|cifar10:DIR|npz:FILE] [--samples N]
                [--energy-model cmos45|loihi|FILE.json] [--ssa auto|binary|graded] [--ssa-order ...]
-               [--weight-bits 8|16] [--vth-mant N] [--input-scale N] [--hw loihi1|loihi2] [--mode float|fixed]
-               [--target nir|loihi]
+               [the target's own flags, e.g. --weight-bits 8|16] [--mode float|fixed] [--target NAME]
                [--seed S] [--device cpu|cuda] [--batch-size B] [--no-progress]
                [--ray [ADDRESS] [--ray-shards N] [--ray-retries N]] -o DIR
 
@@ -28,13 +27,14 @@ from analysis.attention import attention_maps, attention_position
 from analysis.attention import summary as attention_summary
 from analysis.energy_models import BUILTIN_MODELS, load_energy_model
 from analysis.render import chart_attention, render_all
-from analysis.report import DEFAULT_ENERGY_MODEL, MODES, TARGETS, build_report
+from analysis.report import build_report
 from ground.atomic import replace_files
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
+from hw_backends import base as targets
 from hw_backends.conversion import convert
 from .data_args import add_data_arguments, model_data_config, open_split, stream
-from .options import add_conversion_arguments, conversion_options, default_mode
+from .options import add_conversion_arguments, conversion_options
 from .ray_scaleout import add_ray_arguments, ray_device, ray_executor, ray_reads_data
 
 PROG = "spk-report"
@@ -47,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file (spk-train output, or an official state dict with --preset)")
     add_data_arguments(p)
     p.add_argument("--samples", type=int, default=64, help="test images to run (default 64)")
+    backends = targets.backends()
     p.add_argument("--energy-model", default=None,
-                   help=f"{' | '.join(sorted(BUILTIN_MODELS))} | FILE.json (default: cmos45 for --target nir, "
-                        f"loihi for --target loihi)")
-    p.add_argument("--mode", default=None, choices=sorted(MODES),
-                   help="float: reference semantics, float64; fixed: Loihi fixed point, the network spk-convert "
-                        "exports (default: fixed for --target loihi, float for nir)")
-    p.add_argument("--target", default="nir", choices=sorted(TARGETS), help="back end (default nir)")
+                   help=f"{' | '.join(sorted(BUILTIN_MODELS))} | FILE.json (default: "
+                        + ", ".join(f"{b.default_energy_model} for --target {b.name}" for b in backends) + ")")
+    p.add_argument("--mode", default=None, choices=targets.run_modes(),
+                   help="float: reference semantics, float64; fixed: the target's fixed point, the network "
+                        "spk-convert exports (default: "
+                        + ", ".join(f"{b.default_mode} for --target {b.name}" for b in backends) + ")")
+    p.add_argument("--target", default="nir", choices=[b.name for b in backends], help="back end (default nir)")
     add_conversion_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and the sample choice (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu; cpu with "
@@ -81,11 +83,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.attention_samples < 0:
         raise UserError(f"--attention-samples must be >= 0, got {args.attention_samples}")
-    args.mode = args.mode or default_mode(args.target)
-    if args.target not in MODES[args.mode][0]:
-        raise UserError(f"--mode {args.mode} runs on --target {' or '.join(MODES[args.mode][0])}, not "
-                        f"{args.target}")
-    energy_model = load_energy_model(args.energy_model or DEFAULT_ENERGY_MODEL.get(args.target, "cmos45"))
+    backend = targets.get_backend(args.target)
+    args.mode = args.mode or backend.default_mode
+    if args.mode not in backend.run_modes:
+        raise UserError(f"--mode {args.mode} runs on --target {' or '.join(targets.targets_running(args.mode))}, "
+                        f"not {args.target}")
+    energy_model = load_energy_model(args.energy_model or backend.default_energy_model)
     device = ray_device(args)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")

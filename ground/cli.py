@@ -47,3 +47,8 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, main: Callable[[argparse
         print(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+
+
+def count_text(counts: dict) -> str:
+    """Counts for a console line, largest first (ties by name): {"B": 1, "A": 3} -> "A 3, B 1"."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,14 +1,18 @@
 """The target interface and the registry of targets.
 
 A target is one class with a `name`, a one-line `description`, `build(frontend graph, options) -> TargetBuild`
-(lower, and for a chip quantise, schedule and place) and `export(build, out_path) -> summary` (write the
-artifacts atomically), registered with `@register`. Adding a target is one module under `hw_backends/` that
-registers itself, plus its module name in TARGET_MODULES. Every command reaches a target through
-hw_backends.conversion.convert, never through this registry directly.
+(lower, and for a chip quantise, schedule and place) and `export(build, out_path, model_info) -> summary` (write
+the artifacts atomically), registered with `@register`. It also owns everything the commands and the reports say
+or ask about it: its run modes, its default energy model, the flags only it reads, its console lines after an
+export and its own section of the energy report (the hooks of `Backend`), so no command or analysis module
+branches on a target's name. A target registers when its module is imported: the built-in ones are listed in
+TARGET_MODULES, others are imported by whoever uses them or named by an installed package's entry point in the
+group TARGET_ENTRY_POINTS. Every command converts through hw_backends.conversion.convert.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,7 @@ from convert.options import ConversionOptions
 from ground.errors import UserError
 
 TARGET_MODULES = ("hw_backends.nir.target", "hw_backends.loihi.target")  # imported on first use of the registry
+TARGET_ENTRY_POINTS = "spikformer_deploy.targets"  # an installed package's targets: entry points naming their modules
 NUMERICS = ("float", "loihi_fixed")  # the arithmetic a built graph runs in (sim.engine.Engine's modes)
 
 
@@ -28,6 +33,13 @@ class UnknownTargetError(UserError, ValueError):
 
 class OutputPathError(UserError, ValueError):
     pass
+
+
+class ModeError(UserError, ValueError):
+    pass
+
+
+FLOAT_MODE = "float64 simulation of the lowered graph (reference semantics, sim.engine)"
 
 
 @dataclass
@@ -46,13 +58,25 @@ class TargetBuild:
 
 class Backend:
     """Subclass, set `name`, `description`, `output_kind` ("file" or "dir"), `default_suffix`, `ssa_forms`;
-    implement `build` and `export`."""
+    implement `build` and `export`. The other attributes and hooks have defaults that fit a float target."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     output_kind: ClassVar[str] = "file"
     default_suffix: ClassVar[str] = ""
     ssa_forms: ClassVar[tuple] = ("binary",)
+    # spk-parity and spk-report: the --mode values it runs (Build.runnable) with what each runs, and its default
+    run_modes: ClassVar[dict] = {"float": FLOAT_MODE}
+    default_mode: ClassVar[str] = "float"
+    # spk-report: what the report's activity is counted on, and the energy model priced without --energy-model
+    report_description: ClassVar[str] = ""
+    default_energy_model: ClassVar[str] = "cmos45"
+    # spk-report: the key of the report section only this target fills (None: none). Every report holds the key of
+    # each registered target's section, null unless that target ran in one of `report_section_modes`.
+    report_section: ClassVar[str | None] = None
+    report_section_modes: ClassVar[tuple] = ()
+    # the ConversionOptions fields only this target reads; add_arguments gives each its flag
+    option_fields: ClassVar[tuple] = ()
 
     def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
         raise NotImplementedError
@@ -61,10 +85,41 @@ class Backend:
         """Fails (one line, before any work) when `out_path` cannot be written."""
         return check_output_path(out_path, self.output_kind)
 
-    def export(self, build, out_path) -> dict:
-        """Write the artifacts of a hw_backends.conversion.Build atomically; return a JSON-able summary (at least
-        {"artifacts": [paths]})."""
+    def export(self, build, out_path, model_info: dict) -> dict:
+        """Write the artifacts of a hw_backends.conversion.Build atomically, recording `model_info`
+        (Build.model_info); return a JSON-able summary (at least {"artifacts": [paths]})."""
         raise NotImplementedError
+
+    def add_arguments(self, group) -> None:
+        """The flags of `option_fields` (dest = the field) on `group` (an argparse argument group): every command's
+        conversion options hold them, whichever target it runs."""
+
+    def describe_artifacts(self, summary: dict) -> list[str]:
+        """spk-convert's lines on what `export` wrote (its summary), printed after the IR's line."""
+        return []
+
+    def describe_build(self, summary: dict, out_path) -> list[str]:
+        """spk-convert's lines on the target's own build choices, printed after the SSA lines."""
+        return []
+
+    def report_section_content(self, target: TargetBuild, graph: ir.Graph, spike_counts: dict, samples: int,
+                               steps: int) -> dict:
+        """The report section `report_section` of a run of `graph` (target.graph) in a mode of
+        `report_section_modes`, from its per-neuron spike counts over `samples` samples of `steps` steps."""
+        raise NotImplementedError
+
+    def report_section_doc(self, section: dict, num) -> list[tuple]:
+        """The filled report section as energy.md / report.html items (analysis.render): ("h2", title), ("p", text),
+        ("table", header, rows); `num` formats a number as the rest of the report does."""
+        return []
+
+    def check_mode(self, mode: str) -> None:
+        """Fails (one line) when this target does not run `mode`."""
+        if mode in self.run_modes:
+            return
+        if tuple(self.run_modes) == ("float",):
+            raise ModeError(f"--target {self.name} has float semantics; use --mode float")
+        raise ModeError(f"--target {self.name} runs --mode {' or '.join(self.run_modes)}, not {mode}")
 
     def resolve_ssa(self, requested: str) -> str | None:
         """The SSA form for a request: None for "auto" where the target must compare its forms."""
@@ -96,15 +151,17 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 
 def _load_targets() -> None:
-    """Imports every target module once; one that fails is listed as unavailable, with the reason."""
+    """Imports every target module once, the built-in ones and those of installed packages' entry points; one
+    that fails is listed as unavailable, with the reason."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for module in TARGET_MODULES:
-        name = module.split(".")[1]
+    loaders = [(module.split(".")[1], lambda m=module: importlib.import_module(m)) for module in TARGET_MODULES]
+    loaders += [(ep.name, ep.load) for ep in importlib.metadata.entry_points(group=TARGET_ENTRY_POINTS)]
+    for name, load in loaders:
         try:
-            importlib.import_module(module)
+            load()
         except Exception as e:  # noqa: BLE001 - a broken optional target must not take the others down
             if name not in _REGISTRY:
                 _UNAVAILABLE[name] = f"{type(e).__name__}: {e}"
@@ -114,6 +171,22 @@ def list_backends() -> list[tuple[str, str]]:
     """[(name, description)] of every registered target, sorted by name."""
     _load_targets()
     return sorted((n, c.description) for n, c in _REGISTRY.items())
+
+
+def backends() -> list[Backend]:
+    """One instance of every registered target, sorted by name."""
+    _load_targets()
+    return [_REGISTRY[n]() for n in sorted(_REGISTRY)]
+
+
+def run_modes() -> list[str]:
+    """Every --mode some registered target runs, sorted."""
+    return sorted({m for b in backends() for m in b.run_modes})
+
+
+def targets_running(mode: str) -> list[str]:
+    """The names of the registered targets that run `mode`, sorted."""
+    return [b.name for b in backends() if mode in b.run_modes]
 
 
 def unavailable() -> dict[str, str]:

@@ -12,10 +12,13 @@ from convert.options import SSA_FORMS, ConversionOptions
 from convert.passes import lower
 from ground.atomic import atomic_dir
 
-from ..base import Backend, TargetBuild, register
+from ..base import FLOAT_MODE, Backend, TargetBuild, register
+from .console import build_lines
 from .export import build, write_artifacts
+from .flags import OPTION_FIELDS, add_loihi_arguments
 from hardware.loihi.limits import LoihiLimitError
 from hardware.loihi.profiles import PROFILES, get_profile
+from .report_section import placement_doc, placement_section
 from .resources import map_resources
 
 
@@ -49,6 +52,16 @@ class LoihiBackend(Backend):
     output_kind = "dir"
     default_suffix = "_loihi"
     ssa_forms = SSA_FORMS
+    run_modes = {"float": FLOAT_MODE,
+                 "fixed": "Loihi fixed point: the lowered graph quantised (hw_backends.loihi.export.build) and run "
+                          "with integer kernels (sim.engine); logical time, per-hop delays not simulated"}
+    default_mode = "fixed"  # the network spk-convert exports
+    report_description = ("the lowered graph for Loihi (in float mode the counts equal the nir target's; use --mode "
+                          "fixed for the quantised network)")
+    default_energy_model = "loihi"
+    report_section = "loihi_placement"
+    report_section_modes = ("fixed",)  # the graph the placement is of
+    option_fields = OPTION_FIELDS
 
     def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
         """Builds every SSA form (the export reports the cost of each) and keeps the requested one, or for
@@ -103,3 +116,16 @@ class LoihiBackend(Backend):
                 "hw": t.resources["profile"]["name"], "other_profiles": t.resources.get("other_profiles", {}),
                 "warnings": len(t.warnings),
                 "artifacts": [str(Path(out_path) / f) for f in ["manifest.json", *manifest["files"]]]}
+
+    def add_arguments(self, group) -> None:
+        add_loihi_arguments(group)
+
+    def describe_build(self, summary: dict, out_path) -> list[str]:
+        return build_lines(summary, out_path)
+
+    def report_section_content(self, target: TargetBuild, graph: ir.Graph, spike_counts: dict, samples: int,
+                               steps: int) -> dict:
+        return placement_section(target, graph, spike_counts, samples, steps)
+
+    def report_section_doc(self, section: dict, num) -> list[tuple]:
+        return placement_doc(section, num)

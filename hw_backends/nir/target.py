@@ -5,6 +5,7 @@ from __future__ import annotations
 from convert import ir
 from convert.options import ConversionOptions
 from convert.passes import lower
+from ground.cli import count_text
 
 from ..base import Backend, TargetBuild, register
 from . import nir_io
@@ -19,6 +20,7 @@ class NIRBackend(Backend):
     output_kind = "file"
     default_suffix = ".nir"
     ssa_forms = ("binary",)  # graded spikes and product neurons have no NIR node type
+    report_description = "the lowered graph (spike-only synapses, as exported to NIR)"
 
     def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
         form = self.resolve_ssa(options.ssa)
@@ -29,3 +31,7 @@ class NIRBackend(Backend):
         summary = nir_io.write_nir(out_path, build.graph, model_info=model_info)
         summary["artifacts"] = [summary["path"]]
         return summary
+
+    def describe_artifacts(self, summary: dict) -> list[str]:
+        counts = summary["nir_nodes"]
+        return [f"NIR: {sum(counts.values())} nodes ({count_text(counts)}), {summary['nir_edges']} edges"]
