@@ -12,11 +12,8 @@ from convert import ir
 
 from hardware.loihi import limits as L
 
-from .timing import POPULATION_TYPES
-
 INPUT_MESSAGE_BITS = L.GRADED_PAYLOAD_BITS  # the image: graded payload round(x * input_payload_scale)
 GRADED_MESSAGE_BITS = 24    # GradedVec / ProdNeuron s_out: int32 with precision 24 (signed 24-bit payloads)
-GRADED_TYPES = (ir.GradedNeuron, ir.ProductNeuron)
 
 
 class LavaGraphError(ValueError):
@@ -33,21 +30,12 @@ class LavaTimeoutError(LavaRunError):
         self.pgid = pgid  # the killed process group (the worker and every Lava process it forked)
 
 
-def is_graded(node) -> bool:
-    """Does the population send graded payloads (rather than binary spikes)?"""
-    return isinstance(node, GRADED_TYPES)
-
-
 def message_bits(node, graph: ir.Graph | None = None) -> int:
     """num_message_bits of a Sparse whose pre is `node`: 0 for binary spikes, > 0 for graded payloads (the input:
     graded, except binary event frames, metadata "input_binary")."""
     if isinstance(node, ir.Input):
         return 0 if graph is not None and graph.metadata.get("input_binary") else INPUT_MESSAGE_BITS
-    return GRADED_MESSAGE_BITS if is_graded(node) else 0
-
-
-def _is_readout(node) -> bool:
-    return isinstance(node, ir.LoihiLIF) and node.readout
+    return GRADED_MESSAGE_BITS if node.is_graded else 0
 
 
 def readout_population(graph: ir.Graph) -> str:
@@ -56,11 +44,11 @@ def readout_population(graph: ir.Graph) -> str:
     if len(outs) != 1:
         raise LavaGraphError(f"expected one Output node, found {outs}")
     src = graph.in_edges(outs[0])[0].src
-    if not _is_readout(graph.nodes[src]):
+    if not (isinstance(graph.nodes[src], ir.LoihiLIF) and graph.nodes[src].is_readout):
         raise LavaGraphError(f"output {outs[0]} does not read a readout population ({src})")
     return src
 
 
 def populations(g: ir.Graph) -> list[str]:
     """The populations of the network (one Lava neuron process each), in topological order."""
-    return [n for n in g.topo_order() if isinstance(g.nodes[n], POPULATION_TYPES)]
+    return [n for n in g.topo_order() if g.nodes[n].is_population]

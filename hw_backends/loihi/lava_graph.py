@@ -92,8 +92,7 @@ from convert import ir
 
 from hardware.loihi import limits as L
 
-from .lava_conventions import LavaGraphError, is_graded, message_bits, readout_population
-from .timing import POPULATION_TYPES
+from .lava_conventions import LavaGraphError, message_bits, readout_population
 
 # the bit-accurate model Loihi2SimCfg(select_tag="fixed_pt") picks for each process class (pinned with
 # LavaNetwork.model_map(pin_all=True))
@@ -255,7 +254,7 @@ def _product_process(name: str, node: ir.ProductNeuron, n: int, shape: tuple, de
     return proc
 
 
-# the Lava process of each population kind (timing.POPULATION_TYPES)
+# the Lava process of each population kind (the ir kinds with is_population)
 POPULATION_BUILDERS = {ir.LoihiLIF: _lif_process, ir.GradedNeuron: _graded_process,
                        ir.ProductNeuron: _product_process}
 
@@ -328,7 +327,7 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, mat
     pops = {}
     for name in graph.topo_order():
         node = graph.nodes[name]
-        if isinstance(node, POPULATION_TYPES):
+        if node.is_population:
             pops[name] = _population_process(name, node, tuple(shapes[name]), int(schedule["depth"][name]), P)
 
     conns = []
@@ -361,7 +360,7 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, mat
             raise LavaGraphError(f"cannot record {name!r}: not a population")
         paths[name] = str(Path(sink_dir) / f"{i:04d}.npy")
         sinks[name] = NpySink(shape=(math.prod(shapes[name]),), n_steps=n_steps, flush_step=n_steps,
-                           path=paths[name], dtype="int32" if is_graded(graph.nodes[name]) else "int8",
+                           path=paths[name], dtype="int32" if graph.nodes[name].is_graded else "int8",
                            name=f"sink:{name}")
         pops[name].s_out.connect(sinks[name].a_in)
     return LavaNetwork(graph, schedule, source, pops, conns, sinks, B, n_steps, shapes, paths)

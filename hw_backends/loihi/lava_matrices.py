@@ -20,7 +20,7 @@ from convert import ir, kernels  # the IR kernels (same code the simulators use)
 
 from hardware.loihi.numerics import value_bounds
 
-from .lava_conventions import GRADED_MESSAGE_BITS, LavaGraphError, is_graded
+from .lava_conventions import GRADED_MESSAGE_BITS, LavaGraphError
 from .timing import Projection
 
 # build-time bound per projection (build_size): a convolution's synapses, or the (post x pre) kernel outputs of
@@ -180,7 +180,7 @@ def check_graded_payloads(graph: ir.Graph) -> dict:
     bounds = value_bounds(graph, int(graph.metadata.get("input_payload_scale", 255)))
     out = {}
     for name, node in graph.nodes.items():
-        if is_graded(node):
+        if node.is_graded:
             out[name] = bounds[name]
             if bounds[name] > 2 ** (GRADED_MESSAGE_BITS - 1) - 1:
                 raise LavaGraphError(f"{name}: graded payload bound {bounds[name]:g} does not fit "

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from convert import ir
 
-from .lava_conventions import LavaRunError, is_graded
+from .lava_conventions import LavaRunError
 from .lava_graph import build_lava_network
 
 
@@ -86,7 +86,7 @@ def run_network_inprocess(g: ir.Graph, sched: dict, payload: np.ndarray, matrice
     spikes = {}
     for name, data in raw.items():
         shape = net.shapes[name]
-        graded = is_graded(g.nodes[name])
+        graded = g.nodes[name].is_graded
         out = np.zeros((T, B, math.prod(shape)), dtype=np.int32 if graded else np.uint8)
         for n in range(B):
             for t in range(T):

@@ -13,7 +13,7 @@ from convert import ir
 
 from ..base import TargetBuild
 from ..conversion import Build
-from .lava_conventions import _is_readout, populations, readout_population
+from .lava_conventions import populations, readout_population
 from .lava_matrices import DEFAULT_MAX_MATRIX_ENTRIES, check_matrix_sizes
 from .network_file import read_export
 
@@ -33,7 +33,7 @@ class RunnableNetwork:
         if record is None:
             return []
         if record == "all":
-            return [p for p in self.populations if not _is_readout(self.graph.nodes[p])]
+            return [p for p in self.populations if not self.graph.nodes[p].is_readout]
         bad = [r for r in record if r not in self.populations]
         if bad:
             raise ValueError(f"cannot record {bad}: not populations of the network")

@@ -34,10 +34,6 @@ class Projection:
     port: str = "in"  # the post population's input port (ProductNeuron has in1, in2)
 
 
-# the node kinds with `is_population`, for lava_graph and lava_run until they ask the node (then this goes)
-POPULATION_TYPES = tuple(cls for cls in ir.NODE_TYPES.values() if cls.is_population)
-
-
 def _is_pop(node) -> bool:
     return node.is_population or isinstance(node, ir.Input)
 
