@@ -49,3 +49,32 @@ def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path, low, h
     res = lint_imports(tmp_path)
     assert res.returncode != 0
     assert f"{low} is not allowed to import {high}" in res.stdout or f"{low} -> {high}" in res.stdout, res.stdout[-3000:]
+
+
+def _imports_between_packages() -> dict:
+    """{(importer package, imported package): number of distinct (module, module) direct imports}, from grimp,
+    the import graph import-linter checks."""
+    import grimp
+    graph = grimp.build_graph(*PACKAGES, include_external_packages=False, cache_dir=None)
+    counts: dict = {}
+    for module in graph.modules:
+        src = module.split(".")[0]
+        for imported in graph.find_modules_directly_imported_by(module):
+            dst = imported.split(".")[0]
+            if dst != src and dst in PACKAGES:
+                counts[(src, dst)] = counts.get((src, dst), 0) + 1
+    return counts
+
+
+def test_the_import_table_of_the_architecture_doc_is_the_code():
+    """docs/architecture.md's table of imports between packages states what the code does today."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    rows = {}
+    for line in text.split("## Imports between packages", 1)[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1]
+    counts = _imports_between_packages()
+    expected = {p: ", ".join(f"{q} ({counts[(p, q)]})" for q in PACKAGES if (p, q) in counts) or "-"
+                for p in PACKAGES}
+    assert rows == expected
