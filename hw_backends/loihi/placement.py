@@ -129,11 +129,13 @@ class SenderLoad:
 
 
 class PopulationCut:
-    """Usage of every tile of one population for a given tile extent per dimension."""
+    """Usage of every tile of one population for a given tile extent per dimension. `memo`: classes of intervals
+    already found in this conversion (placement_memo.py)."""
 
     def __init__(self, name: str, shape: tuple, incoming: list[Incoming], sender: SenderLoad,
-                 profile: HardwareProfile):
+                 profile: HardwareProfile, memo: PlacementMemo | None = None):
         self.name, self.shape, self.incoming, self.sender, self.profile = name, tuple(shape), incoming, sender, profile
+        self.memo = memo
         self._cache: dict = {}
         self.keys: dict[tuple, list[int]] = {}
         for i, inc in enumerate(incoming):
@@ -141,15 +143,24 @@ class PopulationCut:
 
     def _classes(self, d: int, t: int) -> _Classes:
         if (d, t) not in self._cache:
-            a, b = intervals(self.shape[d], t)
-            stats = [inc.geom.dim_stats(d, t, inc.population, not inc.shares_axons) for inc in self.incoming]
-            cols = [(b - a)[:, None]]
-            for st in stats:
-                cols += [st.reached[:, None], st.synapses[:, None], st.n.reshape(len(a), -1),
-                         st.count.reshape(len(a), -1)]
-            _, rep, mult = np.unique(np.concatenate(cols, axis=1), axis=0, return_index=True, return_counts=True)
-            self._cache[(d, t)] = _Classes(rep, mult, (b - a)[rep], stats)
+            if self.memo is None:
+                self._cache[(d, t)] = self._find_classes(d, t)
+            else:  # what dim_stats reads: the geometry, the axon format and, for channels only, per_format
+                key = (d, t, self.shape[d], tuple((inc.fingerprint[1], inc.population,
+                                                   (not inc.shares_axons) if d == 0 else None)
+                                                  for inc in self.incoming))
+                self._cache[(d, t)] = self.memo.classes(key, lambda: self._find_classes(d, t))
         return self._cache[(d, t)]
+
+    def _find_classes(self, d: int, t: int) -> _Classes:
+        a, b = intervals(self.shape[d], t)
+        stats = [inc.geom.dim_stats(d, t, inc.population, not inc.shares_axons) for inc in self.incoming]
+        cols = [(b - a)[:, None]]
+        for st in stats:
+            cols += [st.reached[:, None], st.synapses[:, None], st.n.reshape(len(a), -1),
+                     st.count.reshape(len(a), -1)]
+        _, rep, mult = np.unique(np.concatenate(cols, axis=1), axis=0, return_index=True, return_counts=True)
+        return _Classes(rep, mult, (b - a)[rep], stats)
 
     def in_side(self, extents: tuple) -> tuple[dict, dict]:
         """Worst compartments, input axons and synapse bits over the tiles, and their totals over all tiles."""
@@ -339,10 +350,10 @@ def _consumers(into: dict, pre: str) -> list[str]:
 
 
 def _cut(name: str, shape: tuple, incoming: list[Incoming], into: dict, placed: dict, profile: HardwareProfile,
-         allowed: dict, caps: dict | None) -> dict:
+         allowed: dict, caps: dict | None, memo: PlacementMemo | None = None) -> dict:
     """The placement record of population `name`, its consumers cut as in `placed`."""
     sender = _sender_load(name, shape, into, {k: v["tile"] for k, v in placed.items()}, profile)
-    cut = PopulationCut(name, shape, incoming, sender, profile)
+    cut = PopulationCut(name, shape, incoming, sender, profile, memo)
     ext, usage = choose_extents(cut, allowed, caps)
     grid = tuple(len(intervals(s, t)[0]) for s, t in zip(shape, ext))
     ratios = usage.ratios(allowed)
@@ -387,7 +398,7 @@ def _place_pass(order: list[str], shapes: dict, into: dict, profile: HardwarePro
             raise ir.IRValidationError(f"{name}: population without input")
 
         def make():
-            return _cut(name, shape, incoming, into, placed, profile, allowed, caps.get(name))
+            return _cut(name, shape, incoming, into, placed, profile, allowed, caps.get(name), memo)
         try:
             placed[name] = make() if memo is None else memo.cut(
                 _memo_key(name, shape, incoming, into, placed, profile, caps.get(name)), make)
