@@ -76,7 +76,8 @@ def run_all(presets, timeout: int) -> list[dict]:
             continue
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
         if r.returncode != 0 or not line:
-            rows.append({"preset": p, "error": f"exit {r.returncode}: " + " | ".join(r.stderr.strip().splitlines()[-3:])})
+            tail = " | ".join(r.stderr.strip().splitlines()[-3:])
+            rows.append({"preset": p, "error": f"exit {r.returncode}: {tail}"})
             continue
         rows.append(json.loads(line[-1]))
     return rows

@@ -125,10 +125,12 @@ def quantise_dense(name: str, weight: np.ndarray, scale: float, per_channel_exp:
     e_top = int(np.max(e))
     top = mant_max * 2.0 ** e_top
 
-    negative = positive = False  # of the mantissas: lava's sign mode
+    negative = positive = False  # of the mantissas: lava's sign mode (settled once both signs are seen)
     for r in rows.blocks:
         m = _round_mantissas(rows.w(r), rows.of(e_b, r), mixed)
         negative, positive = negative or bool(np.any(m < 0)), positive or bool(np.any(m > 0))
+        if negative and positive:
+            break
     mode = lava_mode(negative, positive)
 
     mant = np.empty(weight.shape, np.float64)
@@ -190,10 +192,12 @@ def _low_part(name: str, rows: _Rows, mant: np.ndarray, step, e, mixed: bool) ->
     def mantissas(r):
         return _round_mantissas(_residue(rows.w(r), mant[r], rows.of(step, r)), rows.of(e_lo_b, r), mixed)
 
-    negative = positive = False
+    negative = positive = False  # settled once both signs are seen
     for r in rows.blocks:
         m = mantissas(r)
         negative, positive = negative or bool(np.any(m < 0)), positive or bool(np.any(m > 0))
+        if negative and positive:
+            break
     if not (negative or positive):
         return None
     mode = lava_mode(negative, positive)
