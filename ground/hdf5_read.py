@@ -1,5 +1,5 @@
 """Untrusted HDF5 files parsed in ground.sandbox's child process: a hang or a crash of the HDF5 library (not
-hardened against crafted files: bench/fuzz_readers.py found forged network.h5 files that make it loop forever or
+hardened against crafted files: bench/fuzzing/fuzz_readers.py found forged network.h5 files that make it loop forever or
 segfault) becomes a typed error instead of taking the caller down.
 
 `read_hdf5(path)` dumps an HDF5 file in the child (`hdf5_dump`: groups, attributes, datasets; hard links only)

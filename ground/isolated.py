@@ -3,7 +3,7 @@ form one process group, pgid == its pid), is waited for under a deadline, and is
 
 Three users: the sandbox's parser helper (ground.sandbox, a line protocol over pipes), the isolated Lava worker
 (hw_backends.loihi.lava_run, one job to the end under a timeout) and the fuzzer's case worker
-(bench/fuzz_readers.py, a line protocol with a watchdog). `wait_pid` is the deadline wait of a forked child
+(bench/fuzzing/fuzz_readers.py, a line protocol with a watchdog). `wait_pid` is the deadline wait of a forked child
 (the sandbox helper's per-call child). Linux (process groups, /proc for zombies, pidfd where available).
 """
 from __future__ import annotations

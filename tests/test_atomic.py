@@ -241,9 +241,9 @@ def test_nir_write_failure_keeps_the_old_file(tiny, tmp_path, monkeypatch):
 
 
 def test_loihi_artifacts_failure_keeps_the_old_export(tiny, tmp_path, monkeypatch):
-    from hw_backends.loihi import export
+    from hw_backends.loihi import compile as loihi_compile, export
     _, conv = tiny
-    built = export.build(conv.lowered)
+    built = loihi_compile.build(conv.lowered)
     d = _old_dir(tmp_path)
     before = snapshot(d)
 

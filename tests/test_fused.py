@@ -5,7 +5,7 @@ import torch
 
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from hw_backends.loihi.export import build
+from hw_backends.loihi.compile import build
 from sim.engine import Engine
 from sim.fused import FusedSSA
 

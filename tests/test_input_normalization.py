@@ -315,7 +315,7 @@ def test_fixed_point_agrees_with_a_trained_normalised_model(trained_normalized):
 # ------------------------------------------------------------------------------------------------ lava
 def test_lava_equals_the_fixed_point_simulator_with_the_per_neuron_bias(tmp_path):
     from analysis.lava_crosscheck import crosscheck
-    from hw_backends.loihi.export import build as loihi_build
+    from hw_backends.loihi.compile import build as loihi_build
     from hw_backends.loihi.export import write_artifacts
     from sklearn.datasets import load_digits
 

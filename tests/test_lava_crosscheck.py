@@ -22,7 +22,8 @@ import torch
 from convert import ir
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from hw_backends.loihi.export import build, write_artifacts
+from hw_backends.loihi.compile import build
+from hw_backends.loihi.export import write_artifacts
 from tests.helpers_models import randomized_model
 
 import lava.proc.lif.process  # noqa: E402,F401  (lava-nc is pinned: required, not skipped)

@@ -11,7 +11,7 @@ from commands import convert as convert_cli
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hardware.loihi import limits
-from hw_backends.loihi.export import build
+from hw_backends.loihi.compile import build
 from hw_backends.loihi.network_file import read_network
 from sim.engine import Engine
 from spikformer.checkpoint import save_checkpoint

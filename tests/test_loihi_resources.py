@@ -21,7 +21,7 @@ from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hardware.loihi import limits
 from hw_backends.loihi.crossings import chip_crossings
-from hw_backends.loihi.export import build
+from hw_backends.loihi.compile import build
 from hw_backends.loihi.placement import LIMIT_NAMES, place, tile_usage
 from hardware.loihi.profiles import LOIHI1, PROFILES, get_profile
 from hw_backends.loihi.quantize import quantize
@@ -403,13 +403,13 @@ def test_placement_error_names_what_to_try():
     from convert.options import ConversionOptions
     from hardware.loihi.limits import LoihiLimitError
     from hardware.loihi.profiles import get_profile
-    from hw_backends.loihi.target import _placement_hint
+    from hw_backends.loihi.compile import placement_hint
     e = LoihiLimitError("patch_embed.maxpool3", "output axons per core on loihi2 (one neuron per core)", 4622, 4096)
-    hint = _placement_hint(e, ConversionOptions(target="loihi", weight_bits=16), get_profile("loihi2"))
+    hint = placement_hint(e, ConversionOptions(target="loihi", weight_bits=16), get_profile("loihi2"))
     assert "--weight-bits 8" in hint and "--hw loihi1" in hint
-    assert "--weight-bits" not in _placement_hint(e, ConversionOptions(target="loihi", weight_bits=8),
+    assert "--weight-bits" not in placement_hint(e, ConversionOptions(target="loihi", weight_bits=8),
                                                   get_profile("loihi2"))
     other = LoihiLimitError("x", "bias exponent (3 bit)", 9, 7)
-    assert _placement_hint(other, ConversionOptions(target="loihi"), get_profile("loihi2")) == ""
+    assert placement_hint(other, ConversionOptions(target="loihi"), get_profile("loihi2")) == ""
     full = LoihiLimitError(e.node, e.limit, e.used, e.allowed, hint)
     assert str(full).endswith(hint) and "uses 4622, allowed 4096" in str(full)

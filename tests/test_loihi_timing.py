@@ -5,7 +5,7 @@ import torch
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hardware.loihi import limits
-from hw_backends.loihi.export import build
+from hw_backends.loihi.compile import build
 from hw_backends.loihi.quantize import quantize
 from hw_backends.loihi.timing import insert_delay_relays, schedule
 from sim.engine import Engine

@@ -112,7 +112,8 @@ def test_zero_variance_with_eps_converts_exactly():
 def test_weights_beyond_the_8_bit_range_are_clipped_with_a_warning(tmp_path):
     """A huge BatchNorm gain (x 3e4 after folding) needs a weight exponent beyond Loihi's 7: the largest
     weights are clipped, and quantization.json / summary.md say which synapse, how many and by how much."""
-    from hw_backends.loihi.export import build, write_artifacts
+    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.export import write_artifacts
     m = tiny()
     bn = _bn(m)
     with torch.no_grad():
@@ -135,7 +136,7 @@ def test_weights_beyond_the_8_bit_range_are_clipped_with_a_warning(tmp_path):
 
 
 def test_bias_beyond_the_loihi_range_is_a_named_error():
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     from hardware.loihi.limits import LoihiLimitError
     m = tiny()
     bn = _bn(m)
@@ -152,7 +153,7 @@ def test_bias_beyond_the_loihi_range_is_a_named_error():
 def test_a_large_bias_lowers_that_layers_scale_with_a_warning():
     """A bias of 10 thresholds per step does not fit bias_mant << bias_exp at vth 4096; the layer gets the
     largest vth that holds it (1637), the others keep 4096, and the warning says so."""
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     m = tiny()
     bn = _bn(m)
     with torch.no_grad():
@@ -168,7 +169,7 @@ def test_a_large_bias_lowers_that_layers_scale_with_a_warning():
 
 
 def test_large_weights_within_range_get_a_larger_exponent_and_no_warning():
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     base = build(lower(spikformer_to_ir(tiny())))
     m = tiny()
     with torch.no_grad():
@@ -182,7 +183,7 @@ def test_large_weights_within_range_get_a_larger_exponent_and_no_warning():
 
 # ---------------------------------------------------------------------------------------------- zero layers
 def test_all_zero_layer_warns_by_name_and_converts_exactly():
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     m = tiny()
     with torch.no_grad():
         m.block[0].mlp.fc1_linear.weight.zero_()
@@ -197,7 +198,7 @@ def test_all_zero_layer_warns_by_name_and_converts_exactly():
 
 
 def test_all_zero_batchnorm_gain_and_head_warn_and_quantise():
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     m = tiny()
     with torch.no_grad():
         m.patch_embed.rpe_bn.weight.zero_()
@@ -221,7 +222,7 @@ def test_healthy_model_converts_without_warnings():
 # ---------------------------------------------------------------------------------------------- inputs
 @pytest.fixture(scope="module")
 def graphs():
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     m = tiny()
     g = lower(spikformer_to_ir(m))
     return m, g, build(g).graph
@@ -272,7 +273,7 @@ def test_parity_fixed_point_reports_clipping(graphs):
 
 
 def test_an_input_grid_finer_than_the_payload_is_a_warning_not_a_silent_fallback():
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     g = lower(spikformer_to_ir(tiny()))
     g.metadata["input_value_grid"] = 2 ** 16  # one more than a 16-bit payload holds
     q = build(g).quantization

@@ -108,7 +108,7 @@ def test_hdf5_files_store_no_timestamps(ckpt, tmp_path):
     from hw_backends.nir.nir_io import write_nir
     from convert.options import ConversionOptions
     from hw_backends.conversion import convert
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     from hw_backends.loihi.network_file import write_network
 
     conv = convert(ckpt, ConversionOptions())

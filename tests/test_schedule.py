@@ -10,7 +10,7 @@ from convert import ir
 from convert.frontend import spikformer_to_ir
 from convert.kernels import ParamCache
 from convert.passes import lower
-from hw_backends.loihi.export import build
+from hw_backends.loihi.compile import build
 from sim import fixed_point, fused, int8, lif_kernel
 from sim.engine import Engine
 

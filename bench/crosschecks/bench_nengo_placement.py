@@ -10,7 +10,7 @@ Layers: populations of our networks whose every incoming projection nengo-loihi 
 SumPool2d): the SPS stem convolutions (BatchNorm folded), a max-pool OR, the token-wise Linear layers (q, MLP)
 and a graded residual sum of digits-2-64 and cifar10-4-384 (spikformer.synthetic.randomized_model, seed 0:
 sizes do not depend on trained values). Each layer is the population as it sits in the quantised graph
-(hw_backends.loihi.export.build: SSA form --ssa-form, default graded as spk-convert takes it; weights
+(hw_backends.loihi.compile.build: SSA form --ssa-form, default graded as spk-convert takes it; weights
 --weight-bits, default 8, one synapse group per projection), with all its incoming projections, each
 presynaptic population an off-chip nengo Ensemble whose spikes enter as chip input axons (SpikeInput), the layer
 an on-chip LIF Ensemble; its consumers (the populations it feeds) are built on chip too, fed by it only, so that
@@ -149,11 +149,11 @@ def nengo_info(py: str) -> tuple[dict, dict]:
 # ------------------------------------------------------------------------------------------------ our side
 def quantised_graph(preset: str, weight_bits: int, form: str):
     """The quantised graph and the schedule's projections of a randomized preset, as spk-convert --target loihi
-    builds them (export.build) in SSA form `form`."""
+    builds them (compile.build) in SSA form `form`."""
     import torch
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     from spikformer.synthetic import randomized_model
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     built = build(lower(spikformer_to_ir(randomized_model(preset, seed=0)), ssa_form=form), weight_bits=weight_bits)
@@ -768,7 +768,7 @@ METHOD = [
     "because nengo 3.2.0 imports numpy.product, gone in numpy 2). The main venv is untouched and imports nothing "
     "of nengo; bench/crosschecks/nengo_placement_worker.py runs inside that venv and imports nothing of this repository but "
     "bench/crosschecks/worker_tools.py (standard library only).",
-    "Layers: the quantised graph spk-convert --target loihi builds (export.build; SSA form and weight bits per "
+    "Layers: the quantised graph spk-convert --target loihi builds (compile.build; SSA form and weight bits per "
     "entry, default graded and 8) of a randomized "
     "preset (spikformer.synthetic.randomized_model, seed 0); each layer is one population with all its incoming "
     "projections (residual streams included), every presynaptic population an off-chip nengo Ensemble (its "

@@ -199,7 +199,8 @@ def make_samples(dest) -> Path:
     from hw_backends.nir.nir_io import write_nir
     from convert.options import ConversionOptions
     from hw_backends.conversion import convert
-    from hw_backends.loihi.export import build, write_artifacts
+    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.export import write_artifacts
     from ground.atomic import atomic_dir
     from spikformer.checkpoint import save_checkpoint
     from spikformer.synthetic import randomized_model

@@ -34,7 +34,7 @@ def _cifar_case(form: str):
     import torch
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     from spikformer.synthetic import randomized_model
     model = randomized_model("cifar10-4-384", seed=0, attn_drive=0.5).float()
     built = build(lower(spikformer_to_ir(model), ssa_form=form))
@@ -205,7 +205,7 @@ def _imagenet_child(batch: int) -> None:
     t0 = time.perf_counter()
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     from spikformer.synthetic import randomized_model
     model = randomized_model("imagenet-8-384", seed=0, attn_drive=0.5).float()
     built = build(lower(spikformer_to_ir(model), ssa_form="graded"))

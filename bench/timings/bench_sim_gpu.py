@@ -41,7 +41,7 @@ PARITY_IMAGES = 50_000
 def _build(preset: str, form: str, **changes):
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.export import build
+    from hw_backends.loihi.compile import build
     from spikformer.synthetic import randomized_model
     model = randomized_model(preset, seed=0, attn_drive=0.5, **changes).float()
     lowered = lower(spikformer_to_ir(model), ssa_form=form)

@@ -63,10 +63,17 @@ def _hist(interval: np.ndarray, n: np.ndarray, weight: np.ndarray | None, n_int:
     return n_out.reshape(n_int, n_groups, H), c_out.reshape(n_int, n_groups, H)
 
 
-class ConvGeometry:
-    """Conv2d, Conv1d or SumPool2d from input shape (C_in, *S_in) to output (C_out, *S_out)."""
+def tap_invariance(w: np.ndarray, nd: int) -> tuple:
+    """Per spatial axis of a conv weight [C_out, C_in, *kernel]: whether every tap along it has the same weights
+    (then one weight set serves every tap pattern along it)."""
+    return tuple(bool(np.all(np.take(w, [0], axis=2 + d) == w)) for d in range(nd))
 
-    def __init__(self, node: ir.Node, in_shape: tuple, out_shape: tuple):
+
+class ConvGeometry:
+    """Conv2d, Conv1d or SumPool2d from input shape (C_in, *S_in) to output (C_out, *S_out). `invariance`:
+    tap_invariance, or a memo of it (placement_memo.py)."""
+
+    def __init__(self, node: ir.Node, in_shape: tuple, out_shape: tuple, invariance=tap_invariance):
         self.node, self.in_shape, self.out_shape = node, tuple(in_shape), tuple(out_shape)
         nd = len(in_shape) - 1
         if isinstance(node, ir.SumPool2d):
@@ -77,8 +84,7 @@ class ConvGeometry:
             k = tuple(node.weight.shape[2:])
             s = (node.stride,) * nd if np.ndim(node.stride) == 0 else tuple(node.stride)
             p = (node.padding,) * nd if np.ndim(node.padding) == 0 else tuple(node.padding)
-            w = np.asarray(node.weight)
-            invariant = tuple(bool(np.all(np.take(w, [0], axis=2 + d) == w)) for d in range(nd))
+            invariant = invariance(np.asarray(node.weight), nd)
         self.kernel, self.stride, self.padding, self.invariant = k, s, p, invariant
         self.cin_g, self.cout_g = in_shape[0] // self.groups, out_shape[0] // self.groups
         e = np.asarray(node.weight_exp)
@@ -281,9 +287,9 @@ class AxisGeometry:
         return np.flatnonzero(mask)
 
 
-def geometry(node: ir.Node, in_shape: tuple, out_shape: tuple):
+def geometry(node: ir.Node, in_shape: tuple, out_shape: tuple, invariance=tap_invariance):
     if isinstance(node, (ir.Conv2d, ir.Conv1d, ir.SumPool2d)):
-        return ConvGeometry(node, in_shape, out_shape)
+        return ConvGeometry(node, in_shape, out_shape, invariance)
     if isinstance(node, ir.AxisSynapse):
         return AxisGeometry(node, in_shape, out_shape)
     raise TypeError(f"{node.name}: no placement rule for synapse kind {node.kind}")

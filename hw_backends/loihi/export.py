@@ -1,22 +1,18 @@
-"""`spk-convert --target loihi -o DIR`: quantise, schedule, map, and write the artifact directory atomically:
-manifest.json, network.h5, quantization.json, resources.json, summary.md."""
+"""`spk-convert --target loihi -o DIR`: the artifact directory of a compiled build (compile.py), written into a
+staging directory that the target moves into place atomically: manifest.json, network.h5, quantization.json,
+resources.json, summary.md."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from convert import ir
-from convert.options import DEFAULT_VTH_MANT
 from ground.hashing import file_sha256
 from ground.versions import package_versions
 
 from ..base import TargetBuild
 from .network_file import write_network
 from .placement import LIMIT_LABELS
-from hardware.loihi.profiles import HardwareProfile, get_profile
-from .quantize import quantize
-from .resources import map_resources
-from .timing import insert_delay_relays, schedule, timing_report
+from .timing import timing_report
 
 
 def _json_default(obj):
@@ -24,20 +20,6 @@ def _json_default(obj):
     lists, anything else as text."""
     tolist = getattr(obj, "tolist", None)
     return tolist() if callable(tolist) else str(obj)
-
-
-def build(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 16,
-          input_scale: int | None = None, profile: HardwareProfile | str | None = None) -> TargetBuild:
-    """The lowered `graph` quantised, with its report, the schedule and the placement on the hardware `profile`
-    (profiles.py; default loihi2) (no files)."""
-    q, qrep = quantize(graph, vth_mant=vth_mant, weight_bits=weight_bits, input_scale=input_scale)
-    qrep["delay_relays"] = insert_delay_relays(q)
-    sched = schedule(q)
-    res = map_resources(q, sched["projections"], get_profile(profile), sched["max_depth"])
-    forms = {s.get("form") for s in graph.metadata.get("ssa", {}).values()}
-    return TargetBuild(lowered=graph, graph=q, numeric="loihi_fixed", ssa_form=forms.pop() if len(forms) == 1
-                       else "binary", schedule=sched, quantization=qrep, resources=res,
-                       warnings=qrep["warnings"] + res["warnings"])
 
 
 def _recut(r: dict) -> str:

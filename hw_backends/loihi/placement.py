@@ -10,6 +10,7 @@ spatial tile extent, the fewest channel tiles that satisfy every limit (binary s
 tile). A population that violates a limit even with one neuron per core raises LoihiLimitError."""
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ import numpy as np
 from convert import ir
 
 from hardware.loihi import limits as L
-from .connectivity import DimStats, geometry, intervals, synapse_bits
+from .connectivity import DimStats, geometry, intervals, synapse_bits, tap_invariance
 from hardware.loihi.profiles import HardwareProfile
+from .placement_memo import PlacementMemo
 from .timing import Projection
 
 LIMIT_NAMES = ("compartments", "synapse_bits", "input_axons", "output_axons")
@@ -44,6 +46,14 @@ class Incoming:
     def key(self) -> tuple:
         shared = (self.proj.pre, self.proj.delay, self.population, self.geom.signature)
         return shared if self.shares_axons else shared + (self.proj.synapse,)
+
+    @functools.cached_property
+    def fingerprint(self) -> tuple:
+        """Everything of this projection the placement reads (for PlacementMemo keys)."""
+        g = self.geom
+        structure = (type(g.node).__name__, g.signature, getattr(g, "invariant", None), g.n_exp,
+                     g.exp_group.tobytes() if hasattr(g, "exp_group") else None)
+        return self.proj, structure, self.population, self.delay_bits, self.shares_axons
 
 
 @dataclass
@@ -74,50 +84,58 @@ def _outer(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 class SenderLoad:
-    """Output axons of a population's neurons toward its (already cut) consumers, summed per tile by prefix sums:
-    discrete axons per neuron, population axons per position (all channels of a position share one axon)."""
+    """Output axons of a population's neurons toward its (already cut) consumers, summed per tile: discrete axons
+    per neuron, population axons per position (all channels of a position share one axon). Sums over tiles are
+    differences of prefix sums (exact integers): over the spatial axes once per sender, then over the channels
+    for the last spatial extents, for which choose_extents tries channel extents in turn."""
 
     def __init__(self, shape: tuple):
         self.shape = tuple(shape)
         self.per_neuron = np.zeros(self.shape, np.int64)
         self.per_position = np.zeros(self.shape[1:], np.int64)
-        self._prefix = None
+        self._prefix = None   # spatial prefix sums of per_neuron and per_position
+        self._spatial = None  # (spatial extents, channel prefix of per-tile neuron sums, per-tile position sums)
 
     def add(self, counts: np.ndarray, factor: int, population: bool) -> None:
         if population:
             self.per_position += (counts * factor).reshape(self.shape[1:])
         else:
             self.per_neuron += counts.reshape(self.shape)
-        self._prefix = None
+        self._prefix = self._spatial = None
 
     @staticmethod
-    def _cumsum(a: np.ndarray) -> np.ndarray:
-        p = np.pad(a, [(1, 0)] * a.ndim)
-        for ax in range(a.ndim):
-            p = np.cumsum(p, axis=ax)
-        return p
-
-    def _box_sums(self, prefix: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        out = 0
-        for corner in itertools.product((0, 1), repeat=len(bounds)):
-            idx = np.ix_(*[b if c else a for c, (a, b) in zip(corner, bounds)])
-            sign = -1 if (len(bounds) - sum(corner)) % 2 else 1
-            out = out + sign * prefix[idx]
-        return out
+    def _spatial_prefix(a: np.ndarray, first: int) -> np.ndarray:
+        """Prefix sums over the axes from `first` on, each padded with a leading zero."""
+        for ax in range(first, a.ndim):
+            pad = np.zeros(a.shape[:ax] + (1,) + a.shape[ax + 1:], np.int64)
+            a = np.cumsum(np.concatenate([pad, a], axis=ax), axis=ax)
+        return a
 
     def per_tile(self, extents: tuple) -> np.ndarray:
         if self._prefix is None:
-            self._prefix = (self._cumsum(self.per_neuron), self._cumsum(self.per_position))
-        bounds = [intervals(s, t) for s, t in zip(self.shape, extents)]
-        return self._box_sums(self._prefix[0], bounds) + self._box_sums(self._prefix[1], bounds[1:])[None]
+            self._prefix = (self._spatial_prefix(self.per_neuron, 1), self._spatial_prefix(self.per_position, 0))
+        spatial = tuple(extents[1:])
+        if self._spatial is None or self._spatial[0] != spatial:
+            neurons, positions = self._prefix
+            for ax, (size, t) in enumerate(zip(self.shape[1:], spatial)):
+                a, b = intervals(size, t)  # the sum over [a, b) is prefix[b] - prefix[a]
+                neurons = np.take(neurons, b, axis=ax + 1) - np.take(neurons, a, axis=ax + 1)
+                positions = np.take(positions, b, axis=ax) - np.take(positions, a, axis=ax)
+            prefix = np.cumsum(np.concatenate([np.zeros((1,) + neurons.shape[1:], np.int64), neurons]), axis=0)
+            self._spatial = (spatial, prefix, positions)
+        _, prefix, positions = self._spatial
+        a, b = intervals(self.shape[0], extents[0])
+        return prefix[b] - prefix[a] + positions[None]
 
 
 class PopulationCut:
-    """Usage of every tile of one population for a given tile extent per dimension."""
+    """Usage of every tile of one population for a given tile extent per dimension. `memo`: classes of intervals
+    already found in this conversion (placement_memo.py)."""
 
     def __init__(self, name: str, shape: tuple, incoming: list[Incoming], sender: SenderLoad,
-                 profile: HardwareProfile):
+                 profile: HardwareProfile, memo: PlacementMemo | None = None):
         self.name, self.shape, self.incoming, self.sender, self.profile = name, tuple(shape), incoming, sender, profile
+        self.memo = memo
         self._cache: dict = {}
         self.keys: dict[tuple, list[int]] = {}
         for i, inc in enumerate(incoming):
@@ -125,15 +143,24 @@ class PopulationCut:
 
     def _classes(self, d: int, t: int) -> _Classes:
         if (d, t) not in self._cache:
-            a, b = intervals(self.shape[d], t)
-            stats = [inc.geom.dim_stats(d, t, inc.population, not inc.shares_axons) for inc in self.incoming]
-            cols = [(b - a)[:, None]]
-            for st in stats:
-                cols += [st.reached[:, None], st.synapses[:, None], st.n.reshape(len(a), -1),
-                         st.count.reshape(len(a), -1)]
-            _, rep, mult = np.unique(np.concatenate(cols, axis=1), axis=0, return_index=True, return_counts=True)
-            self._cache[(d, t)] = _Classes(rep, mult, (b - a)[rep], stats)
+            if self.memo is None:
+                self._cache[(d, t)] = self._find_classes(d, t)
+            else:  # what dim_stats reads: the geometry, the axon format and, for channels only, per_format
+                key = (d, t, self.shape[d], tuple((inc.fingerprint[1], inc.population,
+                                                   (not inc.shares_axons) if d == 0 else None)
+                                                  for inc in self.incoming))
+                self._cache[(d, t)] = self.memo.classes(key, lambda: self._find_classes(d, t))
         return self._cache[(d, t)]
+
+    def _find_classes(self, d: int, t: int) -> _Classes:
+        a, b = intervals(self.shape[d], t)
+        stats = [inc.geom.dim_stats(d, t, inc.population, not inc.shares_axons) for inc in self.incoming]
+        cols = [(b - a)[:, None]]
+        for st in stats:
+            cols += [st.reached[:, None], st.synapses[:, None], st.n.reshape(len(a), -1),
+                     st.count.reshape(len(a), -1)]
+        _, rep, mult = np.unique(np.concatenate(cols, axis=1), axis=0, return_index=True, return_counts=True)
+        return _Classes(rep, mult, (b - a)[rep], stats)
 
     def in_side(self, extents: tuple) -> tuple[dict, dict]:
         """Worst compartments, input axons and synapse bits over the tiles, and their totals over all tiles."""
@@ -266,12 +293,13 @@ def choose_extents(cut: PopulationCut, allowed: dict, caps: dict | None = None) 
     return best[1], best[2]
 
 
-def _incoming(g: ir.Graph, projs: list[Projection], shapes: dict, profile: HardwareProfile) -> dict:
+def _incoming(g: ir.Graph, projs: list[Projection], shapes: dict, profile: HardwareProfile,
+              memo: PlacementMemo | None = None) -> dict:
     into: dict[str, list[Incoming]] = {}
     for p in projs:
         syn = g.nodes[p.synapse]
         in_shape = shapes[g.in_edges(p.synapse)[0].src]
-        geom = geometry(syn, in_shape, shapes[p.synapse])
+        geom = geometry(syn, in_shape, shapes[p.synapse], memo.invariance if memo else tap_invariance)
         population = bool(profile.population_axons and geom.can_population)
         if p.delay.bit_length() > profile.max_delay_bits:
             raise L.LoihiLimitError(f"{p.synapse} ({p.pre} -> {p.post})", f"synaptic delay ({profile.max_delay_bits} "
@@ -321,10 +349,42 @@ def _consumers(into: dict, pre: str) -> list[str]:
     return sorted({post for post, incs in into.items() if any(inc.proj.pre == pre for inc in incs)})
 
 
+def _cut(name: str, shape: tuple, incoming: list[Incoming], into: dict, placed: dict, profile: HardwareProfile,
+         allowed: dict, caps: dict | None, memo: PlacementMemo | None = None) -> dict:
+    """The placement record of population `name`, its consumers cut as in `placed`."""
+    sender = _sender_load(name, shape, into, {k: v["tile"] for k, v in placed.items()}, profile)
+    cut = PopulationCut(name, shape, incoming, sender, profile, memo)
+    ext, usage = choose_extents(cut, allowed, caps)
+    grid = tuple(len(intervals(s, t)[0]) for s, t in zip(shape, ext))
+    ratios = usage.ratios(allowed)
+    tightest = max(LIMIT_NAMES, key=lambda k: ratios[k])
+    record = {
+        "shape": list(shape), "tile": list(ext), "grid": list(grid), "cores": math.prod(grid),
+        "binding": tightest if math.prod(grid) > 1 else "none", "tightest": tightest,
+        "worst_core": {k: {"used": usage.worst[k], "allowed": allowed[k]} for k in LIMIT_NAMES},
+        "synapses": usage.totals["synapses"], "synapse_bits": usage.totals["synapse_bits"],
+        "input_axons": usage.totals["input_axons"], "output_axons": usage.totals.get("output_axons", 0),
+        "axon_formats": {inc.proj.synapse: ("population" if inc.population else "discrete") for inc in incoming}}
+    if caps:  # what the repair asked and what this cut gives (above the cap where no tiling meets it)
+        record["fan_out_caps"] = {pre: {"cap": cap, "used": fan_out(incoming, pre, ext, profile)}
+                                  for pre, cap in caps.items()}
+    return record
+
+
+def _memo_key(name: str, shape: tuple, incoming: list[Incoming], into: dict, placed: dict,
+              profile: HardwareProfile, caps: dict | None) -> tuple:
+    """Everything _cut reads: the population, its inputs, each consumer's tile with what `name` sends it."""
+    sends = tuple((post, tuple(placed[post]["tile"]), tuple(inc.fingerprint for inc in incs if inc.proj.pre == name))
+                  for post, incs in sorted(into.items()) if any(inc.proj.pre == name for inc in incs))
+    return (profile, name, shape, tuple(inc.fingerprint for inc in incoming), sends,
+            tuple(sorted(caps.items())) if caps else None)
+
+
 def _place_pass(order: list[str], shapes: dict, into: dict, profile: HardwareProfile, allowed: dict, caps: dict,
-                previous: dict) -> dict:
+                previous: dict, memo: PlacementMemo | None = None) -> dict:
     """One placement, consumers first. Populations cut before the first capped one are taken from `previous`
-    (their cut does not depend on the caps). Raises _FanOut where a producer's fan-out does not fit a core."""
+    (their cut does not depend on the caps); others from `memo` where an equal cut was made before. Raises
+    _FanOut where a producer's fan-out does not fit a core."""
     placed: dict[str, dict] = {}
     reuse = True
     for name in reversed(order):
@@ -336,32 +396,20 @@ def _place_pass(order: list[str], shapes: dict, into: dict, profile: HardwarePro
         incoming = into.get(name, [])
         if not incoming:
             raise ir.IRValidationError(f"{name}: population without input")
-        sender = _sender_load(name, shape, into, {k: v["tile"] for k, v in placed.items()}, profile)
-        cut = PopulationCut(name, shape, incoming, sender, profile)
+
+        def make():
+            return _cut(name, shape, incoming, into, placed, profile, allowed, caps.get(name), memo)
         try:
-            ext, usage = choose_extents(cut, allowed, caps.get(name))
+            placed[name] = make() if memo is None else memo.cut(
+                _memo_key(name, shape, incoming, into, placed, profile, caps.get(name)), make)
         except L.LoihiLimitError as e:
             if e.limit.startswith(LIMIT_LABELS["output_axons"]) and _consumers(into, name):
                 raise _FanOut(e, name, placed) from None
             raise
-        grid = tuple(len(intervals(s, t)[0]) for s, t in zip(shape, ext))
-        ratios = usage.ratios(allowed)
-        tightest = max(LIMIT_NAMES, key=lambda k: ratios[k])
-        placed[name] = {
-            "shape": list(shape), "tile": list(ext), "grid": list(grid), "cores": math.prod(grid),
-            "binding": tightest if math.prod(grid) > 1 else "none", "tightest": tightest,
-            "worst_core": {k: {"used": usage.worst[k], "allowed": allowed[k]} for k in LIMIT_NAMES},
-            "synapses": usage.totals["synapses"], "synapse_bits": usage.totals["synapse_bits"],
-            "input_axons": usage.totals["input_axons"], "output_axons": usage.totals.get("output_axons", 0),
-            "axon_formats": {inc.proj.synapse: ("population" if inc.population else "discrete")
-                             for inc in incoming}}
-        if name in caps:  # what the repair asked and what this cut gives (above the cap where no tiling meets it)
-            placed[name]["fan_out_caps"] = {pre: {"cap": cap, "used": fan_out(incoming, pre, ext, profile)}
-                                            for pre, cap in caps[name].items()}
     return placed
 
 
-def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile) -> dict:
+def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile, memo: PlacementMemo | None = None) -> dict:
     """Tiles, usage and cores of every population; cores numbered population by population in topological order
     (tiles row-major over the grid), chip = core // cores_per_chip (nengo-loihi's Greedy allocator's rule).
 
@@ -369,16 +417,17 @@ def place(g: ir.Graph, projs: list[Projection], profile: HardwareProfile) -> dic
     than a core has (it feeds too many consumer cores) is repaired by re-cutting its consumers under a cap on
     that producer's fan-out toward each (its share of the allowed output axons, by its present use), e.g. a
     3x3 conv cut into deeper channel tiles over fewer positions, and placing again; the caps only tighten,
-    for at most FAN_OUT_PASSES placements, after which the producer's LoihiLimitError stands."""
+    for at most FAN_OUT_PASSES placements, after which the producer's LoihiLimitError stands. `memo`: cuts made
+    by earlier placements of this conversion (placement_memo.py), taken where every input of a cut is equal."""
     shapes = g.shapes()
     allowed = profile.limits()
-    into = _incoming(g, projs, shapes, profile)
+    into = _incoming(g, projs, shapes, profile, memo)
     order = [n for n in g.topo_order() if g.nodes[n].is_population]
     caps: dict[str, dict[str, int]] = {}  # consumer -> producer -> most output axons toward it
     previous: dict[str, dict] = {}
     for _ in range(FAN_OUT_PASSES):
         try:
-            placed = _place_pass(order, shapes, into, profile, allowed, caps, previous)
+            placed = _place_pass(order, shapes, into, profile, allowed, caps, previous, memo)
             break
         except _FanOut as f:
             last = f

@@ -34,23 +34,7 @@ from convert.options import DEFAULT_INPUT_SCALE, DEFAULT_VTH_MANT, WEIGHT_BITS_C
 from convert.passes import fold_input_norm
 
 from hardware.loihi import limits as L
-
-
-def _fit_exp(max_abs: float, mant_max: int) -> int:
-    """Smallest exponent e with max_abs / 2**e <= mant_max."""
-    if max_abs == 0:
-        return 0
-    return max(L.WEIGHT_EXP_MIN, math.ceil(math.log2(max_abs / mant_max)))
-
-
-def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
-    """What lava-nc's Sparse bit-accurate model does to 8-bit weights (clip_weights + truncate_weights)."""
-    if np.all(w >= 0):
-        return np.clip(w, 0, 255), "excitatory"
-    if np.all(w <= 0):
-        return np.clip(w, -255, 0), "inhibitory"
-    w = np.clip(w, -256, 255)
-    return (w.astype(np.int64) >> 1) << 1, "mixed"
+from .dense_weights import WeightMemo, fit_exp, lava_weight_rules
 
 
 PIXEL_MAX = 255  # a normalising model's input: x = pixel / 255, exact as the payload at input scale 255
@@ -61,11 +45,9 @@ NORMALIZATION_FOLD_RULE = ("W' = W * 255 / std255 per input channel; per-neuron 
 
 READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
 
-LOW_PART_SHIFT = 7  # the low part's exponent is e - 7: a mixed-sign high part (even mantissas) errs by <= 2**e
-
 class Quantizer:
     def __init__(self, g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, input_scale: int = DEFAULT_INPUT_SCALE,
-                 per_channel_exp: bool = True, weight_bits: int = 16):
+                 per_channel_exp: bool = True, weight_bits: int = 16, memo: WeightMemo | None = None):
         if weight_bits not in WEIGHT_BITS_CHOICES:
             raise ValueError(f"weight_bits must be one of {WEIGHT_BITS_CHOICES}, got {weight_bits!r}")
         for what, v in (("input scale", input_scale), ("vth mantissa", vth_mant)):
@@ -77,6 +59,7 @@ class Quantizer:
         if vth_mant > L.VTH_MAX:
             raise L.LoihiLimitError("all LIF layers", "vth (unsigned 17 bit)", vth_mant, L.VTH_MAX)
         self.per_channel_exp = per_channel_exp
+        self.memo = memo or WeightMemo()
         self.weight_bits = weight_bits
         self.src = g
         self.g = g.copy()
@@ -103,7 +86,7 @@ class Quantizer:
         if isinstance(syn, ir.AxisSynapse) or isinstance(syn, ir.SumPool2d):
             target = float(syn.weight) * scale
             mant_max = 255
-            e = _fit_exp(abs(target), mant_max)
+            e = fit_exp(abs(target), mant_max)
             if exact and target != 0:  # dyadic value: odd mantissa times a power of two, represented exactly
                 m, e2 = abs(target), 0
                 while not float(m).is_integer() and e2 > L.WEIGHT_EXP_MIN:
@@ -118,96 +101,38 @@ class Quantizer:
                    "abs_error": abs(int(m_l[0]) * 2 ** e - target)}
             syn.weight, syn.weight_exp = float(m_l[0]), e
         else:
-            w = syn.weight * scale
-            mixed = bool(np.any(w < 0) and np.any(w > 0))
-            mant_max = L.WEIGHT_MIXED_MAX if mixed else 255
-            e = _fit_exp(float(np.max(np.abs(w))), mant_max)
-            e_needed = e
-            e = min(e, L.WEIGHT_EXP_MAX)  # beyond the largest exponent the largest weights are clipped (below)
-            if self.per_channel_exp:
-                # one exponent per output channel (on chip: one synapse group per exponent): channels with small
-                # weights keep their resolution instead of sharing the exponent of the largest weight
-                ch_max = np.abs(w).reshape(w.shape[0], -1).max(1)
-                e_ch = np.array([min(_fit_exp(float(v), mant_max), e) if v > 0 else e for v in ch_max])
-                e = e_ch if len(set(e_ch.tolist())) > 1 else int(e_ch[0])
-            e_b = np.reshape(e, (-1,) + (1,) * (w.ndim - 1)) if np.ndim(e) else e
-            if mixed:  # lava drops the lowest mantissa bit of mixed-sign weights: round to even values directly
-                m = (2 * np.rint(w / 2.0 ** (e_b + 1))).astype(np.int64)
-            else:
-                m = np.rint(w / 2.0 ** e_b).astype(np.int64)
-            m_l, mode = lava_weight_rules(m)
-            changed = int(np.sum(m_l != m))
-            err = np.abs(m_l * 2.0 ** e_b - w)
-            rec = {"kind": syn.kind, "scale": scale, "weight_exp": np.asarray(e).tolist(), "sign_mode": mode,
-                   "max_abs_mantissa": int(np.max(np.abs(m_l))), "rounded_by_lava_rules": changed,
-                   "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean())}
-            e_top = int(np.max(e))
-            if e_needed > e_top:
-                top = mant_max * 2.0 ** e_top
-                clipped = int(np.sum(np.abs(w) > top))
-                over = float(np.max(np.abs(w)))
-                rec.update(weight_exp_needed=e_needed, clipped_weights=clipped,
-                           max_clip_model_units=(over - top) / scale)
-                self.warn(syn.name, "weights clipped",
-                          f"{clipped} of {w.size} weights exceed the 8-bit range at the largest weight exponent "
-                          f"{e_top} (exponent {e_needed} would be needed): |w| up to {over / scale:.6g} clipped to "
-                          f"{top / scale:.6g} in model units (after BatchNorm folding), i.e. by up to "
-                          f"{(over - top) / scale:.6g} ({100 * (over / top - 1):.1f} %)")
-            elif changed:
-                self.warn(syn.name, "weight", f"{changed} mantissas changed by lava's clip/truncate rules")
-            if np.any(w != 0) and not np.any(m_l):
-                self.warn(syn.name, "weights vanish", f"all {int(np.sum(w != 0))} nonzero weights round to 0 at "
-                          f"the smallest weight exponent {e}")
-            syn.weight = m_l.astype(np.float64)
-            syn.weight_exp = e
-            if self.weight_bits == 16 and not exact:
-                # the low part carries the rounding residue (|r| <= 2**e); what clipping removed stays removed
-                # (warned above)
-                step = 2.0 ** e_b
-                low = self._low_part(syn, np.clip(w - m_l * step, -step, step), e, scale)
-                if low is not None:
-                    err = np.abs(m_l * 2.0 ** e_b + low["_value"] - w)
-                    rec.update(low_part=low["name"], max_abs_error=float(err.max()),
-                               mean_abs_error=float(err.mean()))
+            d = self.memo.quantise(syn.name, syn.weight, scale, self.per_channel_exp,
+                                   self.weight_bits == 16 and not exact)
+            rec = {"kind": syn.kind, **d.record}
+            for what, detail in d.warnings:
+                self.warn(syn.name, what, detail)
+            syn.weight, syn.weight_exp = d.mantissas, d.weight_exp
+            if d.low is not None:
+                rec["low_part"] = self._add_low_part(syn, d.low, scale)
         rec["_scale"] = scale
         self.report["synapses"][syn.name] = rec
         return rec
 
-    def _low_part(self, syn: ir.Node, residue: np.ndarray, e, scale: float) -> dict | None:
-        """The second 8-bit synapse group of a 16-bit weight: the residue of the high part at exponent
-        max(e - 7, WEIGHT_EXP_MIN), wired from the same source to the same neurons. None when the residue
-        rounds to zero everywhere (weights already exact at 8 bits)."""
-        e_lo = np.maximum(np.asarray(e) - LOW_PART_SHIFT, L.WEIGHT_EXP_MIN)
-        e_lo_b = np.reshape(e_lo, (-1,) + (1,) * (residue.ndim - 1)) if e_lo.ndim else e_lo
-        mixed = bool(np.any(residue < 0) and np.any(residue > 0))
-        if mixed:
-            m = (2 * np.rint(residue / 2.0 ** (e_lo_b + 1))).astype(np.int64)
-        else:
-            m = np.rint(residue / 2.0 ** e_lo_b).astype(np.int64)
-        if not np.any(m):
-            return None
-        m_l, mode = lava_weight_rules(m)
-        if np.any(m_l != m):  # cannot happen with the shift of 7 (|residue| <= 2**e): a bug if it does
-            raise AssertionError(f"{syn.name}: low-part mantissas out of the 8-bit range")
+    def _add_low_part(self, syn: ir.Node, low, scale: float) -> str:
+        """The second 8-bit synapse group of a 16-bit weight (dense_weights.LowPart), wired from the same source
+        to the same neurons; returns its name."""
         name = self.g.unique_name(f"{syn.name}.low")
-        low = copy.copy(syn)
-        low.name = name
-        low.weight = m_l.astype(np.float64)
-        low.weight_exp = e_lo if e_lo.ndim and len(set(e_lo.tolist())) > 1 else int(np.max(e_lo))
-        if hasattr(low, "bias"):
-            low.bias = None
-        self.g.nodes[name] = low
+        node = copy.copy(syn)
+        node.name = name
+        node.weight, node.weight_exp = low.mantissas, low.weight_exp
+        if hasattr(node, "bias"):
+            node.bias = None
+        self.g.nodes[name] = node
         self.g.metadata.setdefault("weight_low_parts", {})[name] = syn.name
         for edge in self.g.in_edges(syn.name):
             self.g.connect(edge.src, name, edge.port)
         for edge in self.g.out_edges(syn.name):
             self.g.connect(name, edge.dst, edge.port)
-        value = m_l * 2.0 ** e_lo_b
         self.report["synapses"][name] = {
             "kind": syn.kind, "part": "low", "high_part": syn.name, "scale": scale,
-            "weight_exp": np.asarray(low.weight_exp).tolist(), "sign_mode": mode,
-            "max_abs_mantissa": int(np.max(np.abs(m_l))), "_scale": scale}
-        return {"name": name, "_value": value}
+            "weight_exp": np.asarray(low.weight_exp).tolist(), "sign_mode": low.sign_mode,
+            "max_abs_mantissa": low.max_abs_mantissa, "_scale": scale}
+        return name
 
     def _pop_bias(self, syns) -> np.ndarray | None:
         biases = [s.bias for s in syns if getattr(s, "bias", None) is not None]
@@ -370,9 +295,10 @@ class Quantizer:
 
 
 def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: bool = True, weight_bits: int = 16,
-             input_scale: int | None = None) -> tuple[ir.Graph, dict]:
+             input_scale: int | None = None, memo: WeightMemo | None = None) -> tuple[ir.Graph, dict]:
     """`input_scale` None: the graph's `input_value_grid` (the training data's exact grid, from the checkpoint)
-    when it fits the payload, else DEFAULT_INPUT_SCALE (with a warning when a grid was there but too fine)."""
+    when it fits the payload, else DEFAULT_INPUT_SCALE (with a warning when a grid was there but too fine).
+    `memo`: dense weights already quantised in this conversion (another SSA form of the same model)."""
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
@@ -386,7 +312,7 @@ def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: boo
         too_fine = isinstance(grid, int) and grid >= 2 ** L.GRADED_PAYLOAD_BITS
         input_scale = grid if isinstance(grid, int) and 1 <= grid < 2 ** L.GRADED_PAYLOAD_BITS \
             else DEFAULT_INPUT_SCALE
-    q = Quantizer(g, vth_mant, input_scale, per_channel_exp=per_channel_exp, weight_bits=weight_bits)
+    q = Quantizer(g, vth_mant, input_scale, per_channel_exp=per_channel_exp, weight_bits=weight_bits, memo=memo)
     if too_fine:
         q.warn("input", "input encoding rounds", f"the training data's value grid 1/{grid} needs more than the "
                f"{L.GRADED_PAYLOAD_BITS}-bit graded payload; inputs are rounded to multiples of 1/{input_scale}")

@@ -8,6 +8,7 @@ import math
 from convert import ir
 
 from .placement import LIMIT_NAMES, place
+from .placement_memo import PlacementMemo
 from hardware.loihi.profiles import HardwareProfile, get_profile
 from .timing import Projection
 
@@ -17,9 +18,10 @@ CHIP_RULE = ("cores are not shared between populations; populations in topologic
 
 
 def map_resources(g: ir.Graph, projs: list[Projection], profile: HardwareProfile | str | None = None,
-                  pipeline_depth: int | None = None) -> dict:
+                  pipeline_depth: int | None = None, memo: PlacementMemo | None = None) -> dict:
+    """`memo`: cuts already made in this conversion (placement_memo.py), shared with other placements."""
     profile = get_profile(profile)
-    placed = place(g, projs, profile)
+    placed = place(g, projs, profile, memo)
     pops = {}
     for name, r in placed.items():
         node = g.nodes[name]
