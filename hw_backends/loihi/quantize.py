@@ -215,14 +215,16 @@ class Quantizer:
                                             "max_input": x_max, "rule": "weights x2, v=128x, fires iff x >= ceil(theta)"}
         return ir.LoihiLIF(node.name, node.source, du=4095, dv=4095, vth=vth)
 
-    def graded(self, node) -> None:
-        """Graded and product neurons carry exact integers: their synapses keep weight 1 (mantissa 1)."""
+    def graded(self, node):
+        """Graded and product neurons carry exact integers: their synapses keep weight 1 (mantissa 1); the node
+        itself is kept."""
         syns = [self.g.nodes[e.src] for e in self.g.in_edges(node.name)]
         for s in syns:
             self._set_weights(s, 1.0, exact=True)
         self.report["layers"][node.name] = {"kind": node.kind, "source": node.source, "vth": node.vth,
                                             "exp": getattr(node, "exp", 0),
                                             "rule": "integer payloads, weights 1, exact"}
+        return node
 
     def _fan_in(self, s) -> float:
         if isinstance(s, ir.AxisSynapse):
@@ -276,22 +278,17 @@ class Quantizer:
                           f"not the pixel values")
         g.metadata["input_payload_scale"] = self.input_scale
         for name in g.topo_order():
-            node = g.nodes[name]
-            if isinstance(node, ir.LIF):
-                new = self.lif(node)
-            elif isinstance(node, ir.Threshold):
-                new = self.threshold(node)
-            elif isinstance(node, ir.Integrator):
-                new = self.readout(node)
-            elif isinstance(node, (ir.GradedNeuron, ir.ProductNeuron)):
-                self.graded(node)
-                continue
-            else:
-                continue
-            g.nodes[name] = new
+            method = NEURON_QUANTISERS.get(type(g.nodes[name]))
+            if method is not None:  # synapses are quantised with the neuron they feed; other kinds have no numbers
+                g.nodes[name] = getattr(self, method)(g.nodes[name])
         g.metadata["numeric"] = "loihi_fixed"
         g.metadata["quantization"] = {k: v for k, v in self.report.items() if k in ("input", "vth_mant_target")}
         return g, self.report
+
+
+# each neuron kind -> the Quantizer method that returns its Loihi node (graded neurons keep theirs)
+NEURON_QUANTISERS = {ir.LIF: "lif", ir.Threshold: "threshold", ir.Integrator: "readout", ir.GradedNeuron: "graded",
+                     ir.ProductNeuron: "graded"}
 
 
 def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: bool = True, weight_bits: int = 16,
