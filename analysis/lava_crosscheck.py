@@ -18,13 +18,13 @@ from sim.engine import Engine
 from .engine_records import RunRecords, compare
 
 
-def crosscheck(export_dir_or_built, images, record="all", sim_graph: ir.Graph | None = None,
+def crosscheck(export_dir_or_compiled, images, record="all", sim_graph: ir.Graph | None = None,
                timeout_s: float = 600.0, progress: bool = True, pin_models: bool = False) -> dict:
     """Runs the same images through Lava and through the fixed-point simulator (sim.engine, logical time) and
     counts the differences: spikes (graded populations: integer payloads) of every recorded population and the
-    readout's v at every logical step (readout_steps=True). `export_dir_or_built`: what runnable.open_network
+    readout's v at every logical step (readout_steps=True). `export_dir_or_compiled`: what runnable.open_network
     opens. `sim_graph`: the graph for the simulator (default: the one Lava runs); `pin_models`: see run_lava."""
-    net = open_network(export_dir_or_built)
+    net = open_network(export_dir_or_compiled)
     g = net.graph
     sg = sim_graph if sim_graph is not None else g
     rec = net.record_list(record)
@@ -97,11 +97,11 @@ class EngineCrosscheck:
                 "differences": self.differences, "simulator_s": self.sim_s}
 
 
-def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin_models: bool = True,
+def make_sim_runner(compiled, timeout_s: float = 600.0, progress: bool = False, pin_models: bool = True,
                     crosscheck: bool = True, retries: int = 1):
     """The `sim_runner` of analysis.parity.run_parity for the Lava engine (`spk-parity --engine lava`).
 
-    `built`: a Loihi build, or anything else runnable.open_network opens (opened, checked and its populations
+    `compiled`: a Loihi build, or anything else runnable.open_network opens (opened, checked and its populations
     found once, here). Returns
     `runner(images [B, C, H, W] float tensor, layer_names) -> (logits_v, records)`: `logits_v` is the readout's
     v at the last logical step, float64 [B, classes], *not* divided by graph.metadata['readout_scale'] (parity
@@ -115,7 +115,7 @@ def make_sim_runner(built, timeout_s: float = 600.0, progress: bool = False, pin
     LavaResult (timing, process counts). With `crosscheck`, every population of the network is recorded and
     compared exactly with the fixed-point simulator on the same images (`runner.crosscheck`, an
     EngineCrosscheck accumulated over the calls)."""
-    net = open_network(built)  # refuses big networks before any Lava run
+    net = open_network(compiled)  # refuses big networks before any Lava run
     g, sched, readout = net.graph, net.schedule, net.readout
     pops = set(net.populations)
     check = EngineCrosscheck(g, readout, net.populations) if crosscheck else None

@@ -1,6 +1,6 @@
 """The target interface and the registry of targets.
 
-A target is one class with a `name`, a one-line `description`, `build(frontend graph, options) -> TargetBuild`
+A target is one class with a `name`, a one-line `description`, `compile(frontend graph, options) -> CompiledNetwork`
 (lower, and for a chip quantise, schedule and place) and `export(build, out_path, model_info) -> summary` (write
 the artifacts atomically), registered with `@register`. It also owns everything the commands and the reports say
 or ask about it: its run modes, its default energy model, the flags only it reads, its console lines after an
@@ -43,7 +43,7 @@ FLOAT_MODE = "float64 simulation of the lowered graph (reference semantics, sim.
 
 
 @dataclass
-class TargetBuild:
+class CompiledNetwork:
     """What a target makes of the frontend graph."""
     lowered: ir.Graph                 # spike-only synaptic operations, float semantics
     graph: ir.Graph                   # what the target runs: `lowered`, or its quantised form
@@ -58,7 +58,7 @@ class TargetBuild:
 
 class Backend:
     """Subclass, set `name`, `description`, `output_kind` ("file" or "dir"), `default_suffix`, `ssa_forms`;
-    implement `build` and `export`. The other attributes and hooks have defaults that fit a float target."""
+    implement `compile` and `export`. The other attributes and hooks have defaults that fit a float target."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -78,7 +78,7 @@ class Backend:
     # the ConversionOptions fields only this target reads; add_arguments gives each its flag
     option_fields: ClassVar[tuple] = ()
 
-    def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
+    def compile(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> CompiledNetwork:
         raise NotImplementedError
 
     def check_output(self, out_path) -> Path:
@@ -102,7 +102,7 @@ class Backend:
         """spk-convert's lines on the target's own build choices, printed after the SSA lines."""
         return []
 
-    def report_section_content(self, target: TargetBuild, graph: ir.Graph, spike_counts: dict, samples: int,
+    def report_section_content(self, target: CompiledNetwork, graph: ir.Graph, spike_counts: dict, samples: int,
                                steps: int) -> dict:
         """The report section `report_section` of a run of `graph` (target.graph) in a mode of
         `report_section_modes`, from its per-neuron spike counts over `samples` samples of `steps` steps."""

@@ -16,7 +16,7 @@ from convert.frontend import spikformer_to_ir
 from convert.options import ConversionOptions
 from convert.source import ModelSource, load_source
 
-from .base import Backend, TargetBuild, get_backend
+from .base import Backend, CompiledNetwork, get_backend
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Build:
     source: ModelSource
     backend: Backend
     frontend: ir.Graph        # the model as IR, before any pass
-    target: TargetBuild
+    target: CompiledNetwork
 
     # the target build's fields, read through
     @property
@@ -99,6 +99,6 @@ def convert(source, options: ConversionOptions | None = None, progress: bool = F
         frontend.metadata["input_value_grid"] = source.input_grid
     if frontend.metadata.get("input_per_step") and source.binary_events:
         frontend.metadata["input_binary"] = True  # event frames of 0/1: binary spikes on chip, not graded
-    target = backend.build(frontend, options, progress=progress)
+    target = backend.compile(frontend, options, progress=progress)
     target.graph.validate()
     return Build(options, source, backend, frontend, target)

@@ -9,7 +9,7 @@ from convert import ir
 from convert.options import ConversionOptions
 from convert.passes import lower
 from ground.atomic import write_text
-from hw_backends.base import Backend, TargetBuild, register
+from hw_backends.base import Backend, CompiledNetwork, register
 
 
 @register
@@ -20,10 +20,10 @@ class NodeNamesBackend(Backend):
     default_suffix = ".names.json"
     report_description = "the lowered graph (binary SSA), as the node-names target lowers it"
 
-    def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
+    def compile(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> CompiledNetwork:
         form = self.resolve_ssa(options.ssa)
         g = lower(frontend, ssa_order=options.ssa_order, ssa_form=form)
-        return TargetBuild(lowered=g, graph=g, numeric="float", ssa_form=form)
+        return CompiledNetwork(lowered=g, graph=g, numeric="float", ssa_form=form)
 
     def export(self, build, out_path, model_info: dict) -> dict:
         nodes = {name: type(node).__name__ for name, node in build.graph.nodes.items()}

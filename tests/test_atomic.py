@@ -243,7 +243,7 @@ def test_nir_write_failure_keeps_the_old_file(tiny, tmp_path, monkeypatch):
 def test_loihi_artifacts_failure_keeps_the_old_export(tiny, tmp_path, monkeypatch):
     from hw_backends.loihi import compile as loihi_compile, export
     _, conv = tiny
-    built = loihi_compile.build(conv.lowered)
+    compiled = loihi_compile.compile_graph(conv.lowered)
     d = _old_dir(tmp_path)
     before = snapshot(d)
 
@@ -252,7 +252,7 @@ def test_loihi_artifacts_failure_keeps_the_old_export(tiny, tmp_path, monkeypatc
     monkeypatch.setattr(export, "summary_md", fail)
     with pytest.raises(Boom):
         with atomic_dir(d) as stage:
-            export.write_artifacts(stage, built, conv.model_info(), {})
+            export.write_artifacts(stage, compiled, conv.model_info(), {})
     assert snapshot(d) == before and leftovers(tmp_path) == []
 
 

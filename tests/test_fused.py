@@ -5,7 +5,7 @@ import torch
 
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from sim.engine import Engine
 from sim.fused import FusedSSA
 
@@ -25,7 +25,7 @@ def model():
 def test_fused_equals_explicit(model, form, order, numeric):
     g = lower(spikformer_to_ir(model), ssa_order=order, ssa_form=form)
     if numeric == "fixed":
-        g = build(g).graph
+        g = compile_graph(g).graph
     torch.manual_seed(5)
     x = torch.rand(4, 1, 16, 16)
     num = "loihi_fixed" if numeric == "fixed" else "float"

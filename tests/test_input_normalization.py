@@ -315,7 +315,7 @@ def test_fixed_point_agrees_with_a_trained_normalised_model(trained_normalized):
 # ------------------------------------------------------------------------------------------------ lava
 def test_lava_equals_the_fixed_point_simulator_with_the_per_neuron_bias(tmp_path):
     from analysis.lava_crosscheck import crosscheck
-    from hw_backends.loihi.compile import build as loihi_build
+    from hw_backends.loihi.compile import compile_graph as loihi_build
     from hw_backends.loihi.export import write_artifacts
     from sklearn.datasets import load_digits
 
@@ -333,12 +333,12 @@ def test_lava_equals_the_fixed_point_simulator_with_the_per_neuron_bias(tmp_path
         m.eval()
         for bn in bns:
             bn.running_var.clamp_(min=0.05)
-    built = loihi_build(lower(spikformer_to_ir(m), ssa_order="kv_first", ssa_form="graded"))
-    lif = built.graph.nodes["patch_embed.proj_lif"]
+    compiled = loihi_build(lower(spikformer_to_ir(m), ssa_order="kv_first", ssa_form="graded"))
+    lif = compiled.graph.nodes["patch_embed.proj_lif"]
     assert lif.bias_mant.shape == (2, 8, 8)
     assert not np.array_equal(lif.bias_mant[:, 0, 0], lif.bias_mant[:, 4, 4])  # border differs from interior
-    write_artifacts(tmp_path, built, {"name": "normalised"}, {})
-    rep = crosscheck(tmp_path, x.numpy(), record="all", sim_graph=built.graph, timeout_s=300, progress=False)
+    write_artifacts(tmp_path, compiled, {"name": "normalised"}, {})
+    rep = crosscheck(tmp_path, x.numpy(), record="all", sim_graph=compiled.graph, timeout_s=300, progress=False)
     assert 0 < rep["firing_rates"]["patch_embed.proj_lif"] < 1
     assert rep["spike_mismatches"]["patch_embed.proj_lif"] == 0
     assert rep["total_spike_mismatches"] == 0 and rep["readout_mismatches"] == 0

@@ -22,7 +22,7 @@ import torch
 from convert import ir
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from hw_backends.loihi.export import write_artifacts
 from tests.helpers_models import randomized_model
 
@@ -74,10 +74,10 @@ def checked(request, tmp_path_factory):
     from analysis.lava_crosscheck import crosscheck
     form, order = request.param
     x = digits()
-    built = build(lower(spikformer_to_ir(firing_model(order, x)), ssa_order=order, ssa_form=form))
+    compiled = compile_graph(lower(spikformer_to_ir(firing_model(order, x)), ssa_order=order, ssa_form=form))
     out = tmp_path_factory.mktemp(f"lava_{form}_{order}")
-    write_artifacts(out, built, {"name": f"tiny-{form}-{order}"}, {"ssa_order": order, "ssa_form": form})
-    rep = crosscheck(out, x.numpy(), record="all", sim_graph=built.graph, timeout_s=300, progress=False)
+    write_artifacts(out, compiled, {"name": f"tiny-{form}-{order}"}, {"ssa_order": order, "ssa_form": form})
+    rep = crosscheck(out, x.numpy(), record="all", sim_graph=compiled.graph, timeout_s=300, progress=False)
     summary = {k: v for k, v in rep.items() if k not in ("lava_result", "sim_result")}
     print(f"\n[lava crosscheck {form} {order}] " + json.dumps(
         {"sim_s": summary["sim_s"], "lava": summary["lava"], "network": summary["network"],
@@ -85,12 +85,12 @@ def checked(request, tmp_path_factory):
          "readout_step_mismatches": summary["readout_step_mismatches"],
          "total_spike_mismatches": summary["total_spike_mismatches"],
          "graded_payload_max": summary["graded_payload_max"]}, default=float))
-    return {"form": form, "order": order, "built": built, "dir": out, "report": rep}
+    return {"form": form, "order": order, "compiled": compiled, "dir": out, "report": rep}
 
 
 def test_every_population_fires(checked):
     rates = checked["report"]["firing_rates"]
-    g = checked["built"].graph
+    g = checked["compiled"].graph
     pops = _populations(g)
     assert sorted(rates) == sorted(pops)  # everything recorded
     silent = [n for n in pops if rates[n] == 0]
@@ -114,7 +114,7 @@ def test_readout_bit_exact(checked):
     assert lava_res.readout_v_steps.shape == (2, N_IMAGES, 10)
     assert rep["readout_step_mismatches"] == 0
     np.testing.assert_array_equal(lava_res.readout_v_steps[-1], lava_res.readout_v)
-    scale = checked["built"].graph.metadata["readout_scale"]
+    scale = checked["compiled"].graph.metadata["readout_scale"]
     np.testing.assert_array_equal(lava_res.logits, sim.outputs["output"].numpy() / scale)
 
 
@@ -141,7 +141,7 @@ def test_graded_payloads_exact(checked):
     neurons and the attention LIF through Sparse(num_message_bits=24)."""
     if checked["form"] != "graded":
         pytest.skip("binary SSA form has no graded populations")
-    rep, g = checked["report"], checked["built"].graph
+    rep, g = checked["report"], checked["compiled"].graph
     graded = [n for n in _populations(g) if isinstance(g.nodes[n], (ir.GradedNeuron, ir.ProductNeuron))]
     relays = [r["relay"] for r in g.metadata["residual_relays"].values()]
     ssa = [n for n in graded if n not in relays]
@@ -162,7 +162,7 @@ def test_graded_payloads_exact(checked):
     # graded senders: the image (its high and low weight parts), the count (-> product in1), the product
     # (-> attention LIF) and each residual relay (-> every synapse layer reading the sum, high and low parts);
     # one Sparse process per weight exponent of each
-    sched = checked["built"].schedule
+    sched = checked["compiled"].schedule
     image = [pr for pr in sched["projections"] if pr.pre == g.inputs()[0]]
     from_relays = [pr for pr in sched["projections"] if pr.pre in relays]
     assert len(image) == 2 and len(from_relays) >= 2 * len(relays)
@@ -176,9 +176,9 @@ def _exponent_groups(g, pr) -> int:
 
 
 def test_process_graph_shape(checked):
-    net, sched = checked["report"]["network"], checked["built"].schedule
-    pops = _populations(checked["built"].graph) + ["head"]
-    g = checked["built"].graph
+    net, sched = checked["report"]["network"], checked["compiled"].schedule
+    pops = _populations(checked["compiled"].graph) + ["head"]
+    g = checked["compiled"].graph
 
     def groups(pr):
         return _exponent_groups(g, pr)
@@ -196,16 +196,16 @@ def test_process_graph_shape(checked):
 
 # ---------------------------------------------------------------------------------------------- no Lava run
 @pytest.fixture(scope="module")
-def tiny_built():
+def tiny_compiled():
     x = digits()
-    return build(lower(spikformer_to_ir(firing_model("kv_first", x)), ssa_order="kv_first"))
+    return compile_graph(lower(spikformer_to_ir(firing_model("kv_first", x)), ssa_order="kv_first"))
 
 
-def test_matrices_follow_the_ir_kernels(tiny_built):
+def test_matrices_follow_the_ir_kernels(tiny_compiled):
     """The CSR of a conv projection applied to a spike vector equals the IR kernel (flat, row-major)."""
     from hw_backends.loihi.lava_matrices import synapse_matrix
     from convert import kernels
-    g, sched = tiny_built.graph, tiny_built.schedule
+    g, sched = tiny_compiled.graph, tiny_compiled.schedule
     shapes = g.shapes()
     rng = np.random.default_rng(0)
     for pr in sched["projections"]:
@@ -221,18 +221,18 @@ def test_matrices_follow_the_ir_kernels(tiny_built):
         np.testing.assert_array_equal(w @ s, ref.reshape(-1).numpy(), err_msg=pr.synapse)
 
 
-def test_matrix_size_limit_names_the_node(tiny_built):
+def test_matrix_size_limit_names_the_node(tiny_compiled):
     from hw_backends.loihi.lava_conventions import LavaGraphError
     from hw_backends.loihi.lava_matrices import synapse_matrix
-    g, sched = tiny_built.graph, tiny_built.schedule
+    g, sched = tiny_compiled.graph, tiny_compiled.schedule
     pr = next(p for p in sched["projections"] if p.synapse == "block.0.mlp.fc1_linear")
     with pytest.raises(LavaGraphError, match=r"block\.0\.mlp\.fc1_linear.*exceeds the limit"):
         synapse_matrix(g, pr, max_entries=1000)
 
 
-def test_lava_weight_rules_leave_quantised_weights_alone(tiny_built):
+def test_lava_weight_rules_leave_quantised_weights_alone(tiny_compiled):
     from hw_backends.loihi.lava_matrices import lava_weight_rules_csr, synapse_matrix
-    g, sched = tiny_built.graph, tiny_built.schedule
+    g, sched = tiny_compiled.graph, tiny_compiled.schedule
     for pr in sched["projections"]:
         w = synapse_matrix(g, pr)
         assert (lava_weight_rules_csr(w) != w).nnz == 0, pr.synapse
@@ -241,15 +241,15 @@ def test_lava_weight_rules_leave_quantised_weights_alone(tiny_built):
     assert lava_weight_rules_csr(odd).toarray().tolist() == [[2, -2]]
 
 
-def test_timeout_kills_the_lava_processes(tiny_built):
+def test_timeout_kills_the_lava_processes(tiny_compiled):
     from hw_backends.loihi.lava_run import LavaTimeoutError, run_lava
     with pytest.raises(LavaTimeoutError) as e:
-        run_lava(tiny_built, digits(1).numpy(), timeout_s=1.0, progress=False)
+        run_lava(tiny_compiled, digits(1).numpy(), timeout_s=1.0, progress=False)
     with pytest.raises(ProcessLookupError):
         os.killpg(e.value.pgid, 0)
 
 
-def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_built, monkeypatch):
+def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_compiled, monkeypatch):
     """A Lava run that times out (lava-nc's runtime occasionally hangs) is killed and started again, up to
     `retries` times; every timeout is kept on the runner; with no retry left the timeout is raised."""
     from analysis import lava_crosscheck
@@ -263,13 +263,13 @@ def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_built, monkeyp
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lava_crosscheck, "run_lava", hangs_once)
-    runner = lava_crosscheck.make_sim_runner(tiny_built, timeout_s=7, retries=1)
+    runner = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=7, retries=1)
     runner(digits(1), [])
     assert len(calls) == 2 and runner.timeouts == [
         {"samples": 1, "timeout_s": 7, "error": "the Lava run did not finish within 7 s (a stand-in for a hang)"}]
     assert runner.crosscheck.to_dict()["differences"] == 0
     calls.clear()
-    no_retry = lava_crosscheck.make_sim_runner(tiny_built, timeout_s=7, retries=0)
+    no_retry = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=7, retries=0)
     with pytest.raises(LavaTimeoutError):
         no_retry(digits(1), [])
     assert len(calls) == 1 and len(no_retry.timeouts) == 1
@@ -296,14 +296,14 @@ def test_the_lava_runtime_is_split_at_its_process_boundary():
     assert "lava.proc.lif.process" in imported("hw_backends.loihi.lava_worker", "m.startswith('lava.proc')")
 
 
-def test_export_dir_loads_as_the_same_network(tiny_built, tmp_path):
+def test_export_dir_loads_as_the_same_network(tiny_compiled, tmp_path):
     from hw_backends.loihi.runnable import load_export
-    write_artifacts(tmp_path, tiny_built, {"name": "tiny"}, {})
+    write_artifacts(tmp_path, tiny_compiled, {"name": "tiny"}, {})
     g, sched = load_export(tmp_path)
-    assert sched["sample_period"] == tiny_built.schedule["sample_period"]
+    assert sched["sample_period"] == tiny_compiled.schedule["sample_period"]
     assert [(p.pre, p.synapse, p.post, p.delay) for p in sched["projections"]] == \
-        [(p.pre, p.synapse, p.post, p.delay) for p in tiny_built.schedule["projections"]]
-    assert set(g.nodes) == set(tiny_built.graph.nodes)
+        [(p.pre, p.synapse, p.post, p.delay) for p in tiny_compiled.schedule["projections"]]
+    assert set(g.nodes) == set(tiny_compiled.graph.nodes)
     assert Path(tmp_path, "network.h5").exists()
 
 
@@ -402,10 +402,10 @@ def test_run_lava_refuses_big_networks_before_starting_lava():
     from hw_backends.loihi.lava_run import run_lava
     # 16x16 input, D = 512: patch_embed.proj_conv2 (128 -> 256 channels, 3x3, 16x16) alone has 75 M synapses
     m = randomized_model("digits-2-64", embed_dim=512, num_heads=8, depth=1).double()
-    built = build(lower(spikformer_to_ir(m), ssa_order="kv_first"))
+    compiled = compile_graph(lower(spikformer_to_ir(m), ssa_order="kv_first"))
     with pytest.raises(LavaGraphError, match=r"patch_embed\.proj_conv2 \(Conv2d, from .*: [\d,]+ synapses exceeds "
                                              r"the limit of 33,554,432"):
-        run_lava(built, digits(1).expand(-1, 1, -1, -1).numpy(), timeout_s=5)
+        run_lava(compiled, digits(1).expand(-1, 1, -1, -1).numpy(), timeout_s=5)
 
 
 # ---------------------------------------------------------------------------------------------- spk-parity
@@ -459,14 +459,14 @@ def test_parity_cli_lava_engine_runs_the_demo_size_model(tmp_path):
     assert "Lava against the fixed-point simulator" in (out / "parity.md").read_text()
 
 
-def test_engine_crosscheck_counts_a_changed_spike(tiny_built):
+def test_engine_crosscheck_counts_a_changed_spike(tiny_compiled):
     """The Lava-vs-simulator comparison of spk-parity --engine lava sees one flipped spike, one changed readout
     value and the prediction it changes (a Lava result made from the simulator's own records, then altered)."""
     from analysis.lava_crosscheck import EngineCrosscheck
     from hw_backends.loihi.lava_conventions import populations, readout_population
     from hw_backends.loihi.lava_run import LavaResult
     from sim.engine import Engine
-    g = tiny_built.graph
+    g = tiny_compiled.graph
     readout = readout_population(g)
     pops = [n for n in populations(g) if n != readout]
     x = digits(2)

@@ -10,7 +10,7 @@ from convert.frontend import spikformer_to_ir
 from convert.options import ConversionOptions
 from convert.passes import lower
 from hw_backends.loihi import dense_weights
-from hw_backends.loihi.compile import PASSES, SharedWork, build, compile_target
+from hw_backends.loihi.compile import PASSES, SharedWork, compile_graph, compile_target
 from hw_backends.loihi.quantize import quantize
 from hw_backends.loihi.resources import map_resources
 
@@ -29,7 +29,7 @@ def _json(x) -> str:
 def test_the_passes_run_in_order_and_each_is_timed():
     assert PASSES == ("quantise", "relays", "schedule", "place")
     shared = SharedWork()
-    build(lower(spikformer_to_ir(randomized_model("digits-2-64", seed=1).double()), ssa_form="graded"),
+    compile_graph(lower(spikformer_to_ir(randomized_model("digits-2-64", seed=1).double()), ssa_form="graded"),
           shared=shared)
     assert list(shared.seconds) == list(PASSES) and all(s >= 0 for s in shared.seconds.values())
 
@@ -40,7 +40,7 @@ def test_shared_work_gives_what_unshared_compilations_give():
     shared = SharedWork()
     b = compile_target(frontend, options, shared=shared)
     assert shared.weights.hits > 0 and shared.placements.hits > 0  # the second form and the repair reuse work
-    fresh = build(lower(frontend, ssa_form=b.ssa_form), vth_mant=options.vth_mant, profile=options.hw)
+    fresh = compile_graph(lower(frontend, ssa_form=b.ssa_form), vth_mant=options.vth_mant, profile=options.hw)
     assert _json(b.quantization) == _json(fresh.quantization)
     assert _weights(b.graph) == _weights(fresh.graph)
     assert _json(b.resources["populations"]) == _json(fresh.resources["populations"])

@@ -11,7 +11,7 @@ from commands import convert as convert_cli
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hardware.loihi import limits
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from hw_backends.loihi.network_file import read_network
 from sim.engine import Engine
 from spikformer.checkpoint import save_checkpoint
@@ -51,13 +51,13 @@ def test_export_directory(ckpt, tmp_path, ssa, capsys):
 
 def test_network_file_simulates_like_the_built_graph(tmp_path):
     m = randomized_model("digits-2-64", seed=4, attn_drive=1.0).double()
-    built = build(lower(spikformer_to_ir(m), ssa_form="graded"))
+    compiled = compile_graph(lower(spikformer_to_ir(m), ssa_form="graded"))
     from hw_backends.loihi.export import write_artifacts
-    write_artifacts(tmp_path, built, {"name": "t"}, {})
+    write_artifacts(tmp_path, compiled, {"name": "t"}, {})
     g, _ = read_network(tmp_path / "network.h5")
     x = torch.rand(3, 1, 16, 16)
-    names = [n for n, node in built.graph.nodes.items() if node.spiking]
-    a = Engine(built.graph, "loihi_fixed").run(x, record=names)
+    names = [n for n, node in compiled.graph.nodes.items() if node.spiking]
+    a = Engine(compiled.graph, "loihi_fixed").run(x, record=names)
     b = Engine(g, "loihi_fixed").run(x, record=names)
     assert torch.equal(a.outputs["output"], b.outputs["output"])
     assert all(torch.equal(a.records[n], b.records[n]) for n in names)
@@ -66,8 +66,8 @@ def test_network_file_simulates_like_the_built_graph(tmp_path):
 def test_cifar_resources_beyond_one_chip():
     torch.manual_seed(0)
     from spikformer import PRESETS, Spikformer
-    built = build(lower(spikformer_to_ir(Spikformer(PRESETS["cifar10-4-384"]).eval()), ssa_form="graded"))
-    tot = built.resources["total"]
+    compiled = compile_graph(lower(spikformer_to_ir(Spikformer(PRESETS["cifar10-4-384"]).eval()), ssa_form="graded"))
+    tot = compiled.resources["total"]
     assert tot["chips"] > 1 and tot["cores"] > limits.CORES_PER_CHIP
 
 
@@ -76,6 +76,6 @@ def test_limit_violation_is_a_typed_error_naming_the_node():
     with torch.no_grad():
         m.block[0].mlp.fc1_bn.bias[:] = 1e6  # a bias no 13-bit mantissa with a 3-bit exponent can hold
     with pytest.raises(limits.LoihiLimitError) as e:
-        build(lower(spikformer_to_ir(m)))
+        compile_graph(lower(spikformer_to_ir(m)))
     assert "block.0.mlp.fc1_lif" in str(e.value) and "allowed" in str(e.value)
     assert np.isfinite(e.value.used)

@@ -21,7 +21,7 @@ from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hardware.loihi import limits
 from hw_backends.loihi.crossings import chip_crossings
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from hw_backends.loihi.placement import LIMIT_NAMES, place, tile_usage
 from hardware.loihi.profiles import LOIHI1, PROFILES, get_profile
 from hw_backends.loihi.quantize import quantize
@@ -254,8 +254,8 @@ def test_unplaceable_population_is_a_typed_error_naming_it():
 def test_both_profiles_place_a_preset_within_every_limit():
     model = randomized_model("digits-2-64", seed=1).double()
     lowered = lower(spikformer_to_ir(model), ssa_form="graded")
-    built = {name: build(lowered, profile=name) for name in PROFILES}
-    for name, b in built.items():
+    compiled = {name: compile_graph(lowered, profile=name) for name in PROFILES}
+    for name, b in compiled.items():
         res = json.loads(json.dumps(b.resources))
         assert res["profile"]["name"] == name
         assert res["total"]["cores"] == sum(r["cores"] for r in res["populations"].values())
@@ -264,9 +264,9 @@ def test_both_profiles_place_a_preset_within_every_limit():
         for r in res["populations"].values():
             assert all(r["worst_core"][k]["used"] <= r["worst_core"][k]["allowed"] for k in LIMIT_NAMES)
             assert r["binding"] in LIMIT_NAMES + ("none",)
-    assert built["loihi1"].resources["total"]["cores"] > built["loihi2"].resources["total"]["cores"]
-    again = map_resources(built["loihi1"].graph, built["loihi1"].schedule["projections"], "loihi1")
-    assert again["total"] == {**built["loihi1"].resources["total"], "pipeline_latency_steps": None}
+    assert compiled["loihi1"].resources["total"]["cores"] > compiled["loihi2"].resources["total"]["cores"]
+    again = map_resources(compiled["loihi1"].graph, compiled["loihi1"].schedule["projections"], "loihi1")
+    assert again["total"] == {**compiled["loihi1"].resources["total"], "pipeline_latency_steps": None}
 
 
 def test_auto_ssa_skips_a_form_that_cannot_be_placed(monkeypatch):
@@ -277,12 +277,12 @@ def test_auto_ssa_skips_a_form_that_cannot_be_placed(monkeypatch):
     for name, in_axons in (("tight", 24), ("tighter", 16)):  # the binary form's readout needs more input axons
         monkeypatch.setitem(profiles.PROFILES, name, dataclasses.replace(LOIHI1, name=name,
                                                                          input_axons_per_core=in_axons))
-    b = backend.build(frontend, ConversionOptions(target="loihi", hw="tight"))
+    b = backend.compile(frontend, ConversionOptions(target="loihi", hw="tight"))
     assert b.ssa_form == "graded" and "input axons" in b.ssa_forms["by_form"]["binary"]["unplaceable"]
     with pytest.raises(limits.LoihiLimitError, match="input axons per core on tight"):
-        backend.build(frontend, ConversionOptions(target="loihi", hw="tight", ssa="binary"))
+        backend.compile(frontend, ConversionOptions(target="loihi", hw="tight", ssa="binary"))
     with pytest.raises(limits.LoihiLimitError, match="the binary form fails too"):
-        backend.build(frontend, ConversionOptions(target="loihi", hw="tighter"))
+        backend.compile(frontend, ConversionOptions(target="loihi", hw="tighter"))
 
 
 def test_a_producers_fan_out_is_repaired_by_recutting_its_consumers(monkeypatch):
@@ -355,7 +355,7 @@ def test_hw_option_on_the_cli(tmp_path, capsys):
 def test_chip_crossings_match_brute_force():
     model = randomized_model("digits-2-64", seed=4, attn_drive=1.0, **TINY).double()
     few_cores = dataclasses.replace(LOIHI1, cores_per_chip=3, neurons_per_core=64)
-    b = build(lower(spikformer_to_ir(model), ssa_form="graded"), profile=few_cores)
+    b = compile_graph(lower(spikformer_to_ir(model), ssa_form="graded"), profile=few_cores)
     g, res = b.graph, b.resources
     assert res["total"]["chips"] > 3
     x = torch.rand(3, 1, TINY["img_size"], TINY["img_size"])

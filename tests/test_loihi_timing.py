@@ -5,7 +5,7 @@ import torch
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hardware.loihi import limits
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from hw_backends.loihi.quantize import quantize
 from hw_backends.loihi.timing import insert_delay_relays, schedule
 from sim.engine import Engine
@@ -15,8 +15,8 @@ from .helpers_models import randomized_model
 
 def test_every_projection_arrives_at_its_population_depth():
     m = randomized_model("digits-2-64", seed=1).double()
-    built = build(lower(spikformer_to_ir(m), ssa_form="binary"))
-    s = built.schedule
+    compiled = compile_graph(lower(spikformer_to_ir(m), ssa_form="binary"))
+    s = compiled.schedule
     for p in s["projections"]:
         assert s["depth"][p.pre] + 1 + p.delay == s["depth"][p.post]
         assert 0 <= p.delay <= limits.MAX_DELAY

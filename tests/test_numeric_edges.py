@@ -44,8 +44,8 @@ def max_exp(rec: dict) -> int:
     return int(max(np.atleast_1d(rec["weight_exp"])))
 
 
-def quantization_warnings(built) -> list[dict]:
-    return built.quantization["warnings"]
+def quantization_warnings(compiled) -> list[dict]:
+    return compiled.quantization["warnings"]
 
 
 # ---------------------------------------------------------------------------------------------- NaN / Inf
@@ -112,31 +112,31 @@ def test_zero_variance_with_eps_converts_exactly():
 def test_weights_beyond_the_8_bit_range_are_clipped_with_a_warning(tmp_path):
     """A huge BatchNorm gain (x 3e4 after folding) needs a weight exponent beyond Loihi's 7: the largest
     weights are clipped, and quantization.json / summary.md say which synapse, how many and by how much."""
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from hw_backends.loihi.export import write_artifacts
     m = tiny()
     bn = _bn(m)
     with torch.no_grad():
         bn.weight.mul_(3e4)
         bn.running_mean.zero_()  # the folded bias stays beta (a huge bias is a separate, named error below)
-    built = build(lower(spikformer_to_ir(m)))
-    rec = built.quantization["synapses"]["block.0.mlp.fc1_linear"]
+    compiled = compile_graph(lower(spikformer_to_ir(m)))
+    rec = compiled.quantization["synapses"]["block.0.mlp.fc1_linear"]
     assert max_exp(rec) == 7 and rec["weight_exp_needed"] > 7 and rec["clipped_weights"] > 0
     assert rec["max_clip_model_units"] > 0
-    w = [w for w in quantization_warnings(built) if w["node"] == "block.0.mlp.fc1_linear"]
+    w = [w for w in quantization_warnings(compiled) if w["node"] == "block.0.mlp.fc1_linear"]
     assert len(w) == 1 and w[0]["what"] == "weights clipped"
     assert f"{rec['clipped_weights']} of" in w[0]["detail"] and "clipped to" in w[0]["detail"]
     assert "%" in w[0]["detail"]
-    write_artifacts(tmp_path, built, {"name": "overflow"}, {})
+    write_artifacts(tmp_path, compiled, {"name": "overflow"}, {})
     q = json.loads((tmp_path / "quantization.json").read_text())
     assert any(x["node"] == "block.0.mlp.fc1_linear" and x["what"] == "weights clipped" for x in q["warnings"])
     assert "block.0.mlp.fc1_linear: weights clipped" in (tmp_path / "summary.md").read_text()
     # every exponent stays in Loihi's range
-    assert all(max_exp(r) <= 7 for r in built.quantization["synapses"].values())
+    assert all(max_exp(r) <= 7 for r in compiled.quantization["synapses"].values())
 
 
 def test_bias_beyond_the_loihi_range_is_a_named_error():
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from hardware.loihi.limits import LoihiLimitError
     m = tiny()
     bn = _bn(m)
@@ -146,20 +146,20 @@ def test_bias_beyond_the_loihi_range_is_a_named_error():
     with pytest.raises(LoihiLimitError, match=r"block\.0\.mlp\.fc1_lif: bias range in thresholds per step "
                                               r"\(13-bit mantissa << 3-bit exponent\) exceeded: uses [0-9.e+]+, "
                                               r"allowed 16128") as e:
-        build(lower(spikformer_to_ir(m)))
+        compile_graph(lower(spikformer_to_ir(m)))
     assert e.value.used > e.value.allowed == 16128.0
 
 
 def test_a_large_bias_lowers_that_layers_scale_with_a_warning():
     """A bias of 10 thresholds per step does not fit bias_mant << bias_exp at vth 4096; the layer gets the
     largest vth that holds it (1637), the others keep 4096, and the warning says so."""
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     m = tiny()
     bn = _bn(m)
     with torch.no_grad():
         bn.bias[:] = 10.0
         bn.running_mean[:] = 0.0
-    q = build(lower(spikformer_to_ir(m))).quantization
+    q = compile_graph(lower(spikformer_to_ir(m))).quantization
     lif = q["layers"]["block.0.mlp.fc1_lif"]
     assert lif["vth"] == 1637 and lif["bias_exp"] == 7
     assert q["layers"]["block.0.attn.q_lif"]["vth"] == 4096
@@ -169,21 +169,21 @@ def test_a_large_bias_lowers_that_layers_scale_with_a_warning():
 
 
 def test_large_weights_within_range_get_a_larger_exponent_and_no_warning():
-    from hw_backends.loihi.compile import build
-    base = build(lower(spikformer_to_ir(tiny())))
+    from hw_backends.loihi.compile import compile_graph
+    base = compile_graph(lower(spikformer_to_ir(tiny())))
     m = tiny()
     with torch.no_grad():
         m.block[0].mlp.fc1_linear.weight *= 8.0
-    built = build(lower(spikformer_to_ir(m)))
+    compiled = compile_graph(lower(spikformer_to_ir(m)))
     a = max_exp(base.quantization["synapses"]["block.0.mlp.fc1_linear"])
-    b = max_exp(built.quantization["synapses"]["block.0.mlp.fc1_linear"])
+    b = max_exp(compiled.quantization["synapses"]["block.0.mlp.fc1_linear"])
     assert b == a + 3 and b <= 7
-    assert not [w for w in quantization_warnings(built) if "clipped" in w["what"]]
+    assert not [w for w in quantization_warnings(compiled) if "clipped" in w["what"]]
 
 
 # ---------------------------------------------------------------------------------------------- zero layers
 def test_all_zero_layer_warns_by_name_and_converts_exactly():
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     m = tiny()
     with torch.no_grad():
         m.block[0].mlp.fc1_linear.weight.zero_()
@@ -192,13 +192,13 @@ def test_all_zero_layer_warns_by_name_and_converts_exactly():
     g = lower(frontend)
     assert [w["node"] for w in g.metadata["warnings"]] == ["block.0.mlp.fc1_linear"]
     assert_exact(m, g, images())
-    built = build(g)  # the Loihi report carries the warning too
+    compiled = compile_graph(g)  # the Loihi report carries the warning too
     assert any(w["node"] == "block.0.mlp.fc1_linear" and w["what"] == "all-zero weights"
-               for w in quantization_warnings(built))
+               for w in quantization_warnings(compiled))
 
 
 def test_all_zero_batchnorm_gain_and_head_warn_and_quantise():
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     m = tiny()
     with torch.no_grad():
         m.patch_embed.rpe_bn.weight.zero_()
@@ -208,8 +208,8 @@ def test_all_zero_batchnorm_gain_and_head_warn_and_quantise():
     named = " ".join(str(r.message) for r in rec)
     assert "patch_embed.rpe_bn" in named and "head" in named
     assert_exact(m, g, images())
-    built = build(g)  # an all-zero head used to divide by zero in the readout scale
-    assert built.graph.metadata["readout_scale"] > 0
+    compiled = compile_graph(g)  # an all-zero head used to divide by zero in the readout scale
+    assert compiled.graph.metadata["readout_scale"] > 0
 
 
 def test_healthy_model_converts_without_warnings():
@@ -222,10 +222,10 @@ def test_healthy_model_converts_without_warnings():
 # ---------------------------------------------------------------------------------------------- inputs
 @pytest.fixture(scope="module")
 def graphs():
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     m = tiny()
     g = lower(spikformer_to_ir(m))
-    return m, g, build(g).graph
+    return m, g, compile_graph(g).graph
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 9, 9), (2, 3, 8, 8), (1, 8, 8), (2, 1, 8, 8, 1)])
@@ -273,13 +273,13 @@ def test_parity_fixed_point_reports_clipping(graphs):
 
 
 def test_an_input_grid_finer_than_the_payload_is_a_warning_not_a_silent_fallback():
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     g = lower(spikformer_to_ir(tiny()))
     g.metadata["input_value_grid"] = 2 ** 16  # one more than a 16-bit payload holds
-    q = build(g).quantization
+    q = compile_graph(g).quantization
     assert q["input"]["payload_scale"] == 255
     warn = [w for w in q["warnings"] if w["node"] == "input"]
     assert len(warn) == 1 and "1/65536" in warn[0]["detail"] and "1/255" in warn[0]["detail"]
     g.metadata["input_value_grid"] = 256
-    q = build(g).quantization
+    q = compile_graph(g).quantization
     assert q["input"]["payload_scale"] == 256 and not [w for w in q["warnings"] if w["node"] == "input"]

@@ -108,13 +108,13 @@ def test_hdf5_files_store_no_timestamps(ckpt, tmp_path):
     from hw_backends.nir.nir_io import write_nir
     from convert.options import ConversionOptions
     from hw_backends.conversion import convert
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from hw_backends.loihi.network_file import write_network
 
     conv = convert(ckpt, ConversionOptions())
     write_nir(tmp_path / "m.nir", conv.lowered, conv.model_info())
-    built = build(conv.lowered)
-    write_network(tmp_path / "network.h5", built.graph, built.schedule)
+    compiled = compile_graph(conv.lowered)
+    write_network(tmp_path / "network.h5", compiled.graph, compiled.schedule)
     for p in (tmp_path / "m.nir", tmp_path / "network.h5"):
         assert h5_stored_times(p) == [], f"{p.name} stores object times"
 

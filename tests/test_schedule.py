@@ -10,7 +10,7 @@ from convert import ir
 from convert.frontend import spikformer_to_ir
 from convert.kernels import ParamCache
 from convert.passes import lower
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from sim import fixed_point, fused, int8, lif_kernel
 from sim.engine import Engine
 
@@ -42,7 +42,7 @@ def graphs():
     out = {}
     for form in ("graded", "binary"):
         low = lower(spikformer_to_ir(m), ssa_form=form, ssa_order="kv_first" if form == "binary" else "qk_first")
-        out[form] = (low, build(low).graph)
+        out[form] = (low, compile_graph(low).graph)
     return out
 
 
@@ -106,7 +106,7 @@ def test_int8_engine_equals_float_kernels_with_fused_weight_parts():
     """spk-parity's engine (fuse_ssa) with and without the int8 kernels, 16- and 8-bit weights."""
     m = randomized_model("digits-2-64", seed=5, attn_drive=1.0)
     for bits in (16, 8):
-        g = build(lower(spikformer_to_ir(m), ssa_form="binary"), weight_bits=bits).graph
+        g = compile_graph(lower(spikformer_to_ir(m), ssa_form="binary"), weight_bits=bits).graph
         x = _images(g, 4, seed=2)
         a_eng, b_eng = Engine(g, "loihi_fixed", fuse_ssa=True, int8=False), Engine(g, "loihi_fixed", fuse_ssa=True)
         names = [n for n, node in a_eng.graph.nodes.items() if node.spiking and n in b_eng.graph.nodes]
@@ -115,7 +115,7 @@ def test_int8_engine_equals_float_kernels_with_fused_weight_parts():
 
 def test_event_input_layer_schedule():
     m = randomized_model("event-digits-2-64", seed=2, attn_drive=1.0, depth=1, T=3)
-    g = build(lower(spikformer_to_ir(m), ssa_form="graded")).graph
+    g = compile_graph(lower(spikformer_to_ir(m), ssa_form="graded")).graph
     x = (torch.rand(3, 3, *g.nodes["input"].shape, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     eng = Engine(g, "loihi_fixed", fuse_ssa=True)
     a = eng.run(x, record="spiking", schedule="step", extra_steps=2)

@@ -5,7 +5,7 @@ import torch
 
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from sim.engine import Engine
 
 from .helpers_models import randomized_model
@@ -14,7 +14,7 @@ from .helpers_models import randomized_model
 @pytest.mark.parametrize("form,bits", [("graded", 16), ("binary", 16), ("graded", 8)])
 def test_float32_shortcuts_are_exact(form, bits):
     m = randomized_model("digits-2-64", seed=5, attn_drive=1.0)
-    g = build(lower(spikformer_to_ir(m), ssa_form=form), weight_bits=bits).graph
+    g = compile_graph(lower(spikformer_to_ir(m), ssa_form=form), weight_bits=bits).graph
     x = torch.rand(8, *g.nodes["input"].shape, generator=torch.Generator().manual_seed(2))
     x[:2] = 1.0  # bright images: large first-layer inputs
     fast = Engine(g, "loihi_fixed", fuse_ssa=True)

@@ -7,7 +7,7 @@ import torch
 from convert.frontend import spikformer_to_ir
 from convert.passes import lower
 from hardware.loihi import limits as L
-from hw_backends.loihi.compile import build
+from hw_backends.loihi.compile import compile_graph
 from sim.engine import Engine
 from sim.weight_parts import fuse_weight_parts
 
@@ -16,7 +16,7 @@ from .helpers_models import randomized_model
 
 def _graph(bits: int, form: str = "graded"):
     m = randomized_model("digits-2-64", seed=3, attn_drive=1.0)
-    return m, build(lower(spikformer_to_ir(m), ssa_form=form), weight_bits=bits).graph
+    return m, compile_graph(lower(spikformer_to_ir(m), ssa_form=form), weight_bits=bits).graph
 
 
 @pytest.mark.parametrize("form", ["graded", "binary"])  # binary: residual streams, shifted stream by stream
@@ -43,7 +43,7 @@ def test_low_parts_shrink_the_recorded_weight_error():
     layer, whose weights are divided by the input payload scale), one even step 2**(WEIGHT_EXP_MIN + 1)."""
     m = randomized_model("digits-2-64", seed=3, attn_drive=1.0)
     g = lower(spikformer_to_ir(m), ssa_form="graded")
-    rep = {bits: build(g, weight_bits=bits).quantization["synapses"] for bits in (8, 16)}
+    rep = {bits: compile_graph(g, weight_bits=bits).quantization["synapses"] for bits in (8, 16)}
     dense = [n for n, r in rep[8].items() if "max_abs_error" in r and r["max_abs_error"] > 0]
     assert len(dense) >= 10
     for n in dense:

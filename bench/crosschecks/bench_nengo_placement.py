@@ -149,15 +149,15 @@ def nengo_info(py: str) -> tuple[dict, dict]:
 # ------------------------------------------------------------------------------------------------ our side
 def quantised_graph(preset: str, weight_bits: int, form: str):
     """The quantised graph and the schedule's projections of a randomized preset, as spk-convert --target loihi
-    builds them (compile.build) in SSA form `form`."""
+    builds them (compile.compile_graph) in SSA form `form`."""
     import torch
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from spikformer.synthetic import randomized_model
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    built = build(lower(spikformer_to_ir(randomized_model(preset, seed=0)), ssa_form=form), weight_bits=weight_bits)
-    return built.graph, built.schedule["projections"]
+    compiled = compile_graph(lower(spikformer_to_ir(randomized_model(preset, seed=0)), ssa_form=form), weight_bits=weight_bits)
+    return compiled.graph, compiled.schedule["projections"]
 
 
 def our_placement(q, projs) -> dict:
@@ -768,7 +768,7 @@ METHOD = [
     "because nengo 3.2.0 imports numpy.product, gone in numpy 2). The main venv is untouched and imports nothing "
     "of nengo; bench/crosschecks/nengo_placement_worker.py runs inside that venv and imports nothing of this repository but "
     "bench/crosschecks/worker_tools.py (standard library only).",
-    "Layers: the quantised graph spk-convert --target loihi builds (compile.build; SSA form and weight bits per "
+    "Layers: the quantised graph spk-convert --target loihi builds (compile.compile_graph; SSA form and weight bits per "
     "entry, default graded and 8) of a randomized "
     "preset (spikformer.synthetic.randomized_model, seed 0); each layer is one population with all its incoming "
     "projections (residual streams included), every presynaptic population an off-chip nengo Ensemble (its "

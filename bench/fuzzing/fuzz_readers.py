@@ -199,7 +199,7 @@ def make_samples(dest) -> Path:
     from hw_backends.nir.nir_io import write_nir
     from convert.options import ConversionOptions
     from hw_backends.conversion import convert
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from hw_backends.loihi.export import write_artifacts
     from ground.atomic import atomic_dir
     from spikformer.checkpoint import save_checkpoint
@@ -212,9 +212,9 @@ def make_samples(dest) -> Path:
     save_checkpoint(dest / "model.pt", model, {"dataset": {"spec": "digits"}, "test_accuracy": 0.5})
     conv = convert(dest / "model.pt", ConversionOptions(ssa="binary"))
     write_nir(dest / "model.nir", conv.lowered, conv.model_info())
-    built = build(convert(dest / "model.pt", ConversionOptions(target="loihi", ssa="graded")).lowered)
+    compiled = compile_graph(convert(dest / "model.pt", ConversionOptions(target="loihi", ssa="graded")).lowered)
     with atomic_dir(dest / "export") as stage:
-        write_artifacts(stage, built, conv.model_info(), {"ssa_form": "graded"})
+        write_artifacts(stage, compiled, conv.model_info(), {"ssa_form": "graded"})
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(24, 8, 8), dtype=np.uint8)
     y = np.arange(24, dtype=np.int64) % 3

@@ -34,13 +34,13 @@ def _cifar_case(form: str):
     import torch
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from spikformer.synthetic import randomized_model
     model = randomized_model("cifar10-4-384", seed=0, attn_drive=0.5).float()
-    built = build(lower(spikformer_to_ir(model), ssa_form=form))
+    compiled = compile_graph(lower(spikformer_to_ir(model), ssa_form=form))
     torch.manual_seed(0)
     x = torch.rand(16, 3, 32, 32)
-    return model, built, x
+    return model, compiled, x
 
 
 def time_vs_reference(repeats: int) -> dict:
@@ -49,8 +49,8 @@ def time_vs_reference(repeats: int) -> dict:
     torch.set_num_threads(2)
     out = {}
     for form in ("graded", "binary"):
-        model, built, x = _cifar_case(form)
-        eng = Engine(built.graph, "loihi_fixed", fuse_ssa=True)
+        model, compiled, x = _cifar_case(form)
+        eng = Engine(compiled.graph, "loihi_fixed", fuse_ssa=True)
         with torch.no_grad():
             model(x[:2]), eng.run(x[:2])  # warm-up
             ref_t, sim_t = [], []
@@ -66,8 +66,8 @@ def time_vs_reference(repeats: int) -> dict:
 
 def _memory_child() -> None:
     from sim.engine import Engine
-    _, built, x = _cifar_case("graded")
-    Engine(built.graph, "loihi_fixed", fuse_ssa=True).run(x)
+    _, compiled, x = _cifar_case("graded")
+    Engine(compiled.graph, "loihi_fixed", fuse_ssa=True).run(x)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -205,13 +205,13 @@ def _imagenet_child(batch: int) -> None:
     t0 = time.perf_counter()
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from spikformer.synthetic import randomized_model
     model = randomized_model("imagenet-8-384", seed=0, attn_drive=0.5).float()
-    built = build(lower(spikformer_to_ir(model), ssa_form="graded"))
+    compiled = compile_graph(lower(spikformer_to_ir(model), ssa_form="graded"))
     build_s = time.perf_counter() - t0
     x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    eng = Engine(built.graph, "loihi_fixed", fuse_ssa=True)
+    eng = Engine(compiled.graph, "loihi_fixed", fuse_ssa=True)
     out = {"batch": batch, "build_s": build_s}
     with torch.no_grad():
         for side, fn in (("reference", lambda: model(x)), ("simulator", lambda: eng.run(x))):

@@ -41,11 +41,11 @@ PARITY_IMAGES = 50_000
 def _build(preset: str, form: str, **changes):
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from hw_backends.loihi.compile import build
+    from hw_backends.loihi.compile import compile_graph
     from spikformer.synthetic import randomized_model
     model = randomized_model(preset, seed=0, attn_drive=0.5, **changes).float()
     lowered = lower(spikformer_to_ir(model), ssa_form=form)
-    return model, lowered, build(lowered)
+    return model, lowered, compile_graph(lowered)
 
 
 def _sync():
@@ -63,14 +63,14 @@ def identical(cases) -> list:
     import torch
     from sim.engine import Engine
     rows = []
-    for name, form, batch, (model, lowered, built) in cases:
+    for name, form, batch, (model, lowered, compiled) in cases:
         g = torch.Generator().manual_seed(0)
-        shape = tuple(built.graph.nodes[built.graph.inputs()[0]].shape)
+        shape = tuple(compiled.graph.nodes[compiled.graph.inputs()[0]].shape)
         x = torch.rand(batch, *shape, generator=g)
         row = {"model": name, "ssa_form": form, "batch": batch}
         for fuse, rec in ((False, "spiking"), (True, "spiking")):
-            cpu = Engine(built.graph, "loihi_fixed", fuse_ssa=fuse).run(x, record=rec)
-            gpu = Engine(built.graph, "loihi_fixed", device=DEVICE, fuse_ssa=fuse).run(x, record=rec)
+            cpu = Engine(compiled.graph, "loihi_fixed", fuse_ssa=fuse).run(x, record=rec)
+            gpu = Engine(compiled.graph, "loihi_fixed", device=DEVICE, fuse_ssa=fuse).run(x, record=rec)
             key = "fused" if fuse else "node_by_node"
             row[key] = {"mismatches": _compare(cpu, gpu),
                         "values_compared": sum(v.numel() for v in cpu.records.values()),
@@ -106,9 +106,9 @@ def time_vs_reference(repeats: int) -> list:
     from sim.engine import Engine
     rows = []
     for form in ("graded", "binary"):
-        model, _, built = _build("cifar10-4-384", form)
+        model, _, compiled = _build("cifar10-4-384", form)
         model = model.to(DEVICE)
-        eng = Engine(built.graph, "loihi_fixed", device=DEVICE, fuse_ssa=True)
+        eng = Engine(compiled.graph, "loihi_fixed", device=DEVICE, fuse_ssa=True)
         for batch in (16, 64):
             x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(DEVICE)
             with torch.no_grad():
@@ -126,10 +126,10 @@ def imagenet_throughput(batches: list, repeats: int) -> dict:
     import torch
     from sim.engine import Engine
     t0 = time.perf_counter()
-    model, _, built = _build("imagenet-8-384", "graded")
+    model, _, compiled = _build("imagenet-8-384", "graded")
     build_s = time.perf_counter() - t0
     model = model.to(DEVICE)
-    eng = Engine(built.graph, "loihi_fixed", device=DEVICE, fuse_ssa=True)
+    eng = Engine(compiled.graph, "loihi_fixed", device=DEVICE, fuse_ssa=True)
     rows = []
     for batch in batches:
         x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(DEVICE)

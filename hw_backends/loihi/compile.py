@@ -1,5 +1,5 @@
 """Compiling for Loihi (no files; export.py writes them): a lowered graph through the named passes in order,
-quantise -> relays -> schedule -> place, into a TargetBuild; and the target's whole compilation, every SSA form
+quantise -> relays -> schedule -> place, into a CompiledNetwork; and the target's whole compilation, every SSA form
 on the requested hardware profile and the chosen form on the other profiles, with the work that is provably the
 same shared between those compilations (SharedWork: the quantised weights of a synapse whose weights, scale and
 precision are equal; the cut of a population whose every input to the placement is equal)."""
@@ -15,7 +15,7 @@ from convert import ir
 from convert.options import DEFAULT_VTH_MANT, SSA_FORMS, ConversionOptions
 from convert.passes import lower
 
-from ..base import TargetBuild
+from ..base import CompiledNetwork
 from hardware.loihi.limits import LoihiLimitError
 from hardware.loihi.profiles import PROFILES, HardwareProfile, get_profile
 from .placement_memo import PlacementMemo
@@ -38,9 +38,9 @@ class SharedWork:
         self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0
 
 
-def build(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 16,
+def compile_graph(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 16,
           input_scale: int | None = None, profile: HardwareProfile | str | None = None,
-          shared: SharedWork | None = None) -> TargetBuild:
+          shared: SharedWork | None = None) -> CompiledNetwork:
     """The lowered `graph` quantised, with its report, the schedule and the placement on the hardware `profile`
     (profiles.py; default loihi2): the PASSES in order."""
     shared = shared or SharedWork()
@@ -69,7 +69,7 @@ def build(graph: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, weight_bits: int = 
         shared.timed(name, t0)
     q, qrep, res = state["graph"], state["report"], state["resources"]
     forms = {s.get("form") for s in graph.metadata.get("ssa", {}).values()}
-    return TargetBuild(lowered=graph, graph=q, numeric="loihi_fixed", ssa_form=forms.pop() if len(forms) == 1
+    return CompiledNetwork(lowered=graph, graph=q, numeric="loihi_fixed", ssa_form=forms.pop() if len(forms) == 1
                        else "binary", schedule=state["schedule"], quantization=qrep, resources=res,
                        warnings=qrep["warnings"] + res["warnings"])
 
@@ -87,7 +87,7 @@ def placement_hint(e: LoihiLimitError, options: ConversionOptions, profile) -> s
             + " or ".join(tries)) if tries else ""
 
 
-def _totals_or_error(b: TargetBuild, profile, shared: SharedWork) -> dict:
+def _totals_or_error(b: CompiledNetwork, profile, shared: SharedWork) -> dict:
     try:
         return map_resources(b.graph, b.schedule["projections"], profile, b.schedule["max_depth"],
                              memo=shared.placements)["total"]
@@ -96,7 +96,7 @@ def _totals_or_error(b: TargetBuild, profile, shared: SharedWork) -> dict:
 
 
 def compile_target(frontend: ir.Graph, options: ConversionOptions, progress: bool = False,
-                   shared: SharedWork | None = None) -> TargetBuild:
+                   shared: SharedWork | None = None) -> CompiledNetwork:
     """Builds every SSA form (the export reports the cost of each) and keeps the requested one, or for
     "auto" the one that needs fewer cores, on the hardware profile `options.hw`; the other profiles' cores and
     chips of the kept form are reported beside it. `progress`: a bar over those builds and placements (a
@@ -114,7 +114,7 @@ def compile_target(frontend: ir.Graph, options: ConversionOptions, progress: boo
                 t0 = time.perf_counter()
                 lowered = lower(frontend, ssa_order=options.ssa_order, ssa_form=form)
                 shared.timed("lower", t0)
-                b = build(lowered, vth_mant=options.vth_mant, weight_bits=options.weight_bits,
+                b = compile_graph(lowered, vth_mant=options.vth_mant, weight_bits=options.weight_bits,
                           input_scale=options.input_scale, profile=profile, shared=shared)
                 totals[form] = dict(b.resources["total"], pipeline_depth=b.schedule["max_depth"])
                 builds[form] = b

@@ -9,7 +9,7 @@ from pathlib import Path
 from ground.hashing import file_sha256
 from ground.versions import package_versions
 
-from ..base import TargetBuild
+from ..base import CompiledNetwork
 from .network_file import write_network
 from .placement import LIMIT_LABELS
 from .timing import timing_report
@@ -62,8 +62,8 @@ def _normalization_lines(norm: dict | None) -> list[str]:
     return lines
 
 
-def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
-    res, q, t = built.resources, built.quantization, timing_report(built.schedule)
+def summary_md(info: dict, compiled: CompiledNetwork, options: dict) -> str:
+    res, q, t = compiled.resources, compiled.quantization, timing_report(compiled.schedule)
     tot = res["total"]
     prof = res["profile"]
     others = "".join(f"; {n}: cannot be placed ({o['unplaceable']})" if "unplaceable" in o else
@@ -87,7 +87,7 @@ def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
     for src, r in sorted(res["by_source"].items(), key=lambda kv: -kv[1]["cores"]):
         lines.append(f"| {src} | {r['populations']} | {r['neurons']:,} | {r['synapses']:,} | {r['cores']:,} |")
     lines += _placement_lines(res)
-    ssa = built.graph.metadata.get("ssa", {})
+    ssa = compiled.graph.metadata.get("ssa", {})
     if ssa:
         lines += ["", "## SSA lowering", ""]
         for name, s in ssa.items():
@@ -96,16 +96,16 @@ def summary_md(info: dict, built: TargetBuild, options: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_artifacts(stage: Path, built: TargetBuild, info: dict, options: dict) -> dict:
+def write_artifacts(stage: Path, compiled: CompiledNetwork, info: dict, options: dict) -> dict:
     """Writes the files into `stage` (a fresh directory); returns the manifest."""
-    write_network(stage / "network.h5", built.graph, built.schedule)
-    qrep = json.loads(json.dumps(built.quantization, default=float))
+    write_network(stage / "network.h5", compiled.graph, compiled.schedule)
+    qrep = json.loads(json.dumps(compiled.quantization, default=float))
     for rec in qrep["synapses"].values():
         rec.pop("_scale", None)
-    qrep["timing"] = timing_report(built.schedule)
+    qrep["timing"] = timing_report(compiled.schedule)
     (stage / "quantization.json").write_text(json.dumps(qrep, indent=1, sort_keys=True))
-    (stage / "resources.json").write_text(json.dumps(built.resources, indent=1, sort_keys=True))
-    (stage / "summary.md").write_text(summary_md(info, built, options))
+    (stage / "resources.json").write_text(json.dumps(compiled.resources, indent=1, sort_keys=True))
+    (stage / "summary.md").write_text(summary_md(info, compiled, options))
     files = {
         "network.h5": "quantised, timed network: nodes (kind, source module, integer parameters), edges, "
                       "schedule (population depths, projection delays)",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from convert import ir
 
-from ..base import TargetBuild
+from ..base import CompiledNetwork
 from .crossings import chip_crossings
 
 
-def placement_section(target: TargetBuild, graph: ir.Graph, spike_counts: dict, samples: int, steps: int) -> dict:
+def placement_section(target: CompiledNetwork, graph: ir.Graph, spike_counts: dict, samples: int, steps: int) -> dict:
     """The hardware profile, cores, chips, pipeline latency, the binding limit of every population
     (target.resources, hw_backends.loihi.placement) and the spikes per step that cross chip boundaries in this
     run of `graph` (per-neuron `spike_counts` over `samples` samples of `steps` steps; hw_backends.loihi.crossings)."""

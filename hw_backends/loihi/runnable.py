@@ -1,5 +1,5 @@
 """One way to open a Loihi network for running: `open_network(source)` turns an export directory, a Loihi
-TargetBuild, a conversion Build or a (graph, schedule) pair into a `RunnableNetwork`, checked once: its matrices
+CompiledNetwork, a conversion Build or a (graph, schedule) pair into a `RunnableNetwork`, checked once: its matrices
 are small enough to build for Lava (lava_matrices.check_matrix_sizes, before any matrix is built) and its
 populations and readout are found. The Lava runner (lava_run.run_lava) and the analysis' simulator runner
 (analysis.lava_crosscheck) both start from it.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from convert import ir
 
-from ..base import TargetBuild
+from ..base import CompiledNetwork
 from ..conversion import Build
 from .lava_conventions import populations, readout_population
 from .lava_matrices import DEFAULT_MAX_MATRIX_ENTRIES, check_matrix_sizes
@@ -48,7 +48,7 @@ def load_export(export_dir) -> tuple[ir.Graph, dict]:
 
 
 def open_network(source, max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> RunnableNetwork:
-    """`source`: an export directory (str or path), a TargetBuild (with a schedule: the Loihi target), a
+    """`source`: an export directory (str or path), a CompiledNetwork (with a schedule: the Loihi target), a
     conversion Build of the Loihi target, a (graph, schedule) pair, or a RunnableNetwork (returned as it is).
     Raises LavaGraphError for a network too big to build for Lava, or without one readout population."""
     if isinstance(source, RunnableNetwork):
@@ -57,7 +57,7 @@ def open_network(source, max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -
         graph, schedule = load_export(source)
     elif isinstance(source, Build):
         graph, schedule = source.target.graph, source.target.schedule
-    elif isinstance(source, TargetBuild):
+    elif isinstance(source, CompiledNetwork):
         graph, schedule = source.graph, source.schedule
     elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], ir.Graph):
         graph, schedule = source

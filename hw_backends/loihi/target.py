@@ -8,7 +8,7 @@ from convert import ir
 from convert.options import SSA_FORMS, ConversionOptions
 from ground.atomic import atomic_dir
 
-from ..base import FLOAT_MODE, Backend, TargetBuild, register
+from ..base import FLOAT_MODE, Backend, CompiledNetwork, register
 from .compile import compile_target
 from .console import build_lines
 from .export import write_artifacts
@@ -37,7 +37,7 @@ class LoihiBackend(Backend):
     report_section_modes = ("fixed",)  # the graph the placement is of
     option_fields = OPTION_FIELDS
 
-    def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
+    def compile(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> CompiledNetwork:
         """Every SSA form compiled (compile.py), the requested one kept, or for "auto" the one that needs fewer
         cores, on the hardware profile `options.hw`; the other profiles' cores and chips of the kept form are
         reported beside it. `progress`: a bar over those builds and placements where stderr is a terminal."""
@@ -64,7 +64,7 @@ class LoihiBackend(Backend):
     def describe_build(self, summary: dict, out_path) -> list[str]:
         return build_lines(summary, out_path)
 
-    def report_section_content(self, target: TargetBuild, graph: ir.Graph, spike_counts: dict, samples: int,
+    def report_section_content(self, target: CompiledNetwork, graph: ir.Graph, spike_counts: dict, samples: int,
                                steps: int) -> dict:
         return placement_section(target, graph, spike_counts, samples, steps)
 

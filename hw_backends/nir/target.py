@@ -7,7 +7,7 @@ from convert.options import ConversionOptions
 from convert.passes import lower
 from ground.cli import count_text
 
-from ..base import Backend, TargetBuild, register
+from ..base import Backend, CompiledNetwork, register
 from . import nir_io
 
 
@@ -22,10 +22,10 @@ class NIRBackend(Backend):
     ssa_forms = ("binary",)  # graded spikes and product neurons have no NIR node type
     report_description = "the lowered graph (spike-only synapses, as exported to NIR)"
 
-    def build(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> TargetBuild:
+    def compile(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> CompiledNetwork:
         form = self.resolve_ssa(options.ssa)
         g = lower(frontend, ssa_order=options.ssa_order, ssa_form=form)
-        return TargetBuild(lowered=g, graph=g, numeric="float", ssa_form=form)
+        return CompiledNetwork(lowered=g, graph=g, numeric="float", ssa_form=form)
 
     def export(self, build, out_path, model_info: dict) -> dict:
         summary = nir_io.write_nir(out_path, build.graph, model_info=model_info)
