@@ -259,17 +259,17 @@ def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_compiled, monk
     def hangs_once(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
-            raise LavaTimeoutError("the Lava run did not finish within 7 s (a stand-in for a hang)")
+            raise LavaTimeoutError("the Lava run did not finish within 120 s (a stand-in for a hang)")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lava_crosscheck, "run_lava", hangs_once)
-    runner = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=7, retries=1)
+    runner = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=120, retries=1)
     runner(digits(1), [])
     assert len(calls) == 2 and runner.timeouts == [
-        {"samples": 1, "timeout_s": 7, "error": "the Lava run did not finish within 7 s (a stand-in for a hang)"}]
+        {"samples": 1, "timeout_s": 120, "error": "the Lava run did not finish within 120 s (a stand-in for a hang)"}]
     assert runner.crosscheck.to_dict()["differences"] == 0
     calls.clear()
-    no_retry = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=7, retries=0)
+    no_retry = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=120, retries=0)
     with pytest.raises(LavaTimeoutError):
         no_retry(digits(1), [])
     assert len(calls) == 1 and len(no_retry.timeouts) == 1
