@@ -17,10 +17,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from preset_workers import run_preset_workers  # bench/timings/, beside this file
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ("digits-2-64", "cifar10-4-384", "imagenet-8-384", "imagenet-8-512", "imagenet-8-768")
@@ -122,26 +123,7 @@ def worker(preset: str, export: str) -> dict:
 
 
 def run_all(presets, timeout: int) -> list[dict]:
-    rows = []
-    for p in presets:
-        export = "yes"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", p, "--export", export]
-        t = time.perf_counter()
-        print(f"[bench_convert] {p} ...", file=sys.stderr, flush=True)
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            rows.append({"preset": p, "error": f"timed out after {timeout} s"})
-            continue
-        line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-        if r.returncode != 0 or not line:
-            tail = " | ".join(r.stderr.strip().splitlines()[-3:])
-            rows.append({"preset": p, "error": f"exit {r.returncode}: {tail}"})
-            continue
-        row = json.loads(line[-1])
-        row["subprocess_wall_s"] = round(time.perf_counter() - t, 2)
-        rows.append(row)
-    return rows
+    return run_preset_workers(Path(__file__).resolve(), presets, timeout, ROOT, ("--export", "yes"), "bench_convert")
 
 
 def _f(x, nd=2):

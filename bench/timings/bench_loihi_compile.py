@@ -17,11 +17,12 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from preset_workers import run_preset_workers  # bench/timings/, beside this file
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ("digits-2-64", "imagenet-8-768")
@@ -65,22 +66,7 @@ def worker(preset: str) -> dict:
 
 
 def run_all(presets, timeout: int) -> list[dict]:
-    rows = []
-    for p in presets:
-        print(f"[bench_loihi_compile] {p} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", p]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            rows.append({"preset": p, "error": f"timed out after {timeout} s"})
-            continue
-        line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-        if r.returncode != 0 or not line:
-            tail = " | ".join(r.stderr.strip().splitlines()[-3:])
-            rows.append({"preset": p, "error": f"exit {r.returncode}: {tail}"})
-            continue
-        rows.append(json.loads(line[-1]))
-    return rows
+    return run_preset_workers(Path(__file__).resolve(), presets, timeout, ROOT, label="bench_loihi_compile")
 
 
 def markdown(rows: list[dict], env: dict) -> str:

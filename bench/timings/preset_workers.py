@@ -1,0 +1,33 @@
+"""Running a bench's per-preset worker in a fresh process (`<script> --worker PRESET [args]`) and reading the JSON
+line it prints; a timeout or a failure becomes a row with "error" (standard library only; imported by the timing
+benches beside this file)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+
+def run_preset_workers(script, presets, timeout: int, cwd, extra_args=(), label: str = "bench") -> list[dict]:
+    """One row per preset: the worker's JSON, with "subprocess_wall_s" (the process's wall time), or
+    {"preset", "error"}."""
+    rows = []
+    for p in presets:
+        print(f"[{label}] {p} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, str(script), "--worker", p, *extra_args]
+        t = time.perf_counter()
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+        except subprocess.TimeoutExpired:
+            rows.append({"preset": p, "error": f"timed out after {timeout} s"})
+            continue
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        if r.returncode != 0 or not line:
+            tail = " | ".join(r.stderr.strip().splitlines()[-3:])
+            rows.append({"preset": p, "error": f"exit {r.returncode}: {tail}"})
+            continue
+        row = json.loads(line[-1])
+        row["subprocess_wall_s"] = round(time.perf_counter() - t, 2)
+        rows.append(row)
+    return rows
