@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from preset_workers import run_preset_workers  # bench/timings/, beside this file
+from preset_workers import add_preset_arguments, run_preset_workers  # bench/timings/, beside this file
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ("digits-2-64", "imagenet-8-768")
@@ -95,10 +95,7 @@ def markdown(rows: list[dict], env: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", default=",".join(PRESETS))
-    ap.add_argument("--timeout", type=int, default=1800, help="seconds per preset")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    add_preset_arguments(ap, PRESETS, ROOT / "bench" / "results")
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker)))

@@ -3,6 +3,7 @@ line it prints; a timeout or a failure becomes a row with "error" (standard libr
 benches beside this file)."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -31,3 +32,11 @@ def run_preset_workers(script, presets, timeout: int, cwd, extra_args=(), label:
         row["subprocess_wall_s"] = round(time.perf_counter() - t, 2)
         rows.append(row)
     return rows
+
+
+def add_preset_arguments(ap, presets, results_dir) -> None:
+    """The flags every per-preset bench takes: --presets, --timeout, --out, and the hidden --worker."""
+    ap.add_argument("--presets", default=",".join(presets))
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per preset")
+    ap.add_argument("--out", default=str(results_dir))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
