@@ -27,11 +27,11 @@ def test_spk_convert_writes_the_targets_file(cli, ckpt, tmp_path):
     rc, out, err = cli(convert_cli.main, [ckpt, "--target", "node-names", "-o", path])
     assert rc == 0, err
     written = json.loads(path.read_text())
-    nir_build = base.get_backend("nir").build  # the nir target lowers the same frontend graph to the same nodes
+    nir_compile = base.get_backend("nir").compile  # the nir target lowers the same frontend graph to the same nodes
     from convert.frontend import spikformer_to_ir
     from convert.options import ConversionOptions
     from spikformer.checkpoint import load_checkpoint
-    lowered = nir_build(spikformer_to_ir(load_checkpoint(ckpt)[0]), ConversionOptions()).graph
+    lowered = nir_compile(spikformer_to_ir(load_checkpoint(ckpt)[0]), ConversionOptions()).graph
     assert written["nodes"] == {n: type(node).__name__ for n, node in lowered.nodes.items()}
     assert written["model_info"]["converter"] == "spk-convert" and written["model_info"]["options"]["ssa"] == "auto"
     assert f"-> target node-names: {path}" in out
