@@ -112,16 +112,16 @@ class SenderLoad:
         return a
 
     def per_tile(self, extents: tuple) -> np.ndarray:
-        if self._prefix is None:
-            self._prefix = (self._spatial_prefix(self.per_neuron, 1), self._spatial_prefix(self.per_position, 0))
+        if self._prefix is None:  # per_neuron's prefix over the channels too: no cumsum per spatial extents
+            self._prefix = (self._spatial_prefix(self.per_neuron, 0), self._spatial_prefix(self.per_position, 0))
         spatial = tuple(extents[1:])
         if self._spatial is None or self._spatial[0] != spatial:
-            neurons, positions = self._prefix
+            prefix, positions = self._prefix
             for ax, (size, t) in enumerate(zip(self.shape[1:], spatial)):
-                a, b = intervals(size, t)  # the sum over [a, b) is prefix[b] - prefix[a]
-                neurons = np.take(neurons, b, axis=ax + 1) - np.take(neurons, a, axis=ax + 1)
-                positions = np.take(positions, b, axis=ax) - np.take(positions, a, axis=ax)
-            prefix = np.cumsum(np.concatenate([np.zeros((1,) + neurons.shape[1:], np.int64), neurons]), axis=0)
+                # the sums over the intervals [a, b) are the differences of the prefix at the bounds a..., size
+                bounds = np.append(intervals(size, t)[0], size)
+                prefix = np.diff(np.take(prefix, bounds, axis=ax + 1), axis=ax + 1)
+                positions = np.diff(np.take(positions, bounds, axis=ax), axis=ax)
             self._spatial = (spatial, prefix, positions)
         _, prefix, positions = self._spatial
         a, b = intervals(self.shape[0], extents[0])
