@@ -124,8 +124,8 @@ class SenderLoad:
                 positions = np.diff(np.take(positions, bounds, axis=ax), axis=ax)
             self._spatial = (spatial, prefix, positions)
         _, prefix, positions = self._spatial
-        a, b = intervals(self.shape[0], extents[0])
-        return prefix[b] - prefix[a] + positions[None]
+        return np.diff(prefix[np.append(intervals(self.shape[0], extents[0])[0], self.shape[0])], axis=0) \
+            + positions[None]
 
 
 class PopulationCut:
