@@ -82,12 +82,19 @@ def check_integrity(path: Path) -> None:
         raise NetworkFileError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _as_int32(arr: np.ndarray) -> np.ndarray:
-    """`arr` as int32 where every value is an integer that int32 holds, else `arr` unchanged. One cast and one
-    comparison instead of np.mod over the array: NaN and +-inf cast to something unequal, so they keep `arr`."""
+def _as_int32(arr: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+    """`arr` as int32 where every value is an integer that int32 holds, else `arr` unchanged. A cast and a
+    comparison per block (cache-sized, stops at the first block that differs) instead of np.mod over the array:
+    NaN, +-inf and values out of int32's range cast to something unequal, so they keep `arr`."""
+    flat = arr.reshape(-1)
+    ints = np.empty(arr.shape, np.int32)
+    out = ints.reshape(-1)
     with np.errstate(invalid="ignore"):  # NaN, inf and out-of-range values cast with a warning; they compare unequal
-        ints = arr.astype(np.int32)
-    return ints if np.array_equal(ints, arr) else arr
+        for i in range(0, flat.size, block):
+            np.copyto(out[i:i + block], flat[i:i + block], casting="unsafe")
+            if not np.array_equal(out[i:i + block], flat[i:i + block]):
+                return arr
+    return ints
 
 
 def _write_hdf5(path: Path, g: ir.Graph, sched: dict) -> None:
