@@ -38,7 +38,10 @@ def apply_lava_mode(w: np.ndarray, mode: str) -> np.ndarray:
         return np.clip(w, 0, 255)
     if mode == "inhibitory":
         return np.clip(w, -255, 0)
-    return (np.clip(w, -256, 255).astype(np.int64) >> 1) << 1
+    m = np.clip(w, -256, 255).astype(np.int64, copy=False)  # a new array: shifted in place
+    m >>= 1
+    m <<= 1
+    return m
 
 
 def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
