@@ -106,22 +106,23 @@ class SenderLoad:
     @staticmethod
     def _spatial_prefix(a: np.ndarray, first: int) -> np.ndarray:
         """Prefix sums over the axes from `first` on, each padded with a leading zero."""
+        out = np.zeros(a.shape[:first] + tuple(n + 1 for n in a.shape[first:]), np.int64)
+        out[(slice(None),) * first + (slice(1, None),) * (a.ndim - first)] = a
         for ax in range(first, a.ndim):
-            pad = np.zeros(a.shape[:ax] + (1,) + a.shape[ax + 1:], np.int64)
-            a = np.cumsum(np.concatenate([pad, a], axis=ax), axis=ax)
-        return a
+            np.cumsum(out, axis=ax, out=out)
+        return out
 
     def per_tile(self, extents: tuple) -> np.ndarray:
         if self._prefix is None:  # per_neuron's prefix over the channels too: no cumsum per spatial extents
             self._prefix = (self._spatial_prefix(self.per_neuron, 0), self._spatial_prefix(self.per_position, 0))
         spatial = tuple(extents[1:])
         if self._spatial is None or self._spatial[0] != spatial:
-            prefix, positions = self._prefix
-            for ax, (size, t) in enumerate(zip(self.shape[1:], spatial)):
-                # the sums over the intervals [a, b) are the differences of the prefix at the bounds a..., size
-                bounds = np.append(intervals(size, t)[0], size)
-                prefix = np.diff(np.take(prefix, bounds, axis=ax + 1), axis=ax + 1)
-                positions = np.diff(np.take(positions, bounds, axis=ax), axis=ax)
+            # the sums over the intervals [a, b) are the differences of the prefix at the bounds a..., size:
+            # the prefix gathered at every axis's bounds at once, then differenced along each axis
+            grid = np.ix_(*[np.append(intervals(size, t)[0], size) for size, t in zip(self.shape[1:], spatial)])
+            prefix, positions = self._prefix[0][(slice(None),) + grid], self._prefix[1][grid]
+            for ax in range(len(spatial)):
+                prefix, positions = np.diff(prefix, axis=ax + 1), np.diff(positions, axis=ax)
             self._spatial = (spatial, prefix, positions)
         _, prefix, positions = self._spatial
         return np.diff(prefix[np.append(intervals(self.shape[0], extents[0])[0], self.shape[0])], axis=0) \
