@@ -86,47 +86,42 @@ def _outer(arrays: list[np.ndarray]) -> np.ndarray:
 class SenderLoad:
     """Output axons of a population's neurons toward its (already cut) consumers, summed per tile: discrete axons
     per neuron, population axons per position (all channels of a position share one axon). Sums over tiles are
-    differences of prefix sums (exact integers): over the spatial axes once per sender, then over the channels
-    for the last spatial extents, for which choose_extents tries channel extents in turn."""
+    differences of prefix sums (exact integers): prefix sums over every axis once per sender, gathered at the
+    tiles' bounds for each cut, so a cut costs what its tiles number."""
 
     def __init__(self, shape: tuple):
         self.shape = tuple(shape)
         self.per_neuron = np.zeros(self.shape, np.int64)
         self.per_position = np.zeros(self.shape[1:], np.int64)
-        self._prefix = None   # spatial prefix sums of per_neuron and per_position
-        self._spatial = None  # (spatial extents, channel prefix of per-tile neuron sums, per-tile position sums)
+        self._prefix = None   # prefix sums of per_neuron and per_position
 
     def add(self, counts: np.ndarray, factor: int, population: bool) -> None:
         if population:
             self.per_position += (counts * factor).reshape(self.shape[1:])
         else:
             self.per_neuron += counts.reshape(self.shape)
-        self._prefix = self._spatial = None
+        self._prefix = None
 
     @staticmethod
-    def _spatial_prefix(a: np.ndarray, first: int) -> np.ndarray:
-        """Prefix sums over the axes from `first` on, each padded with a leading zero."""
-        out = np.zeros(a.shape[:first] + tuple(n + 1 for n in a.shape[first:]), np.int64)
-        out[(slice(None),) * first + (slice(1, None),) * (a.ndim - first)] = a
-        for ax in range(first, a.ndim):
+    def _prefix_sums(a: np.ndarray) -> np.ndarray:
+        """Prefix sums over every axis, each padded with a leading zero."""
+        out = np.zeros(tuple(n + 1 for n in a.shape), np.int64)
+        out[(slice(1, None),) * a.ndim] = a
+        for ax in range(a.ndim):
             np.cumsum(out, axis=ax, out=out)
         return out
 
     def per_tile(self, extents: tuple) -> np.ndarray:
-        if self._prefix is None:  # per_neuron's prefix over the channels too: no cumsum per spatial extents
-            self._prefix = (self._spatial_prefix(self.per_neuron, 0), self._spatial_prefix(self.per_position, 0))
-        spatial = tuple(extents[1:])
-        if self._spatial is None or self._spatial[0] != spatial:
-            # the sums over the intervals [a, b) are the differences of the prefix at the bounds a..., size:
-            # the prefix gathered at every axis's bounds at once, then differenced along each axis
-            grid = np.ix_(*[np.append(intervals(size, t)[0], size) for size, t in zip(self.shape[1:], spatial)])
-            prefix, positions = self._prefix[0][(slice(None),) + grid], self._prefix[1][grid]
-            for ax in range(len(spatial)):
-                prefix, positions = np.diff(prefix, axis=ax + 1), np.diff(positions, axis=ax)
-            self._spatial = (spatial, prefix, positions)
-        _, prefix, positions = self._spatial
-        return np.diff(prefix[np.append(intervals(self.shape[0], extents[0])[0], self.shape[0])], axis=0) \
-            + positions[None]
+        if self._prefix is None:
+            self._prefix = (self._prefix_sums(self.per_neuron), self._prefix_sums(self.per_position))
+        # the sums over the intervals [a, b) of an axis are the differences of its prefix at the bounds a..., size
+        bounds = [np.append(intervals(size, t)[0], size) for size, t in zip(self.shape, extents)]
+        neurons, positions = self._prefix[0][np.ix_(*bounds)], self._prefix[1][np.ix_(*bounds[1:])]
+        for ax in range(len(bounds)):
+            neurons = np.diff(neurons, axis=ax)
+        for ax in range(len(bounds) - 1):
+            positions = np.diff(positions, axis=ax)
+        return neurons + positions[None]
 
 
 class PopulationCut:
