@@ -38,7 +38,10 @@ def apply_lava_mode(w: np.ndarray, mode: str) -> np.ndarray:
         return np.clip(w, 0, 255)
     if mode == "inhibitory":
         return np.clip(w, -255, 0)
-    return (np.clip(w, -256, 255).astype(np.int64) >> 1) << 1
+    m = np.clip(w, -256, 255).astype(np.int64, copy=False)  # a new array: shifted in place
+    m >>= 1
+    m <<= 1
+    return m
 
 
 def lava_weight_rules(w: np.ndarray) -> tuple[np.ndarray, str]:
@@ -105,10 +108,11 @@ def quantise_dense(name: str, weight: np.ndarray, scale: float, per_channel_exp:
     rows = _Rows(weight, scale)
     negative = positive = False
     ch_max = np.empty(len(weight), np.float64)
-    for r in rows.blocks:
-        w = rows.w(r)
-        negative, positive = negative or bool(np.any(w < 0)), positive or bool(np.any(w > 0))
-        ch_max[r] = np.abs(w).reshape(len(w), -1).max(1)
+    for r in rows.blocks:  # from each channel's largest and smallest weight (|w| is exact; finite weights)
+        w = rows.w(r).reshape(r.stop - r.start, -1)
+        hi, lo = w.max(1), w.min(1)
+        negative, positive = negative or bool(np.any(lo < 0)), positive or bool(np.any(hi > 0))
+        ch_max[r] = np.maximum(np.abs(hi), np.abs(lo))
     mixed = negative and positive
     mant_max = L.WEIGHT_MIXED_MAX if mixed else 255
     max_abs = float(ch_max.max())
@@ -140,14 +144,14 @@ def quantise_dense(name: str, weight: np.ndarray, scale: float, per_channel_exp:
         w = rows.w(r)
         m = _round_mantissas(w, rows.of(e_b, r), mixed)
         m_l = apply_lava_mode(m, mode)
-        changed += int(np.sum(m_l != m))
-        max_abs_m = max(max_abs_m, int(np.max(np.abs(m_l))))
-        nonzero += int(np.sum(w != 0))
+        changed += np.count_nonzero(m_l != m)
+        max_abs_m = max(max_abs_m, int(m_l.max()), -int(m_l.min()))
+        nonzero += np.count_nonzero(w)
         any_m = any_m or bool(np.any(m_l))
         if e_needed > e_top:
-            clipped += int(np.sum(np.abs(w) > top))
+            clipped += np.count_nonzero(np.abs(w) > top)
         mant[r] = m_l
-        if two_parts:
+        if two_parts and not (residue_neg and residue_pos):  # the residue's signs, until both are seen
             res = _residue(w, mant[r], rows.of(step, r))
             residue_neg, residue_pos = residue_neg or bool(np.any(res < 0)), residue_pos or bool(np.any(res > 0))
     rec = {"scale": scale, "weight_exp": np.asarray(e).tolist(), "sign_mode": mode, "max_abs_mantissa": max_abs_m,
@@ -174,7 +178,7 @@ def quantise_dense(name: str, weight: np.ndarray, scale: float, per_channel_exp:
         if low is not None:
             t += low.mantissas[r] * 2.0 ** rows.of(e_lo_b, r)
         t -= rows.w(r)
-        err[r] = np.abs(t)
+        np.abs(t, out=err[r])
     rec.update(max_abs_error=float(err.max()), mean_abs_error=float(err.mean()))
     return DenseWeights(mant, e, rec, warnings, low)
 
@@ -208,7 +212,7 @@ def _low_part(name: str, rows: _Rows, mant: np.ndarray, step, e, mixed: bool) ->
         m_l = apply_lava_mode(m, mode)
         if np.any(m_l != m):  # cannot happen with the shift of 7 (|residue| <= 2**e): a bug if it does
             raise AssertionError(f"{name}: low-part mantissas out of the 8-bit range")
-        max_abs_m = max(max_abs_m, int(np.max(np.abs(m_l))))
+        max_abs_m = max(max_abs_m, int(m_l.max()), -int(m_l.min()))
         low[r] = m_l
     exp = e_lo if e_lo.ndim and len(set(e_lo.tolist())) > 1 else int(np.max(e_lo))
     return LowPart(low, exp, mode, max_abs_m)

@@ -82,6 +82,21 @@ def check_integrity(path: Path) -> None:
         raise NetworkFileError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
+def _as_int32(arr: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+    """`arr` as int32 where every value is an integer that int32 holds, else `arr` unchanged. A cast and a
+    comparison per block (cache-sized, stops at the first block that differs) instead of np.mod over the array:
+    NaN, +-inf and values out of int32's range cast to something unequal, so they keep `arr`."""
+    flat = arr.reshape(-1)
+    ints = np.empty(arr.shape, np.int32)
+    out = ints.reshape(-1)
+    with np.errstate(invalid="ignore"):  # NaN, inf and out-of-range values cast with a warning; they compare unequal
+        for i in range(0, flat.size, block):
+            np.copyto(out[i:i + block], flat[i:i + block], casting="unsafe")
+            if not np.array_equal(out[i:i + block], flat[i:i + block]):
+                return arr
+    return ints
+
+
 def _write_hdf5(path: Path, g: ir.Graph, sched: dict) -> None:
     with h5py.File(path, "w", track_order=False, libver="earliest", userblock_size=USERBLOCK) as f:
         f.attrs["format"] = FORMAT
@@ -97,8 +112,7 @@ def _write_hdf5(path: Path, g: ir.Graph, sched: dict) -> None:
             scalars, arrays = _params(node)
             grp.attrs["params_json"] = json.dumps(scalars, sort_keys=True)
             for k, arr in arrays.items():
-                data = arr.astype(np.int32) if g.metadata.get("numeric") == "loihi_fixed" and \
-                    np.all(np.mod(arr, 1) == 0) else arr
+                data = _as_int32(arr) if g.metadata.get("numeric") == "loihi_fixed" else arr
                 grp.create_dataset(k, data=data, track_times=False)
         f.attrs["edges_json"] = json.dumps([[e.src, e.dst, e.port] for e in g.edges])
         f.attrs["timing_json"] = json.dumps({

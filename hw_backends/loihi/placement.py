@@ -86,46 +86,42 @@ def _outer(arrays: list[np.ndarray]) -> np.ndarray:
 class SenderLoad:
     """Output axons of a population's neurons toward its (already cut) consumers, summed per tile: discrete axons
     per neuron, population axons per position (all channels of a position share one axon). Sums over tiles are
-    differences of prefix sums (exact integers): over the spatial axes once per sender, then over the channels
-    for the last spatial extents, for which choose_extents tries channel extents in turn."""
+    differences of prefix sums (exact integers): prefix sums over every axis once per sender, gathered at the
+    tiles' bounds for each cut, so a cut costs what its tiles number."""
 
     def __init__(self, shape: tuple):
         self.shape = tuple(shape)
         self.per_neuron = np.zeros(self.shape, np.int64)
         self.per_position = np.zeros(self.shape[1:], np.int64)
-        self._prefix = None   # spatial prefix sums of per_neuron and per_position
-        self._spatial = None  # (spatial extents, channel prefix of per-tile neuron sums, per-tile position sums)
+        self._prefix = None   # prefix sums of per_neuron and per_position
 
     def add(self, counts: np.ndarray, factor: int, population: bool) -> None:
         if population:
             self.per_position += (counts * factor).reshape(self.shape[1:])
         else:
             self.per_neuron += counts.reshape(self.shape)
-        self._prefix = self._spatial = None
+        self._prefix = None
 
     @staticmethod
-    def _spatial_prefix(a: np.ndarray, first: int) -> np.ndarray:
-        """Prefix sums over the axes from `first` on, each padded with a leading zero."""
-        for ax in range(first, a.ndim):
-            pad = np.zeros(a.shape[:ax] + (1,) + a.shape[ax + 1:], np.int64)
-            a = np.cumsum(np.concatenate([pad, a], axis=ax), axis=ax)
-        return a
+    def _prefix_sums(a: np.ndarray) -> np.ndarray:
+        """Prefix sums over every axis, each padded with a leading zero."""
+        out = np.zeros(tuple(n + 1 for n in a.shape), np.int64)
+        out[(slice(1, None),) * a.ndim] = a
+        for ax in range(a.ndim):
+            np.cumsum(out, axis=ax, out=out)
+        return out
 
     def per_tile(self, extents: tuple) -> np.ndarray:
         if self._prefix is None:
-            self._prefix = (self._spatial_prefix(self.per_neuron, 1), self._spatial_prefix(self.per_position, 0))
-        spatial = tuple(extents[1:])
-        if self._spatial is None or self._spatial[0] != spatial:
-            neurons, positions = self._prefix
-            for ax, (size, t) in enumerate(zip(self.shape[1:], spatial)):
-                a, b = intervals(size, t)  # the sum over [a, b) is prefix[b] - prefix[a]
-                neurons = np.take(neurons, b, axis=ax + 1) - np.take(neurons, a, axis=ax + 1)
-                positions = np.take(positions, b, axis=ax) - np.take(positions, a, axis=ax)
-            prefix = np.cumsum(np.concatenate([np.zeros((1,) + neurons.shape[1:], np.int64), neurons]), axis=0)
-            self._spatial = (spatial, prefix, positions)
-        _, prefix, positions = self._spatial
-        a, b = intervals(self.shape[0], extents[0])
-        return prefix[b] - prefix[a] + positions[None]
+            self._prefix = (self._prefix_sums(self.per_neuron), self._prefix_sums(self.per_position))
+        # the sums over the intervals [a, b) of an axis are the differences of its prefix at the bounds a..., size
+        bounds = [np.append(intervals(size, t)[0], size) for size, t in zip(self.shape, extents)]
+        neurons, positions = self._prefix[0][np.ix_(*bounds)], self._prefix[1][np.ix_(*bounds[1:])]
+        for ax in range(len(bounds)):
+            neurons = np.diff(neurons, axis=ax)
+        for ax in range(len(bounds) - 1):
+            positions = np.diff(positions, axis=ax)
+        return neurons + positions[None]
 
 
 class PopulationCut:
