@@ -36,7 +36,7 @@ def crosscheck(export_dir_or_compiled, images, record="all", sim_graph: ir.Graph
                     readout_steps=True)
     sim_rec = RunRecords.of_simulator(sim, sg, net.readout, rec)
     d = compare(RunRecords.of_lava(lava), sim_rec)  # exact: 0/1 spikes of LIF populations, payloads of graded ones
-    graded = [n for n in rec if not isinstance(g.nodes[n], ir.LoihiLIF)]
+    graded = [n for n in rec if g.nodes[n].is_graded]
     return {"readout": lava.readout, "readout_mismatches": d.readout_mismatches,
             "readout_max_abs_diff": d.readout_max_abs_diff,
             "readout_step_mismatches": d.readout_step_mismatches,

@@ -44,7 +44,7 @@ def readout_population(graph: ir.Graph) -> str:
     if len(outs) != 1:
         raise LavaGraphError(f"expected one Output node, found {outs}")
     src = graph.in_edges(outs[0])[0].src
-    if not (isinstance(graph.nodes[src], ir.LoihiLIF) and graph.nodes[src].is_readout):
+    if not (graph.nodes[src].is_population and graph.nodes[src].is_readout):
         raise LavaGraphError(f"output {outs[0]} does not read a readout population ({src})")
     return src
 
