@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-from preset_workers import add_preset_arguments, run_preset_workers  # bench/timings/, beside this file
+from preset_workers import add_preset_arguments, run_presets_and_write  # bench/timings/, beside this file
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ("digits-2-64", "cifar10-4-384", "imagenet-8-384", "imagenet-8-512", "imagenet-8-768")
@@ -122,10 +121,6 @@ def worker(preset: str, export: str) -> dict:
     return res
 
 
-def run_all(presets, timeout: int) -> list[dict]:
-    return run_preset_workers(Path(__file__).resolve(), presets, timeout, ROOT, ("--export", "yes"), "bench_convert")
-
-
 def _f(x, nd=2):
     return "-" if x is None else (f"{x:,.{nd}f}" if isinstance(x, float) else f"{x:,}")
 
@@ -198,19 +193,8 @@ def main(argv=None) -> int:
         return 0
 
     import torch
-    env = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-           "loadavg_start": [round(x, 1) for x in os.getloadavg()]}
-    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    rows = run_all(presets, args.timeout)
-    env["loadavg_end"] = [round(x, 1) for x in os.getloadavg()]
-    out = Path(args.out)
-    sys.path.insert(0, str(ROOT))
-    from ground.atomic import write_text
-    write_text(out / "convert.json", json.dumps({"env": env, "goal": GOAL, "export_goal": EXPORT_GOAL, "results": rows}, indent=1) + "\n")
-    md = markdown(rows, env)
-    write_text(out / "convert.md", md)
-    print(md)
-    return 0 if all("error" not in r for r in rows) else 1
+    return run_presets_and_write(args, Path(__file__).resolve(), ROOT, "convert", markdown, ("--export", "yes"),
+                                 {"torch": torch.__version__}, {"goal": GOAL, "export_goal": EXPORT_GOAL})
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from preset_workers import add_preset_arguments, run_preset_workers  # bench/timings/, beside this file
+from preset_workers import add_preset_arguments, run_presets_and_write  # bench/timings/, beside this file
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ("digits-2-64", "imagenet-8-768")
@@ -65,10 +64,6 @@ def worker(preset: str) -> dict:
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
 
 
-def run_all(presets, timeout: int) -> list[dict]:
-    return run_preset_workers(Path(__file__).resolve(), presets, timeout, ROOT, label="bench_loihi_compile")
-
-
 def markdown(rows: list[dict], env: dict) -> str:
     out = ["# Loihi conversion time (`bench/timings/bench_loihi_compile.py`)", "",
            f"Machine: {env['cpus']} CPUs, Python {env['python']}; load average at start {env['loadavg_start']}, at "
@@ -100,18 +95,8 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker)))
         return 0
-    env = {"cpus": os.cpu_count(), "python": platform.python_version(),
-           "loadavg_start": [round(x, 1) for x in os.getloadavg()]}
-    rows = run_all([p.strip() for p in args.presets.split(",") if p.strip()], args.timeout)
-    env["loadavg_end"] = [round(x, 1) for x in os.getloadavg()]
-    sys.path.insert(0, str(ROOT))
-    from ground.atomic import write_text
-    out = Path(args.out)
-    write_text(out / "loihi_compile.json", json.dumps({"env": env, "goal": GOAL, "results": rows}, indent=1) + "\n")
-    md = markdown(rows, env)
-    write_text(out / "loihi_compile.md", md)
-    print(md)
-    return 0 if all("error" not in r for r in rows) else 1
+    return run_presets_and_write(args, Path(__file__).resolve(), ROOT, "loihi_compile", markdown,
+                                 extra_json={"goal": GOAL})
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def run_preset_workers(script, presets, timeout: int, cwd, extra_args=(), label: str = "bench") -> list[dict]:
@@ -40,3 +43,23 @@ def add_preset_arguments(ap, presets, results_dir) -> None:
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per preset")
     ap.add_argument("--out", default=str(results_dir))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def run_presets_and_write(args, script, root, name: str, markdown, extra_args=(), extra_env=None,
+                          extra_json=None) -> int:
+    """Runs every preset of `args.presets` in its own worker process, then writes `<name>.json` (environment,
+    `extra_json`, rows) and `<name>.md` (`markdown(rows, env)`) into `args.out` atomically and prints the md;
+    exit status 1 when a preset failed."""
+    env = {"cpus": os.cpu_count(), "python": platform.python_version(), **(extra_env or {}),
+           "loadavg_start": [round(x, 1) for x in os.getloadavg()]}
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    rows = run_preset_workers(script, presets, args.timeout, root, extra_args, Path(script).stem)
+    env["loadavg_end"] = [round(x, 1) for x in os.getloadavg()]
+    sys.path.insert(0, str(root))
+    from ground.atomic import write_text
+    out = Path(args.out)
+    write_text(out / f"{name}.json", json.dumps({"env": env, **(extra_json or {}), "results": rows}, indent=1) + "\n")
+    md = markdown(rows, env)
+    write_text(out / f"{name}.md", md)
+    print(md)
+    return 0 if all("error" not in r for r in rows) else 1
