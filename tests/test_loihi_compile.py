@@ -59,3 +59,37 @@ def test_dense_weights_do_not_depend_on_the_block_size(monkeypatch):
     rows_q, rows_rep = quantize(lowered, weight_bits=16)
     assert _json(rows_rep) == _json(whole_rep)
     assert _weights(rows_q) == _weights(whole_q)
+
+
+def test_weights_repeated_along_the_last_axis_quantise_as_the_whole_array(monkeypatch):
+    """The head's weights hold one copy per token (passes/head_readout.py) and are quantised as one copy; the
+    mantissas, both parts, every count in the record and warnings, and the mean error are those the whole array
+    gives (8 and 16 bit; with clipped weights; a channel of zeros; mixed and one-signed weights)."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for two_parts, scale, signs in ((False, 64.0, 1), (True, 64.0, 1), (True, 2.0 ** 18, 1), (False, 3.0, -1)):
+        w = rng.normal(size=(6, 5, 1))
+        w = np.abs(w) * signs if signs < 0 else w
+        w[2] = 0.0
+        cases.append((np.repeat(w, 13, axis=-1), scale, two_parts))
+    assert dense_weights.repeats_along_last_axis(cases[0][0]) == 13
+    fast = [dense_weights.quantise_dense("h", w, s, True, p) for w, s, p in cases]
+    monkeypatch.setattr(dense_weights, "repeats_along_last_axis", lambda w: 1)
+    whole = [dense_weights.quantise_dense("h", w, s, True, p) for w, s, p in cases]
+    assert any("clipped" in what for d in whole for what, _ in d.warnings)  # the clipping case is exercised
+    for f, w in zip(fast, whole):
+        assert _json(f.record) == _json(w.record) and f.warnings == w.warnings
+        assert np.array_equal(f.mantissas, w.mantissas) and np.asarray(f.weight_exp).tolist() == np.asarray(w.weight_exp).tolist()
+        assert (f.low is None) == (w.low is None)
+        if f.low is not None:
+            assert np.array_equal(f.low.mantissas, w.low.mantissas)
+            assert (f.low.sign_mode, f.low.max_abs_mantissa) == (w.low.sign_mode, w.low.max_abs_mantissa)
+
+
+def test_only_arrays_repeated_along_their_last_axis_count_as_repeated():
+    w = np.repeat(np.arange(12.0).reshape(3, 4, 1), 5, axis=-1)
+    assert dense_weights.repeats_along_last_axis(w) == 5
+    w[2, 3, 4] += 1e-12
+    assert dense_weights.repeats_along_last_axis(w) == 1
+    assert dense_weights.repeats_along_last_axis(np.ones((4, 1))) == 1
+    assert dense_weights.repeats_along_last_axis(np.ones(7)) == 1

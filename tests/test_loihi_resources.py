@@ -22,6 +22,7 @@ from convert.passes import lower
 from hardware.loihi import limits
 from hw_backends.loihi.crossings import chip_crossings
 from hw_backends.loihi.compile import compile_graph
+from hw_backends.loihi import placement
 from hw_backends.loihi.placement import LIMIT_NAMES, place, tile_usage
 from hardware.loihi.profiles import LOIHI1, PROFILES, get_profile
 from hw_backends.loihi.quantize import quantize
@@ -201,6 +202,23 @@ def test_per_core_counts_match_brute_force():
             assert ours[name]["totals"]["input_axons"] == ref[name]["totals"]["input_axons"], name
             assert ours[name]["totals"]["synapse_bits"] == ref[name]["totals"]["synapse_bits"], name
             assert ours[name]["output_axons_per_tile"].ravel().tolist() == ref[name]["output_axons"], name
+
+
+def test_the_searchs_output_axon_max_and_sum_match_brute_force(monkeypatch):
+    """The placement search reads each probe's output axons as a max and a sum taken over blocks of channel tiles
+    (placement.SenderLoad.worst_and_total); any block size, and one neuron per tile, give the brute force's."""
+    g, projs = small_graph()
+    profile = get_profile("loihi2")
+    shapes = g.shapes()
+    into = placement._incoming(g, projs, shapes, profile)
+    for block in (1, 3, placement.TILE_BLOCK):
+        monkeypatch.setattr(placement, "TILE_BLOCK", block)
+        for name, ext in TILES.items():
+            for own in (ext, (1,) * len(ext)):
+                tiles = dict(TILES, **{name: own})
+                want = brute_force(g, projs, profile, tiles)[name]["output_axons"]
+                sender = placement._sender_load(name, shapes[name], into, tiles, profile)
+                assert sender.worst_and_total(tuple(own)) == (max(want), sum(want)), (name, own, block)
 
 
 def test_a_weights_parts_share_axons_only_where_the_profile_says_so():

@@ -11,11 +11,13 @@ from . import fold_bn, head_readout, maxpool_or, residual_graded, residual_strea
 PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa", "head_readout")
 
 
-def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_form: str = "binary") -> ir.Graph:
+def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_form: str = "binary",
+          memo: dict | None = None) -> ir.Graph:
     """Runs the passes in order on a copy of `g` (stopping after `upto` when given). `ssa_form` "binary" uses
     only binary spikes and threshold neurons (standard NIR, any chip); "graded" uses Loihi 2 graded spikes:
     product neurons in the SSA and graded relays for the residual sums (the "residual_streams" step then runs
-    residual_graded)."""
+    residual_graded). `memo`: a dict kept over several lowerings of `g` (passes that can share arrays between
+    them do: head_readout)."""
     if ssa_form not in SSA_FORMS:
         raise ValueError(f"unknown SSA form {ssa_form!r}; choose one of {SSA_FORMS}")
     g = g.copy()
@@ -24,7 +26,7 @@ def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_for
         "maxpool_or": maxpool_or.run,
         "residual_streams": (residual_streams if ssa_form == "binary" else residual_graded).run,
         "ssa": lambda x: (ssa_binary if ssa_form == "binary" else ssa_graded).run(x, ssa_order),
-        "head_readout": head_readout.run,
+        "head_readout": lambda x: head_readout.run(x, memo),
     }
     done = []
     for name in PIPELINE:

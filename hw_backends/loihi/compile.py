@@ -32,6 +32,7 @@ class SharedWork:
     over the compilations ("lower", each pass, "place_other_profiles")."""
     weights: WeightMemo = field(default_factory=WeightMemo)
     placements: PlacementMemo = field(default_factory=PlacementMemo)
+    lowering: dict = field(default_factory=dict)  # convert.passes.lower's memo over the SSA forms
     seconds: dict = field(default_factory=dict)
 
     def timed(self, step: str, t0: float) -> None:
@@ -112,7 +113,7 @@ def compile_target(frontend: ir.Graph, options: ConversionOptions, progress: boo
             bar.set_postfix_str(f"SSA {form} on {profile.name}")
             try:
                 t0 = time.perf_counter()
-                lowered = lower(frontend, ssa_order=options.ssa_order, ssa_form=form)
+                lowered = lower(frontend, ssa_order=options.ssa_order, ssa_form=form, memo=shared.lowering)
                 shared.timed("lower", t0)
                 b = compile_graph(lowered, vth_mant=options.vth_mant, weight_bits=options.weight_bits,
                           input_scale=options.input_scale, profile=profile, shared=shared)

@@ -100,11 +100,47 @@ def _per_channel(e, ndim: int):
     return np.reshape(e, (-1,) + (1,) * (ndim - 1)) if np.ndim(e) else e
 
 
+def repeats_along_last_axis(weight: np.ndarray) -> int:
+    """n where every row of `weight` along its last axis (length n > 1) holds one value repeated (the head's
+    weights, one copy per token: passes/head_readout.py), else 1. Compared block by block (exact equality)."""
+    n = weight.shape[-1] if weight.ndim >= 2 else 1
+    if n < 2 or weight.size == 0:
+        return 1
+    rows = max(1, BLOCK // max(1, weight[0].size))
+    for i in range(0, len(weight), rows):
+        b = weight[i:i + rows]
+        if not np.array_equal(b, np.broadcast_to(b[..., :1], b.shape)):
+            return 1
+    return n
+
+
 def quantise_dense(name: str, weight: np.ndarray, scale: float, per_channel_exp: bool,
                    two_parts: bool) -> DenseWeights:
     """Synapse `name`'s `weight` (model units) x `scale` -> mantissas and exponents; `two_parts`: add the low
     part (16-bit weights). In passes over blocks of output channels, each pass settling what the next needs
-    over the whole array (the sign mode of the weights, of the mantissas, of the residue, of its mantissas)."""
+    over the whole array (the sign mode of the weights, of the mantissas, of the residue, of its mantissas).
+
+    Every step is elementwise or a reduction that only sees which values occur (max, min, any) or how many (a
+    count), so a weight array repeated along its last axis is quantised as one copy, the counts taken times the
+    copies and the arrays repeated back; the mean error is taken over the repeated error array, as over the
+    whole array."""
+    copies = repeats_along_last_axis(weight)
+    if copies == 1:
+        out, err = _quantise(name, weight, scale, per_channel_exp, two_parts, 1)
+    else:
+        out, err = _quantise(name, np.ascontiguousarray(weight[..., :1]), scale, per_channel_exp, two_parts, copies)
+        out.mantissas = np.repeat(out.mantissas, copies, axis=-1)
+        if out.low is not None:
+            out.low.mantissas = np.repeat(out.low.mantissas, copies, axis=-1)
+        err = np.repeat(err, copies, axis=-1)
+    out.record.update(max_abs_error=float(err.max()), mean_abs_error=float(err.mean()))
+    return out
+
+
+def _quantise(name: str, weight: np.ndarray, scale: float, per_channel_exp: bool, two_parts: bool,
+              copies: int) -> tuple[DenseWeights, np.ndarray]:
+    """quantise_dense of `weight` repeated `copies` times along its last axis, less the error statistics; the
+    per-weight error |quantised - weight| of `weight`."""
     rows = _Rows(weight, scale)
     negative = positive = False
     ch_max = np.empty(len(weight), np.float64)
@@ -154,13 +190,14 @@ def quantise_dense(name: str, weight: np.ndarray, scale: float, per_channel_exp:
         if two_parts and not (residue_neg and residue_pos):  # the residue's signs, until both are seen
             res = _residue(w, mant[r], rows.of(step, r))
             residue_neg, residue_pos = residue_neg or bool(np.any(res < 0)), residue_pos or bool(np.any(res > 0))
+    changed, nonzero, clipped, size = changed * copies, nonzero * copies, clipped * copies, weight.size * copies
     rec = {"scale": scale, "weight_exp": np.asarray(e).tolist(), "sign_mode": mode, "max_abs_mantissa": max_abs_m,
            "rounded_by_lava_rules": changed}
     warnings = []
     if e_needed > e_top:
         rec.update(weight_exp_needed=e_needed, clipped_weights=clipped, max_clip_model_units=(max_abs - top) / scale)
         warnings.append(("weights clipped",
-                         f"{clipped} of {weight.size} weights exceed the 8-bit range at the largest weight exponent "
+                         f"{clipped} of {size} weights exceed the 8-bit range at the largest weight exponent "
                          f"{e_top} (exponent {e_needed} would be needed): |w| up to {max_abs / scale:.6g} clipped "
                          f"to {top / scale:.6g} in model units (after BatchNorm folding), i.e. by up to "
                          f"{(max_abs - top) / scale:.6g} ({100 * (max_abs / top - 1):.1f} %)"))
@@ -179,8 +216,7 @@ def quantise_dense(name: str, weight: np.ndarray, scale: float, per_channel_exp:
             t += low.mantissas[r] * 2.0 ** rows.of(e_lo_b, r)
         t -= rows.w(r)
         np.abs(t, out=err[r])
-    rec.update(max_abs_error=float(err.max()), mean_abs_error=float(err.mean()))
-    return DenseWeights(mant, e, rec, warnings, low)
+    return DenseWeights(mant, e, rec, warnings, low), err
 
 
 def _residue(w: np.ndarray, mant: np.ndarray, step) -> np.ndarray:
