@@ -1,7 +1,6 @@
-"""One record type for what the Lava runtime and the fixed-point simulator produce on the same images, so that
-the cross-check (analysis.lava_crosscheck) only compares: `RunRecords.of_lava` (a lava_run.LavaResult) and
-`RunRecords.of_simulator` (a sim.engine result) give the same fields in the same layout, and `compare` counts
-their differences exactly (integer against integer)."""
+"""The simulator's run as the record type every engine returns (hw_backends.engines.RunRecords), and the exact
+comparison of two such records (integer against integer), so that the cross-check (analysis.engine_crosscheck)
+only compares."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,30 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from convert import ir
-from hw_backends.loihi.lava_run import LavaResult
+from hw_backends.engines import RunRecords
 
 
-@dataclass
-class RunRecords:
-    """One engine's record of a run in logical time: spikes of every recorded population [T, B, *shape] (0/1
-    spikes of a LIF population, integer payloads of a graded one), the readout's v at every logical step
-    [T, B, n_out] and at the last one [B, n_out]."""
-    spikes: dict
-    readout_v_steps: np.ndarray
-    readout_v: np.ndarray
-
-    @classmethod
-    def of_lava(cls, res: LavaResult) -> RunRecords:
-        """From a run_lava result made with readout_steps=True."""
-        return cls(res.spikes, res.readout_v_steps, res.readout_v)
-
-    @classmethod
-    def of_simulator(cls, sim, graph: ir.Graph, readout: str, populations: list[str]) -> RunRecords:
-        """From sim.engine's result of a run that recorded `populations` and the readout."""
-        steps = sim.records[readout]
-        v = sim.outputs[graph.outputs()[0]]
-        return cls({n: sim.records[n].numpy() for n in populations},
-                   steps.reshape(steps.shape[0], steps.shape[1], -1).numpy(), v.reshape(v.shape[0], -1).numpy())
+def simulator_records(sim, graph: ir.Graph, readout: str, populations: list[str]) -> RunRecords:
+    """From sim.engine's result of a run that recorded `populations` and the readout."""
+    steps = sim.records[readout]
+    v = sim.outputs[graph.outputs()[0]]
+    return RunRecords({n: sim.records[n].numpy() for n in populations},
+                      steps.reshape(steps.shape[0], steps.shape[1], -1).numpy(), v.reshape(v.shape[0], -1).numpy())
 
 
 @dataclass

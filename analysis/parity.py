@@ -194,7 +194,7 @@ def run_parity(model: torch.nn.Module, graph: ir.Graph, images, labels: torch.Te
     data set streamed from disk). `mode` "float" (reference semantics; the graph runs in float64) or "fixed" (Loihi
     fixed point; the reference runs in float32); `numeric`: the graph's arithmetic for the engine (default:
     "float" for mode float, "loihi_fixed" for mode fixed; a Build says which: Build.runnable).
-    `sim_runner(images, layer_names) -> (logits, records)` replaces the built-in engine (e.g. Lava). `logit_atol`:
+    `sim_runner(images, layer_names) -> (logits, records)` replaces the built-in engine (a target's engine, analysis.engine_crosscheck). `logit_atol`:
     see default_logit_atol. `executor` (analysis.shards): the batches run in shards elsewhere (spk-parity --ray);
     the merged counts are the same as in this process."""
     numeric = numeric or ("loihi_fixed" if mode == "fixed" else "float")
@@ -210,7 +210,7 @@ def run_parity(model: torch.nn.Module, graph: ir.Graph, images, labels: torch.Te
                     default_logit_atol(mode) if logit_atol is None else float(logit_atol), readout_scale, ref_dtype)
     if sim_runner is not None:
         if executor is not None:
-            raise ValueError("a custom simulator runner (the Lava engine) runs in this process only")
+            raise ValueError("a custom simulator runner (a target's engine) runs in this process only")
 
         def fn(job, samples, progress):
             return parity_shard(job, samples, progress, sim_runner)
@@ -280,7 +280,7 @@ def parity_markdown(s: dict) -> str:
                   for n, e in sorted(ev.items())] or ["- no neuron saturated its 24-bit v or wrapped its 24-bit u, and no synaptic input exceeded 16 bits"]
     xc = s.get("engine_crosscheck")
     if xc:
-        lines += ["", "## Lava against the fixed-point simulator (exact)", "",
+        lines += ["", f"## {xc['engine']} against the {xc['simulator']} simulator (exact)", "",
                   f"- {xc['samples']} samples, {xc['populations']} populations (every population of the export, "
                   f"the readout included): {xc['spike_mismatches']:,} of {xc['spikes_compared']:,} spikes/payloads "
                   f"differ; readout v at every logical step: {xc['readout_step_mismatches']:,} differ; "

@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     backends = targets.backends()
     p = argparse.ArgumentParser(prog=PROG, description="Convert a trained Spikformer checkpoint to a hardware graph.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pt) written by spk-train, or a state dict")
-    p.add_argument("--target", default="nir",
-                   help=f"output target (default nir); one of: {', '.join(b.name for b in backends)}")
+    default = targets.default_target("spk-convert")
+    p.add_argument("--target", default=default,
+                   help=f"output target (default {default}); one of: {', '.join(b.name for b in backends)}")
     kinds = ", ".join(f"a {b.output_kind} for {b.name}" for b in backends)
     beside = " or ".join(f"{default_output(Path('model.pt'), b)}{'/' if b.output_kind == 'dir' else ''}"
                          for b in backends)

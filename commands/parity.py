@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from analysis.engine_crosscheck import make_sim_runner
 from analysis.parity import (default_logit_atol, firing_rate_plot, parity_markdown, run_parity,
                              set_reference_determinism, summarize)
 from ground.atomic import atomic_dir
@@ -25,19 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spk-parity", description=__doc__)
     p.add_argument("checkpoint")
     backends = targets.backends()
-    p.add_argument("--target", default="loihi", choices=[b.name for b in backends],
-                   help="the target whose network is checked (default loihi)")
+    default = targets.default_target("spk-parity")
+    p.add_argument("--target", default=default, choices=[b.name for b in backends],
+                   help=f"the target whose network is checked (default {default})")
     p.add_argument("--mode", choices=targets.run_modes(), default=None,
                    help="fixed (the target's integer arithmetic) or float (reference semantics, float64; must be "
                         "exact). Default: " + ", ".join(f"{b.default_mode} for {b.name}" for b in backends))
     add_data_arguments(p)
     p.add_argument("--samples", type=int, default=None, help="number of test samples (default: all)")
-    p.add_argument("--engine", choices=["sim", "lava"], default="sim")
-    p.add_argument("--lava-timeout", type=float, default=600.0,
-                   help="seconds a Lava run may take before it is killed (--engine lava; default 600)")
-    p.add_argument("--lava-retries", type=int, default=1,
-                   help="fresh Lava runs after a timeout (lava-nc's runtime occasionally hangs; each timeout is "
-                        "reported in parity.json; default 1)")
+    p.add_argument("--engine", choices=["sim", *targets.engine_names()], default="sim",
+                   help="what runs the converted network: sim (this project's simulator) or one of a target's "
+                        "engines, compared exactly with the fixed-point simulator on the same samples: " + "; ".join(
+                            f"{e} (--target {b.name}): {what}" for b in backends for e, what in b.engines.items()))
     p.add_argument("--device", default=None, help="device of the PyTorch reference and of the simulator (default: "
                                                   "cuda if available; cpu with --ray)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--out", required=True, help="output directory")
     add_conversion_arguments(p)
+    for b in backends:
+        if b.engines:
+            b.add_engine_arguments(p.add_argument_group(f"engines of --target {b.name}"))
     add_ray_arguments(p)
     add_common_args(p)
     return p
@@ -62,12 +65,10 @@ def _run(a: argparse.Namespace) -> int:
     backend.check_mode(mode)
     if a.samples is not None and a.samples < 1:
         raise UserError("--samples must be >= 1")
-    if a.engine == "lava" and mode != "fixed":
-        raise UserError("--engine lava runs Loihi fixed point; use --mode fixed")
-    if a.lava_timeout <= 0 or a.lava_retries < 0:
-        raise UserError("--lava-timeout must be > 0 and --lava-retries >= 0")
-    if a.engine == "lava" and a.ray is not None:
-        raise UserError("--engine lava runs in this process only; drop --ray")
+    if a.engine != "sim":
+        backend.check_engine(a.engine, mode, a)
+        if a.ray is not None:
+            raise UserError(f"--engine {a.engine} runs in this process only; drop --ray")
     device = ray_device(a)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
@@ -81,9 +82,8 @@ def _run(a: argparse.Namespace) -> int:
     print(f"spk-parity: data {a.data}: {n} of {len(dataset)} test samples ({dataset.info.get('split_rule')})")
     graph, numeric = build.runnable(mode)
     sim_runner = None
-    if a.engine == "lava":
-        from analysis.lava_crosscheck import make_sim_runner
-        sim_runner = make_sim_runner(build.target, timeout_s=a.lava_timeout, retries=a.lava_retries)
+    if a.engine != "sim":
+        sim_runner = make_sim_runner(backend.open_engine(a.engine, build.target, a))
     facts = {"model": build.source.name, "checkpoint_sha256": build.source.sha256,
              "preset": a.preset or ("matched: " + build.source.metadata["preset"]
                                     if build.source.metadata.get("preset_matched") else "from checkpoint"),
@@ -106,7 +106,7 @@ def _run(a: argparse.Namespace) -> int:
     facts["data_info"] = data_facts(a.data, dataset.info, samples, res.samples)
     summary = summarize(res, facts)
     if sim_runner is not None and sim_runner.crosscheck is not None:
-        summary["engine_crosscheck"] = dict(sim_runner.crosscheck.to_dict(), lava_timeouts=sim_runner.timeouts)
+        summary["engine_crosscheck"] = dict(sim_runner.crosscheck.to_dict(), incidents=sim_runner.engine.incidents)
     with atomic_dir(a.out) as stage:
         (stage / "parity.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         (stage / "parity.md").write_text(parity_markdown(summary))
@@ -119,15 +119,14 @@ def _run(a: argparse.Namespace) -> int:
     failed = []
     xc = summary.get("engine_crosscheck")
     if xc is not None:
-        for t in xc["lava_timeouts"]:
-            print(f"spk-parity: a Lava run of {t['samples']} samples timed out after {t['timeout_s']:.0f} s and "
-                  "was started again (lava-nc's runtime occasionally hangs)", file=sys.stderr)
-        print(f"spk-parity: Lava vs fixed-point simulator on the same {xc['samples']} samples: "
+        for t in xc["incidents"]:
+            print(f"spk-parity: {t['what']}", file=sys.stderr)
+        print(f"spk-parity: {xc['engine']} vs {xc['simulator']} simulator on the same {xc['samples']} samples: "
               f"{xc['spike_mismatches']:,} of {xc['spikes_compared']:,} spikes differ in {xc['populations']} "
               f"populations, readout v {xc['readout_step_mismatches']:,} differ, predictions "
               f"{xc['prediction_differences']} differ")
         if xc["differences"]:
-            failed.append(f"Lava differs from the fixed-point simulator ({xc['differences']:,} differences; "
+            failed.append(f"{xc['engine']} differs from the {xc['simulator']} simulator ({xc['differences']:,} differences; "
                           f"parity.json engine_crosscheck)")
     if o["prediction_agreement"] < a.min_agreement:
         failed.append(f"prediction agreement {o['prediction_agreement']:.4f} < --min-agreement {a.min_agreement}")

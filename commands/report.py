@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float: reference semantics, float64; fixed: the target's fixed point, the network "
                         "spk-convert exports (default: "
                         + ", ".join(f"{b.default_mode} for --target {b.name}" for b in backends) + ")")
-    p.add_argument("--target", default="nir", choices=[b.name for b in backends], help="back end (default nir)")
+    default = targets.default_target("spk-report")
+    p.add_argument("--target", default=default, choices=[b.name for b in backends],
+                   help=f"back end (default {default})")
     add_conversion_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and the sample choice (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu; cpu with "

@@ -77,6 +77,11 @@ class Backend:
     report_section_modes: ClassVar[tuple] = ()
     # the ConversionOptions fields only this target reads; add_arguments gives each its flag
     option_fields: ClassVar[tuple] = ()
+    # spk-parity --engine: the engines besides the simulator that run this target's network (name -> what it
+    # runs; hw_backends.engines), handed out by check_engine and open_engine, their flags by add_engine_arguments
+    engines: ClassVar[dict] = {}
+    # the commands (program names) whose --target defaults to this target (default_target)
+    default_for: ClassVar[tuple] = ()
 
     def compile(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> CompiledNetwork:
         raise NotImplementedError
@@ -112,6 +117,21 @@ class Backend:
         """The filled report section as energy.md / report.html items (analysis.render): ("h2", title), ("p", text),
         ("table", header, rows); `num` formats a number as the rest of the report does."""
         return []
+
+    def add_engine_arguments(self, group) -> None:
+        """The flags of this target's `engines` on `group` (spk-parity's argument group for this target)."""
+
+    def check_engine(self, engine: str, mode: str, args) -> None:
+        """Fails (one line, before any work) unless this target has the engine `engine` and it runs `mode` with
+        the flags in `args` (an argparse namespace)."""
+        if engine not in self.engines:
+            raise ModeError(f"--target {self.name} has no engine {engine!r}; it runs on "
+                            + ", ".join(("sim",) + tuple(f"--engine {e}" for e in self.engines)))
+
+    def open_engine(self, engine: str, network, args):
+        """`network` (a Build's CompiledNetwork) opened on `engine` with the flags in `args`: a
+        hw_backends.engines.HardwareEngine."""
+        raise NotImplementedError
 
     def check_mode(self, mode: str) -> None:
         """Fails (one line) when this target does not run `mode`."""
@@ -182,6 +202,19 @@ def backends() -> list[Backend]:
 def run_modes() -> list[str]:
     """Every --mode some registered target runs, sorted."""
     return sorted({m for b in backends() for m in b.run_modes})
+
+
+def default_target(command: str) -> str:
+    """The target a command's --target defaults to: the registered target whose `default_for` names `command`."""
+    names = [b.name for b in backends() if command in b.default_for]
+    if len(names) != 1:
+        raise RuntimeError(f"{command}: {len(names)} targets claim to be its default ({names}); exactly one must")
+    return names[0]
+
+
+def engine_names() -> list[str]:
+    """Every --engine some registered target has, sorted."""
+    return sorted({e for b in backends() for e in b.engines})
 
 
 def targets_running(mode: str) -> list[str]:

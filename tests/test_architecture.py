@@ -51,6 +51,20 @@ def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path, low, h
     assert f"{low} is not allowed to import {high}" in res.stdout or f"{low} -> {high}" in res.stdout, res.stdout[-3000:]
 
 
+@pytest.mark.parametrize("importer,target", [("analysis", "hw_backends.loihi.lava_run"),
+                                             ("commands", "hw_backends.nir.nir_io")])
+def test_a_command_or_analysis_naming_a_target_breaks_the_contract(tmp_path, importer, target):
+    """commands/ and analysis/ reach a target through the registry only: importing a target's package, even in a
+    function, fails the contract."""
+    for p in PACKAGES:
+        shutil.copytree(ROOT / p, tmp_path / p, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with open(tmp_path / importer / "__init__.py", "a") as f:
+        f.write(f"\n\ndef _sneaky():\n    import {target}  # noqa: F401\n")
+    res = lint_imports(tmp_path)
+    assert res.returncode != 0 and "name no target" in res.stdout and "BROKEN" in res.stdout, res.stdout[-3000:]
+
+
 def _imports_between_packages() -> dict:
     """{(importer package, imported package): number of distinct (module, module) direct imports}, from grimp,
     the import graph import-linter checks."""

@@ -55,6 +55,32 @@ def test_spk_parity_runs_it_in_float_semantics(cli, ckpt, tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+def test_spk_parity_runs_its_own_engine_and_counts_known_flips(cli, ckpt, tmp_path):
+    """The target's engine (`--engine replay`, its flag `--replay-flips`) runs through spk-parity with no module
+    but the target's naming it; the cross-check against the simulator finds exactly the spikes it flipped, in one
+    layer, and fails the run; with none flipped it finds 0."""
+    runs = {}
+    for flips in (0, 3):
+        out = tmp_path / f"replay{flips}"
+        rc, stdout, err = cli(parity_cli.main, [ckpt, "--target", "node-names", "--engine", "replay", "--samples", "6",
+                                                "--batch-size", "4", "--replay-flips", str(flips), "--device", "cpu",
+                                                "--no-progress", "--min-agreement", "0", "-o", out])
+        runs[flips] = json.loads((out / "parity.json").read_text())["engine_crosscheck"]
+        if flips:  # 3 per run, 2 runs (batches of 4 and 2): the report is written, the exit code says it failed
+            assert rc == 1 and "Replay differs from the float simulator (6 differences" in err
+        else:
+            assert rc == 0, err
+    assert runs[0]["spike_mismatches_by_population"] == {}
+    assert runs[3]["spike_mismatches"] == 6 and runs[3]["differences"] == 6
+    assert list(runs[3]["spike_mismatches_by_population"].values()) == [6]
+    assert runs[3]["spikes_compared"] == runs[0]["spikes_compared"]
+    xc = runs[0]
+    assert xc["engine"] == "Replay" and xc["simulator"] == "float" and xc["samples"] == 6 and xc["differences"] == 0
+    assert xc["spikes_compared"] > 0 and xc["incidents"] == []
+    rc, _, err = cli(parity_cli.main, [ckpt, "--target", "node-names", "--engine", "lava", "-o", tmp_path / "no"])
+    assert rc == 2 and "--target node-names has no engine 'lava'; it runs on sim, --engine replay" in err
+
+
 def test_spk_report_prices_it_with_its_own_defaults(cli, ckpt, tmp_path):
     out = tmp_path / "report"
     rc, stdout, err = cli(report_cli.main, [ckpt, "--target", "node-names", "--samples", "8", "--device", "cpu",

@@ -314,7 +314,8 @@ def test_fixed_point_agrees_with_a_trained_normalised_model(trained_normalized):
 
 # ------------------------------------------------------------------------------------------------ lava
 def test_lava_equals_the_fixed_point_simulator_with_the_per_neuron_bias(tmp_path):
-    from analysis.lava_crosscheck import crosscheck
+    from analysis.engine_crosscheck import crosscheck
+    from hw_backends.loihi.lava_engine import LavaEngine
     from hw_backends.loihi.compile import compile_graph as loihi_build
     from hw_backends.loihi.export import write_artifacts
     from sklearn.datasets import load_digits
@@ -338,7 +339,8 @@ def test_lava_equals_the_fixed_point_simulator_with_the_per_neuron_bias(tmp_path
     assert lif.bias_mant.shape == (2, 8, 8)
     assert not np.array_equal(lif.bias_mant[:, 0, 0], lif.bias_mant[:, 4, 4])  # border differs from interior
     write_artifacts(tmp_path, compiled, {"name": "normalised"}, {})
-    rep = crosscheck(tmp_path, x.numpy(), record="all", sim_graph=compiled.graph, timeout_s=300, progress=False)
+    rep = crosscheck(LavaEngine(tmp_path, timeout_s=300, retries=0, pin_models=False), x.numpy(), record="all",
+                     sim_graph=compiled.graph, progress=False)
     assert 0 < rep["firing_rates"]["patch_embed.proj_lif"] < 1
     assert rep["spike_mismatches"]["patch_embed.proj_lif"] == 0
     assert rep["total_spike_mismatches"] == 0 and rep["readout_mismatches"] == 0

@@ -71,16 +71,19 @@ def _populations(g):
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{f}-{o}" for f, o in CASES])
 def checked(request, tmp_path_factory):
-    from analysis.lava_crosscheck import crosscheck
+    from analysis.engine_crosscheck import crosscheck
+    from hw_backends.loihi.lava_engine import LavaEngine
     form, order = request.param
     x = digits()
     compiled = compile_graph(lower(spikformer_to_ir(firing_model(order, x)), ssa_order=order, ssa_form=form))
     out = tmp_path_factory.mktemp(f"lava_{form}_{order}")
     write_artifacts(out, compiled, {"name": f"tiny-{form}-{order}"}, {"ssa_order": order, "ssa_form": form})
-    rep = crosscheck(out, x.numpy(), record="all", sim_graph=compiled.graph, timeout_s=300, progress=False)
-    summary = {k: v for k, v in rep.items() if k not in ("lava_result", "sim_result")}
+    rep = crosscheck(LavaEngine(out, timeout_s=300, retries=0, pin_models=False), x.numpy(), record="all",
+                     sim_graph=compiled.graph, progress=False)
+    summary = {k: v for k, v in rep.items() if k not in ("engine_result", "records", "sim_result")}
     print(f"\n[lava crosscheck {form} {order}] " + json.dumps(
-        {"sim_s": summary["sim_s"], "lava": summary["lava"], "network": summary["network"],
+        {"sim_s": summary["sim_s"], "lava": summary["engine_facts"]["timing"],
+         "network": summary["engine_facts"]["network"],
          "readout_mismatches": summary["readout_mismatches"],
          "readout_step_mismatches": summary["readout_step_mismatches"],
          "total_spike_mismatches": summary["total_spike_mismatches"],
@@ -105,7 +108,7 @@ def test_every_population_fires(checked):
 
 def test_readout_bit_exact(checked):
     rep = checked["report"]
-    lava_res, sim = rep["lava_result"], rep["sim_result"]
+    lava_res, sim = rep["engine_result"], rep["sim_result"]
     assert rep["readout"] == "head"
     assert lava_res.readout_v.shape == (N_IMAGES, 10)
     assert np.any(lava_res.readout_v != 0)
@@ -131,7 +134,7 @@ def test_spikes_bit_exact_every_population(checked):
     assert not missing
     bad = {n: c for n, c in rep["spike_mismatches"].items() if c}
     assert not bad, f"Lava and the fixed-point simulator differ: {bad}"
-    spikes = rep["lava_result"].spikes
+    spikes = rep["engine_result"].spikes
     assert spikes["block.0.attn.attn_lif"].shape == (2, N_IMAGES, 16, 4)  # logical time [T, B, ...]
     assert rep["spikes_compared"] > 5000
 
@@ -147,7 +150,7 @@ def test_graded_payloads_exact(checked):
     ssa = [n for n in graded if n not in relays]
     assert len(ssa) == 2 and len(relays) == 3  # count + product; the sums after rpe, attention and MLP
     assert sorted(rep["graded_payload_max"]) == sorted(graded)
-    lava_res, sim = rep["lava_result"], rep["sim_result"]
+    lava_res, sim = rep["engine_result"], rep["sim_result"]
     for n in graded:
         lv, sv = lava_res.spikes[n], sim.records[n].numpy()
         assert lv.dtype == np.int32
@@ -156,7 +159,7 @@ def test_graded_payloads_exact(checked):
             assert len(np.unique(lv)) >= 3 and lv.max() > 1, (n, np.unique(lv))  # more than 0/1
         else:
             assert lv.max() >= 1, n
-    net = rep["network"]
+    net = rep["engine_facts"]["network"]
     assert net["population_kinds"] == {"LIFReset": len(_populations(g)) + 1 - len(graded),
                                        "GradedVec": len(graded) - 1, "ProdNeuron": 1}
     # graded senders: the image (its high and low weight parts), the count (-> product in1), the product
@@ -176,7 +179,7 @@ def _exponent_groups(g, pr) -> int:
 
 
 def test_process_graph_shape(checked):
-    net, sched = checked["report"]["network"], checked["compiled"].schedule
+    net, sched = checked["report"]["engine_facts"]["network"], checked["compiled"].schedule
     pops = _populations(checked["compiled"].graph) + ["head"]
     g = checked["compiled"].graph
 
@@ -251,10 +254,12 @@ def test_timeout_kills_the_lava_processes(tiny_compiled):
 
 def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_compiled, monkeypatch):
     """A Lava run that times out (lava-nc's runtime occasionally hangs) is killed and started again, up to
-    `retries` times; every timeout is kept on the runner; with no retry left the timeout is raised."""
-    from analysis import lava_crosscheck
+    `retries` times; every timeout is kept as an incident of the engine; with no retry left the timeout is
+    raised."""
+    from analysis.engine_crosscheck import make_sim_runner
+    from hw_backends.loihi import lava_engine
     from hw_backends.loihi.lava_run import LavaTimeoutError
-    real, calls = lava_crosscheck.run_lava, []
+    real, calls = lava_engine.run_lava, []
 
     def hangs_once(*args, **kwargs):
         calls.append(1)
@@ -262,17 +267,19 @@ def test_a_timed_out_lava_run_is_started_afresh_and_reported(tiny_compiled, monk
             raise LavaTimeoutError("the Lava run did not finish within 120 s (a stand-in for a hang)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lava_crosscheck, "run_lava", hangs_once)
-    runner = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=120, retries=1)
+    monkeypatch.setattr(lava_engine, "run_lava", hangs_once)
+    runner = make_sim_runner(lava_engine.LavaEngine(tiny_compiled, timeout_s=120, retries=1))
     runner(digits(1), [])
-    assert len(calls) == 2 and runner.timeouts == [
-        {"samples": 1, "timeout_s": 120, "error": "the Lava run did not finish within 120 s (a stand-in for a hang)"}]
+    assert len(calls) == 2 and runner.engine.incidents == [
+        {"samples": 1, "timeout_s": 120, "error": "the Lava run did not finish within 120 s (a stand-in for a hang)",
+         "restarted": True, "what": "a Lava run of 1 samples timed out after 120 s and was started again "
+                                    "(lava-nc's runtime occasionally hangs)"}]
     assert runner.crosscheck.to_dict()["differences"] == 0
     calls.clear()
-    no_retry = lava_crosscheck.make_sim_runner(tiny_compiled, timeout_s=120, retries=0)
+    no_retry = make_sim_runner(lava_engine.LavaEngine(tiny_compiled, timeout_s=120, retries=0))
     with pytest.raises(LavaTimeoutError):
         no_retry(digits(1), [])
-    assert len(calls) == 1 and len(no_retry.timeouts) == 1
+    assert len(calls) == 1 and [i["restarted"] for i in no_retry.engine.incidents] == [False]
 
 
 def test_the_lava_runtime_is_split_at_its_process_boundary():
@@ -291,7 +298,7 @@ def test_the_lava_runtime_is_split_at_its_process_boundary():
 
     assert imported("hw_backends.loihi.lava_worker", "m.split('.')[0] == 'torch'") == []
     parent = "hw_backends.loihi.runnable, hw_backends.loihi.lava_matrices, hw_backends.loihi.lava_run, " \
-             "analysis.lava_crosscheck"
+             "hw_backends.loihi.lava_engine, analysis.engine_crosscheck"
     assert imported(parent, "m.startswith(('lava.magma', 'lava.proc'))") == []
     assert "lava.proc.lif.process" in imported("hw_backends.loihi.lava_worker", "m.startswith('lava.proc')")
 
@@ -410,7 +417,7 @@ def test_run_lava_refuses_big_networks_before_starting_lava():
 
 # ---------------------------------------------------------------------------------------------- spk-parity
 def test_parity_cli_lava_engine_equals_sim_engine(tmp_path):
-    """`spk-parity --target loihi --engine lava` (make_sim_runner: one isolated Lava run) against the same
+    """`spk-parity --target loihi --engine lava` (the target's engine: one isolated Lava run per batch) against the same
     command with the built-in simulator: both compare with the same float reference, so every layer's mismatch
     count and the overall numbers must be identical."""
     from commands.parity import main
@@ -452,7 +459,7 @@ def test_parity_cli_lava_engine_runs_the_demo_size_model(tmp_path):
     assert rc == 0
     rep = json.loads((out / "parity.json").read_text())
     xc = rep["engine_crosscheck"]
-    assert isinstance(xc["lava_timeouts"], list)
+    assert xc["engine"] == "Lava" and isinstance(xc["incidents"], list)
     assert xc["differences"] == 0 and xc["spike_mismatches"] == 0 and xc["readout_step_mismatches"] == 0
     assert xc["populations"] >= 30 and xc["spikes_compared"] > 500_000
     assert any(d["rate_simulator"] > 0 for d in rep["layers"] if "attn" in d["layer"])
@@ -462,9 +469,9 @@ def test_parity_cli_lava_engine_runs_the_demo_size_model(tmp_path):
 def test_engine_crosscheck_counts_a_changed_spike(tiny_compiled):
     """The Lava-vs-simulator comparison of spk-parity --engine lava sees one flipped spike, one changed readout
     value and the prediction it changes (a Lava result made from the simulator's own records, then altered)."""
-    from analysis.lava_crosscheck import EngineCrosscheck
+    from analysis.engine_crosscheck import EngineCrosscheck
+    from hw_backends.engines import RunRecords
     from hw_backends.loihi.lava_conventions import populations, readout_population
-    from hw_backends.loihi.lava_run import LavaResult
     from sim.engine import Engine
     g = tiny_compiled.graph
     readout = readout_population(g)
@@ -473,18 +480,16 @@ def test_engine_crosscheck_counts_a_changed_spike(tiny_compiled):
     sim = Engine(g, numeric="loihi_fixed").run(x, record=pops + [readout])
     v_steps = sim.records[readout].reshape(2, 2, -1).numpy().astype(np.int64)
     spikes = {n: sim.records[n].numpy().copy() for n in pops}
-    same = LavaResult(spikes=spikes, readout_v=v_steps[-1].copy(), logits=v_steps[-1], readout=readout,
-                      readout_scale=1.0, readout_v_steps=v_steps.copy())
-    check = EngineCrosscheck(g, readout)
+    same = RunRecords(spikes=spikes, readout_v=v_steps[-1].copy(), readout_v_steps=v_steps.copy())
+    check = EngineCrosscheck(g, readout, populations(g))
     check.add(x, same)
     assert check.differences == 0 and check.samples == 2
     lif = next(n for n in pops if isinstance(g.nodes[n], ir.LoihiLIF))
     spikes[lif].reshape(-1)[0] = 1 - spikes[lif].reshape(-1)[0]
     v = v_steps[-1].copy()
     v[0] = v[0].max() + 1000 - v[0]  # reverses the ranking of sample 0: its prediction changes
-    changed = LavaResult(spikes=spikes, readout_v=v, logits=v, readout=readout, readout_scale=1.0,
-                         readout_v_steps=v_steps)
-    check = EngineCrosscheck(g, readout)
+    changed = RunRecords(spikes=spikes, readout_v=v, readout_v_steps=v_steps)
+    check = EngineCrosscheck(g, readout, populations(g))
     check.add(x, changed)
     d = check.to_dict()
     assert d["spike_mismatches_by_population"] == {lif: 1}
@@ -496,8 +501,9 @@ def test_event_frames_on_lava_match_the_simulator(binary, tmp_path):
     """An event-camera model (DVS layout, one frame per step) on lava-nc: the frames enter as graded spike counts
     (or, for 0/1 data, as binary spikes) through the source RingBuffer, step by step; 0 differences to the
     fixed-point simulator in every population and the readout."""
-    from analysis.lava_crosscheck import crosscheck
+    from analysis.engine_crosscheck import crosscheck
     from convert.options import ConversionOptions
+    from hw_backends.loihi.lava_engine import LavaEngine
     from hw_backends.conversion import convert
     from spikformer.checkpoint import save_checkpoint
 
@@ -508,7 +514,8 @@ def test_event_frames_on_lava_match_the_simulator(binary, tmp_path):
     b = convert(path, ConversionOptions(target="loihi", ssa="graded"))
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 2 if binary else 4, (2, 2, 2, 8, 8), generator=g).double()
-    rep = crosscheck(b.target, frames.numpy(), record="all", timeout_s=300, progress=False)
+    rep = crosscheck(LavaEngine(b.target, timeout_s=300, retries=0, pin_models=False), frames.numpy(), record="all",
+                     progress=False)
     assert rep["total_spike_mismatches"] == 0 and rep["readout_step_mismatches"] == 0
     assert rep["readout_mismatches"] == 0
     assert sum(rep["firing_rates"].values()) > 0

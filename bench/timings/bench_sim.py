@@ -158,7 +158,8 @@ def lava_vs_sim(samples: int, data: str = "digits") -> dict:
         print(f"lava comparison skipped: {e}")
         return {"skipped": str(e)}
     import torch
-    from analysis.lava_crosscheck import make_sim_runner
+    from analysis.engine_crosscheck import make_sim_runner
+    from hw_backends.loihi.lava_engine import LavaEngine
     from sim.engine import Engine
     from spikformer.data import load_dataset
     b, what = _demo_build(data)
@@ -173,12 +174,12 @@ def lava_vs_sim(samples: int, data: str = "digits") -> dict:
     whole_s = _best_time(lambda: eng.run(x_all), at_most=20, budget_s=2.0)  # the whole test set in one batch,
     # as a parity run over it batches it
     floor = _operation_time(eng, x)
-    runner = make_sim_runner(b.target, timeout_s=1800, progress=True, retries=0)  # a hang fails the bench
+    runner = make_sim_runner(LavaEngine(b.target, timeout_s=1800, retries=0), progress=True)  # a hang fails it
     t = time.perf_counter()
     runner(x, [])
     lava_s = time.perf_counter() - t
     xc = runner.crosscheck.to_dict()
-    tm, net = runner.last_result.timing, runner.last_result.network
+    tm, net = runner.engine.last_facts["timing"], runner.engine.last_facts["network"]
     res = {"model": what, "data": data, "samples": samples, "lava_s": lava_s, "simulator_s": sim_s, "speedup": lava_s / sim_s,
            "crosscheck": xc, "lava_timing": tm, "lava_network": net,
            # per image: Lava's measured time per sample (every sample runs the same steps) against the

@@ -1,5 +1,5 @@
 """The conversion flags only the Loihi target reads, in every command's conversion options (the fields of
-convert.options.ConversionOptions they set, with its defaults)."""
+convert.options.ConversionOptions they set, with its defaults), and spk-parity's flags of its engine `lava`."""
 from __future__ import annotations
 
 from convert.options import DEFAULT_INPUT_SCALE, WEIGHT_BITS_CHOICES, ConversionOptions
@@ -27,3 +27,12 @@ def add_loihi_arguments(g) -> None:
                         "(compartments, synapse memory, input and output axons; docs/limits.md): loihi1 "
                         "(nengo-loihi's figures) or loihi2 (Intel's chip figures, unpublished per-core figures "
                         f"assumed) (default {DEFAULTS.hw})")
+
+
+def add_engine_arguments(g) -> None:
+    """spk-parity's flags of the engine `lava` on the argparse group `g`."""
+    g.add_argument("--lava-timeout", type=float, default=600.0,
+                   help="seconds a Lava run may take before it is killed (--engine lava; default 600)")
+    g.add_argument("--lava-retries", type=int, default=1,
+                   help="fresh Lava runs after a timeout (lava-nc's runtime occasionally hangs; each timeout is "
+                        "reported in parity.json; default 1)")

@@ -5,7 +5,7 @@ it opens) builds the process graph of `lava_graph.build_lava_network` (one LIFRe
 GradedNeuron, ProdNeuron per ProductNeuron, one Sparse/DelaySparse per projection, a graded source RingBuffer, an
 NpySink per recorded population) and runs it with `Loihi2SimCfg(select_tag='fixed_pt')` (the NpySink's model given
 in exception_proc_model_map). The comparison with the fixed-point simulator lives with the analysis
-(analysis/lava_crosscheck.py), not here: this side never imports the simulator.
+(analysis/engine_crosscheck.py, through lava_engine.LavaEngine), not here: this side never imports the simulator.
 
 How samples are run: all samples in one network and one runtime, back to back, one sample period
 P = T + max_depth + 1 each; the LIFReset of every population clears its state at the step its first logical

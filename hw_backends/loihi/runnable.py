@@ -2,7 +2,7 @@
 CompiledNetwork, a conversion Build or a (graph, schedule) pair into a `RunnableNetwork`, checked once: its matrices
 are small enough to build for Lava (lava_matrices.check_matrix_sizes, before any matrix is built) and its
 populations and readout are found. The Lava runner (lava_run.run_lava) and the analysis' simulator runner
-(analysis.lava_crosscheck) both start from it.
+(lava_engine.LavaEngine, which analysis.engine_crosscheck runs) both start from it.
 """
 from __future__ import annotations
 

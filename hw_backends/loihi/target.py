@@ -8,11 +8,13 @@ from convert import ir
 from convert.options import SSA_FORMS, ConversionOptions
 from ground.atomic import atomic_dir
 
-from ..base import FLOAT_MODE, Backend, CompiledNetwork, register
+from ground.errors import UserError
+
+from ..base import FLOAT_MODE, Backend, CompiledNetwork, ModeError, register
 from .compile import compile_target
 from .console import build_lines
 from .export import write_artifacts
-from .flags import OPTION_FIELDS, add_loihi_arguments
+from .flags import OPTION_FIELDS, add_engine_arguments, add_loihi_arguments
 from .report_section import placement_doc, placement_section
 
 
@@ -36,6 +38,9 @@ class LoihiBackend(Backend):
     report_section = "loihi_placement"
     report_section_modes = ("fixed",)  # the graph the placement is of
     option_fields = OPTION_FIELDS
+    engines = {"lava": "the export on lava-nc's bit-accurate CPU models (Loihi fixed point), an isolated process per "
+                       "run, compared exactly with the fixed-point simulator"}
+    default_for = ("spk-parity",)
 
     def compile(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> CompiledNetwork:
         """Every SSA form compiled (compile.py), the requested one kept, or for "auto" the one that needs fewer
@@ -60,6 +65,20 @@ class LoihiBackend(Backend):
 
     def add_arguments(self, group) -> None:
         add_loihi_arguments(group)
+
+    def add_engine_arguments(self, group) -> None:
+        add_engine_arguments(group)
+
+    def check_engine(self, engine: str, mode: str, args) -> None:
+        super().check_engine(engine, mode, args)
+        if mode != "fixed":
+            raise ModeError(f"--engine {engine} runs Loihi fixed point; use --mode fixed")
+        if args.lava_timeout <= 0 or args.lava_retries < 0:
+            raise UserError("--lava-timeout must be > 0 and --lava-retries >= 0")
+
+    def open_engine(self, engine: str, network, args):
+        from .lava_engine import LavaEngine  # the Lava runtime's parent side, only when asked for
+        return LavaEngine(network, timeout_s=args.lava_timeout, retries=args.lava_retries)
 
     def describe_build(self, summary: dict, out_path) -> list[str]:
         return build_lines(summary, out_path)

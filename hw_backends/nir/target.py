@@ -20,6 +20,7 @@ class NIRBackend(Backend):
     output_kind = "file"
     default_suffix = ".nir"
     ssa_forms = ("binary",)  # graded spikes and product neurons have no NIR node type
+    default_for = ("spk-convert", "spk-report")  # their --target default: the standard graph, any chip
     report_description = "the lowered graph (spike-only synapses, as exported to NIR)"
 
     def compile(self, frontend: ir.Graph, options: ConversionOptions, progress: bool = False) -> CompiledNetwork:
