@@ -92,6 +92,11 @@ class MLP(nn.Module):
         return self.fc2_lif(_conv_bn(self.fc2_conv, self.fc2_bn, x))
 
 
+def normalize_pixels(img: torch.Tensor, mean255: torch.Tensor, std255: torch.Tensor) -> torch.Tensor:
+    """x in [0, 1] (8-bit pixels / 255) -> (255 x - 255 mean) / (255 std), timm's PrefetchLoader arithmetic."""
+    return (img * 255).sub_(mean255.to(img.dtype)).div_(std255.to(img.dtype))
+
+
 def ssa_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: str,
                 scale: float = ATTN_SCALE) -> torch.Tensor:
     """Q K^T V * scale for binary [..., N, d] tensors. Both orders give the same integers and the scale is a power
@@ -280,7 +285,7 @@ class Spikformer(nn.Module):
         (255 x is the 8-bit value exactly in float32); unchanged when the model has no normalisation."""
         if not self.input_normalized:
             return img
-        return (img * 255).sub_(self.input_mean255.to(img.dtype)).div_(self.input_std255.to(img.dtype))
+        return normalize_pixels(img, self.input_mean255, self.input_std255)
 
     def time_major_input(self, x: torch.Tensor) -> torch.Tensor:
         """Model input -> [T, B, C, H, W]: event frames [B, T, C, H, W] are permuted (one frame per step, as the
