@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ground.errors import UserError
 from spikformer.model import Spikformer, normalize_pixels, ssa_product
+from spikformer.sdt_model import SpikeDrivenTransformer
 
 from . import ir
 from .trace_to_ir import Translator, UntranslatableError
@@ -28,6 +29,7 @@ from .tracing import TraceError, trace
 
 # the model's own functions read as one operation each (the SSA product, the input normalisation)
 LEAF_FUNCTIONS = (ssa_product, normalize_pixels)
+MODEL_TYPES = (Spikformer, SpikeDrivenTransformer)
 
 
 class UnsupportedModuleError(ValueError):
@@ -71,18 +73,18 @@ SUPPORTED_MODULES = ("Spikformer", "SPS", "Block", "SSA", "MLP", "Conv2d (SPS 3x
                      "Conv1d (kernel 1)", "Linear",
                      "BatchNorm1d/2d (eval statistics)", "MaxPool2d", "spikingjelly LIFNode (hard reset, "
                      "decay_input=True)", "LayerNorm (unused, as upstream)")
-def example_input(model: Spikformer) -> torch.Tensor:
-    """An input the model's forward takes (two samples; only its shape is used by the tracer)."""
-    cfg = model.config
-    frame = (cfg.in_channels, cfg.img_size, cfg.img_size)
-    return torch.zeros((2, cfg.T, *frame) if cfg.event_input else (2, *frame))
+def example_input(model: nn.Module) -> torch.Tensor:
+    """An input the model's forward takes (two samples of config.input_shape; only its shape is used)."""
+    return torch.zeros((2, *model.config.input_shape))
 
 
-def spikformer_to_ir(model: Spikformer) -> ir.Graph:
-    """The model's forward, traced (convert/tracing.py) and read into the IR (convert/trace_to_ir.py)."""
-    if not isinstance(model, Spikformer):
+def spikformer_to_ir(model: nn.Module) -> ir.Graph:
+    """The model's forward, traced (convert/tracing.py) and read into the IR (convert/trace_to_ir.py). A model
+    of this project's zoo (spikformer.model.Spikformer, spikformer.sdt_model.SpikeDrivenTransformer): its
+    `config` gives the input shape and the metadata."""
+    if not isinstance(model, MODEL_TYPES):
         raise UnsupportedModuleError(f"<root> is {type(model).__name__}; the converter takes a "
-                                     f"spikformer.model.Spikformer")
+                                     f"spikformer.model.Spikformer or a spikformer.sdt_model.SpikeDrivenTransformer")
     numeric_warnings = check_numerics(model)
     cfg = model.config
     g = ir.Graph(metadata={"config": cfg.to_dict(), "T": cfg.T})

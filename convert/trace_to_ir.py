@@ -255,6 +255,10 @@ class Translator:
             return Val(path, x.dims, x.form)
         if isinstance(m, nn.MaxPool2d):
             self.expect(node, x, [TB, C, H, W], "a MaxPool2d")
+            src = self.g.nodes[x.ir]
+            if not isinstance(src, ir.LIF):  # the passes lower a max-pool as the OR of binary spikes
+                self.fail(node, f"a MaxPool2d over non-spike values (the output of {type(src).__name__} {x.ir!r}); "
+                                f"the IR's max-pool is the OR of binary spikes")
             self.g.add(ir.MaxPool2d(path, path, kernel=_pair(m.kernel_size), stride=_pair(m.stride),
                                     padding=_pair(m.padding)), x.ir)
             return self.out(node, x, [TB, C, H, W])

@@ -1,0 +1,3 @@
+from .spikeformer import sdt
+
+__all__ = ["sdt"]
