@@ -40,6 +40,14 @@ from .presets import OWN_PRESETS, PRESETS, SpikformerConfig, UnknownPresetError,
 FORMAT = "spikformer-checkpoint"
 FORMAT_VERSION = 1
 MAX_LISTED = 12  # names listed per kind of mismatch before "... and N more"
+# Checked before anything is unpickled (an untrusted file must not make the loader allocate or loop without
+# bound): the file, the archive's total uncompressed size, its number of members (torch writes one per tensor
+# storage plus a few), and its pickle (the structure only; tensors are separate members). The largest official
+# checkpoint, a Spikformer-8-768 training checkpoint with EMA weights and optimizer state, is about 1.1 GB with
+# about 1,500 members.
+MAX_CHECKPOINT_BYTES = 16 * 2 ** 30
+MAX_ARCHIVE_MEMBERS = 200_000
+MAX_PICKLE_BYTES = 256 * 2 ** 20
 WEIGHTS = ("model", "ema")  # which weights of a training checkpoint: "state_dict" or "state_dict_ema"
 TRAINING_FACTS = ("epoch", "arch", "metric", "version")  # kept (plain) from a training checkpoint
 
@@ -113,6 +121,36 @@ def _short(msg: str) -> str:
     return msg[:200]
 
 
+def _check_sizes(path: Path, is_zip: bool) -> None:
+    """Refuses (one line) a checkpoint beyond the MAX_* limits above, before anything is unpickled."""
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"refused to load {path}: {size:,} bytes exceeds the limit of {MAX_CHECKPOINT_BYTES:,} "
+                              f"(spikformer/checkpoint.py MAX_CHECKPOINT_BYTES)")
+    if not is_zip:
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError,
+            MemoryError, OverflowError) as e:
+        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (damaged zip archive: "
+                              f"{type(e).__name__}: {_short(e)})") from None
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise CheckpointError(f"refused to load {path}: {len(members):,} archive members exceed the limit of "
+                              f"{MAX_ARCHIVE_MEMBERS:,} (spikformer/checkpoint.py MAX_ARCHIVE_MEMBERS)")
+    total = sum(m.file_size for m in members)
+    if total > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"refused to load {path}: its members hold {total:,} bytes uncompressed, beyond the "
+                              f"limit of {MAX_CHECKPOINT_BYTES:,} (spikformer/checkpoint.py MAX_CHECKPOINT_BYTES)")
+    pickles = [m for m in members if m.filename.endswith(".pkl")]
+    big = [m for m in pickles if m.file_size > MAX_PICKLE_BYTES]
+    if big:
+        raise CheckpointError(f"refused to load {path}: its pickle {big[0].filename} holds {big[0].file_size:,} "
+                              f"bytes, beyond the limit of {MAX_PICKLE_BYTES:,} (spikformer/checkpoint.py "
+                              f"MAX_PICKLE_BYTES)")
+
+
 def _check_zip_crc(path: Path) -> None:
     """torch.load does not verify the archive's CRC-32s, so a damaged tensor would load as different weights;
     zipfile's testzip does (one extra read of the file)."""
@@ -141,6 +179,7 @@ def _torch_load(path: Path, map_location):
     is_legacy = head[:1] == b"\x80"  # pickle protocol 2+ (torch's pre-1.6 format starts with a pickled magic number)
     if not (is_zip or is_legacy):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (it is {'empty' if not head else 'another kind of file'})")
+    _check_sizes(path, is_zip)
     if is_zip:
         _check_zip_crc(path)
     try:

@@ -216,3 +216,62 @@ def test_spk_eval_refuses(evil, cli):
     assert rc == 2
     assert_one_line_error(rc, err, "spk-eval: error:", "refused")
     assert not marker.exists()
+
+
+def _spy_unpickling(monkeypatch) -> list:
+    """Every torch.load call, recorded (the limits must refuse before any)."""
+    import spikformer.checkpoint as ck
+    calls, real = [], ck.torch.load
+
+    def spy(*a, **k):
+        calls.append(a)
+        return real(*a, **k)
+    monkeypatch.setattr(ck.torch, "load", spy)
+    return calls
+
+
+@pytest.mark.parametrize("limit,what", [("MAX_CHECKPOINT_BYTES", "bytes exceeds the limit"),
+                                        ("MAX_ARCHIVE_MEMBERS", "archive members exceed the limit"),
+                                        ("MAX_PICKLE_BYTES", "its pickle")])
+def test_a_checkpoint_beyond_a_size_limit_is_refused_before_unpickling(tmp_path, monkeypatch, cli, limit, what):
+    """The file's size, the archive's member count and its pickle's size are checked before torch.load; each limit
+    is tested by lowering it below a small real checkpoint (one line, naming the limit), and the checkpoint loads
+    at the real limits."""
+    import spikformer.checkpoint as ck
+    from commands.convert import main
+    from spikformer.checkpoint import save_checkpoint
+    path = save_checkpoint(tmp_path / "m.pt", randomized_model("digits-2-64", **TINY))
+    calls = _spy_unpickling(monkeypatch)
+    load_checkpoint(path)
+    assert len(calls) == 1
+    calls.clear()
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        members = z.infolist()
+    small = {"MAX_CHECKPOINT_BYTES": path.stat().st_size - 1, "MAX_ARCHIVE_MEMBERS": len(members) - 1,
+             "MAX_PICKLE_BYTES": max(m.file_size for m in members if m.filename.endswith(".pkl")) - 1}[limit]
+    monkeypatch.setattr(ck, limit, small)
+    with pytest.raises(CheckpointError, match=f"refused to load .*{what}.*{limit}"):
+        load_checkpoint(path)
+    assert calls == []
+    rc, _, err = cli(main, [path, "-o", tmp_path / "m.nir"])
+    assert_one_line_error(rc, err, "refused to load", limit)
+    assert calls == [] and not (tmp_path / "m.nir").exists()
+
+
+def test_a_zip_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
+    """An archive whose members declare more uncompressed bytes than the limit (a few kB on disk: deflated
+    zeros) is refused from its directory, before any member is read."""
+    import zipfile
+
+    import spikformer.checkpoint as ck
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        z.writestr("archive/data/0", b"\0" * (4 * 2 ** 20))
+    monkeypatch.setattr(ck, "MAX_CHECKPOINT_BYTES", 2 ** 20)
+    calls = _spy_unpickling(monkeypatch)
+    assert path.stat().st_size < 2 ** 20
+    with pytest.raises(CheckpointError, match=r"uncompressed, beyond the limit of 1,048,576"):
+        load_checkpoint(path)
+    assert calls == []
