@@ -116,10 +116,10 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
         uu = a * 64
     else:
         uu = _decay(u.to(a.dtype), 4096 - (node.du + 1)).add_(a * 64)
-    if not no_wrap and _absmax(uu) >= STATE_RANGE:  # lava's 24-bit wrap
-        w = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, uu)
-        uu = torch.where(w <= -STATE_RANGE, uu + 2 * STATE_RANGE, w)
-        state["u_wrapped"] = state.get("u_wrapped", 0) + int((w != uu).sum())
+    if not no_wrap and _absmax(uu) >= STATE_RANGE:  # lava's 24-bit wrap, both ways counted
+        high, low = uu > STATE_RANGE, uu <= -STATE_RANGE
+        state["u_wrapped"] = state.get("u_wrapped", 0) + int(high.sum()) + int(low.sum())
+        uu = torch.where(high, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
     if node.du != 4095:
         state["u"] = uu
     vv = uu if v is None else _decay(v, 4096 - node.dv).add_(uu)
@@ -212,11 +212,11 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
         a_t = a[t * B:(t + 1) * B]
         if not safe.get("no_wrap") and 64 * m_t[t] >= STATE_RANGE:  # lava's 24-bit wrap of u = a << 6, as
             # lif_step (which checks |u| >= 2**23 where it runs in float64, i.e. where |a| >= 2**17): u - 2**24
-            # where u > 2**23, u + 2**24 where u <= -2**23, counting the latter (lif_step's w != u)
+            # where u > 2**23, u + 2**24 where u <= -2**23, both counted
             uu = a_t * 64
-            low = uu <= -STATE_RANGE
-            state["u_wrapped"] = state.get("u_wrapped", 0) + int(low.sum())
-            uu = torch.where(uu > STATE_RANGE, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
+            high, low = uu > STATE_RANGE, uu <= -STATE_RANGE
+            state["u_wrapped"] = state.get("u_wrapped", 0) + int(high.sum()) + int(low.sum())
+            uu = torch.where(high, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
             v = uu if v is None or f == 0 else _decay_in_place(v, f).add_(uu)
         elif v is None or f == 0:
             v = a_t * 64

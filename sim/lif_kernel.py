@@ -41,6 +41,7 @@ def _compile():
                     if wrap:
                         if u > R:
                             u = u - 2 * R
+                            wrapped += 1
                         elif u <= -R:
                             u = u + 2 * R
                             wrapped += 1
