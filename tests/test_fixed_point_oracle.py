@@ -2,7 +2,8 @@
 Python integers, importing neither the simulator nor the quantiser, against the simulator's fixed-point engine
 (sim.engine.Engine(graph, "loihi_fixed")) on random integer networks: graded input payloads, kernel-1 synapses with
 positive and negative weight exponents and mixed-sign (even) weights, LIF layers with and without u memory, leak,
-bias, 24-bit u wrap and v saturation. Spikes and the wrap count must be equal."""
+bias, 24-bit u wrap and v saturation. Spikes at every step, u and v after the last step, and the wrap count must
+be equal."""
 from __future__ import annotations
 
 import numpy as np
@@ -81,9 +82,10 @@ def test_the_simulator_equals_the_oracle_written_from_the_docs(e1, e2, l1, l2):
     g.add(ir.LoihiLIF("n2", du=l2[0], dv=l2[1], vth=l2[2], bias_exp=5,
                       bias_mant=None if bias[1] is None else bias[1].astype(float)), "s2")
     g.add(ir.Output("output"), "n2")
-    payload = rng.integers(0, S + 1, (B, C, N))  # x = payload / S: encoded exactly as round(x S)
+    x = rng.random((B, C, N))  # off the payload grid: the input payload is round(x S) (docs section 4)
+    payload = np.array([[[round(float(v) * S) for v in row] for row in img] for img in x])
     eng = Engine(g, "loihi_fixed")
-    res = eng.run(torch.from_numpy(payload / S), T=T, record="all")
+    res = eng.run(torch.from_numpy(x), T=T, record="all")
 
     wraps = saturations = 0
     for b in range(B):
@@ -97,6 +99,11 @@ def test_the_simulator_equals_the_oracle_written_from_the_docs(e1, e2, l1, l2):
                 assert res.records["n2"][t, b, :, n].tolist() == s2, (t, b, n)
             wraps += lif1.wraps + lif2.wraps
             saturations += lif1.saturations + lif2.saturations
+            for name, lif in (("n1", lif1), ("n2", lif2)):  # the state after the last step, exactly
+                st = eng.last_state[name]
+                assert st["v"][b, :, n].tolist() == lif.v, (name, b, n)
+                if "u" in st:  # kept where u has memory (du < 4095)
+                    assert st["u"][b, :, n].tolist() == lif.u, (name, b, n)
     assert sum(int(st.get("u_wrapped", 0)) for st in eng.last_state.values()) == wraps
     assert res.records["n1"].sum() > 0 and 0 < res.records["n2"].sum() < res.records["n2"].numel() or e1 != 0
     if e1 == 1:  # the first case is built to wrap u and saturate v
