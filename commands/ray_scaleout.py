@@ -12,19 +12,14 @@ samples.
 
 A task whose worker dies (killed, out of memory, node lost) is retried by Ray up to `retries` times; an
 exception raised by the shard code itself is not (it would fail again the same way) and ends the run with the
-usual one-line error. Nothing is written unless every shard finished.
-
-Tests inject worker deaths with SPK_RAY_TEST_FAULTS=DIR in the workers' environment: a file
-DIR/shard-K.kill-once makes shard K's worker exit (the file is removed first, so the retry runs), a file
-DIR/shard-K.kill-always makes every attempt exit."""
+usual one-line error. Nothing is written unless every shard finished. (The tests inject worker deaths and node
+losses from outside this module: tests/ray_faults.py, a worker setup hook of their own cluster.)"""
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import sys
-from pathlib import Path
 
 from ground.errors import UserError
 from spikformer.train import default_device
@@ -32,7 +27,6 @@ from spikformer.train import default_device
 LOCAL = "local"
 DEFAULT_RETRIES = 3
 RAY_DATA = ("auto", "shared", "ship")
-FAULTS_ENV = "SPK_RAY_TEST_FAULTS"
 
 
 def add_ray_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,25 +75,9 @@ def ray_executor(a: argparse.Namespace, prog: str) -> "RayExecutor | None":
     return RayExecutor(prog, a.ray, a.ray_shards, a.ray_retries) if a.ray is not None else None
 
 
-def _inject_fault(shard: int) -> None:
-    """Tests only (see the module docstring): exit this worker as a crash would."""
-    d = os.environ.get(FAULTS_ENV)
-    if not d:
-        return
-    once = Path(d, f"shard-{shard}.kill-once")
-    try:
-        once.unlink()
-        os._exit(1)
-    except FileNotFoundError:
-        pass
-    if Path(d, f"shard-{shard}.kill-always").exists():
-        os._exit(1)
-
-
 def _run_shard(fn, job, samples, shard: int):
     """The body of one Ray task: `fn` of analysis (imported by reference in the worker) on one shard's samples
     (tensors, or a data set's recipe and indices that the worker reads itself)."""
-    _inject_fault(shard)
     return fn(job, samples, None)
 
 

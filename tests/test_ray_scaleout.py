@@ -1,13 +1,13 @@
 """spk-parity and spk-report with --ray: the samples run in contiguous shards as Ray tasks on a local cluster
 (2 CPUs, started once for this module) and the merged outputs equal a one-process run's byte for byte, apart
 from run.scale_out of the JSON; a worker killed mid-run is retried by Ray with the same result; a shard whose
-every attempt dies ends in one line on stderr and no output. Worker deaths are injected through
-commands.ray_scaleout's test hook (SPK_RAY_TEST_FAULTS, set before the cluster starts so that its workers
-inherit it)."""
+every attempt dies ends in one line on stderr and no output. Worker deaths are injected from outside the
+production code: tests/ray_faults.py, a worker setup hook of this module's cluster (its runtime environment)."""
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +15,8 @@ import torch
 from analysis.shards import ExactSum, exact_sum, shard_ranges
 from commands import parity as parity_cmd
 from commands import report as report_cmd
-from commands.ray_scaleout import FAULTS_ENV
-
 from .conftest import assert_one_line_error
+from .ray_faults import FAULTS_DIR_ENV
 from .helpers_models import tiny_checkpoint
 
 import ray  # noqa: E402  (a pinned dependency: required, not skipped)
@@ -25,20 +24,24 @@ import ray  # noqa: E402  (a pinned dependency: required, not skipped)
 SAMPLES, BATCH, SHARDS = 20, 4, 3  # 5 batches in 3 shards of 1, 2 and 2 batches (more shards than CPUs)
 
 
+def fault_runtime_env(d) -> dict:
+    """The test cluster's runtime environment: tests/ray_faults.install in every worker (the repository root on
+    the workers' path, so that `tests` imports there too), reading `d`."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {"worker_process_setup_hook": "tests.ray_faults.install",
+            "env_vars": {FAULTS_DIR_ENV: str(d), "PYTHONPATH": path}}
+
+
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
-    old = os.environ.get(FAULTS_ENV)
-    os.environ[FAULTS_ENV] = str(d)  # before ray.init: the raylet and its workers inherit it
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env=fault_runtime_env(d))
     yield d
     ray.shutdown()
-    if old is None:
-        os.environ.pop(FAULTS_ENV, None)
-    else:
-        os.environ[FAULTS_ENV] = old
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +219,49 @@ def test_ray_options_are_checked(ckpt, tmp_path, cli):
     rc, _, err = cli(parity_cmd.main, [ckpt, "--ray", "--engine", "lava", "-o", tmp_path / "c"])
     assert_one_line_error(rc, err, "--engine lava runs in this process only")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_node_lost_mid_run_is_retried_elsewhere_with_the_same_result(ckpt, one_process, tmp_path, cli):
+    """A cluster of three Ray nodes started on this machine (ray.cluster_utils.Cluster: a head without CPUs and
+    two workers of one CPU); shard 0 is held on its node until the test removes that node (its raylet and
+    workers killed, as a lost machine). Ray runs the shard again on the other node; the outputs equal the
+    one-process run's."""
+    import threading
+    import time
+
+    from ray.cluster_utils import Cluster
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    removed = []
+
+    def lose_the_node_of_shard_0():
+        running = faults / "shard-0.running"
+        t0 = time.time()
+        while not running.exists() and time.time() - t0 < 120:
+            time.sleep(0.05)
+        node_id = running.read_text() if running.exists() else ""
+        victim = next((n for n in nodes if n.node_id == node_id), None)
+        if victim is not None:
+            cluster.remove_node(victim)
+            removed.append(node_id)
+        (faults / "shard-0.hold").unlink()
+
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR",
+                 runtime_env=fault_runtime_env(faults))
+        (faults / "shard-0.hold").touch()
+        killer = threading.Thread(target=lose_the_node_of_shard_0)
+        killer.start()
+        rc, _, err = _run(cli, parity_cmd, ckpt, PARITY["fixed"], tmp_path / "ray", ["--ray", "--ray-shards", SHARDS])
+        killer.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed, "shard 0 never ran on a worker node"
+    assert rc == 0, err
+    _assert_same_outputs(one_process["parity", "fixed"], tmp_path / "ray", "parity.json")
