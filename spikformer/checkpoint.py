@@ -121,6 +121,17 @@ def _short(msg: str) -> str:
     return msg[:200]
 
 
+def _read_zip(path: Path, read):
+    """`read(zipfile)` of the archive at `path`; CheckpointError (one line) where it is damaged."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return read(z)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError,
+            MemoryError, OverflowError) as e:
+        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (damaged zip archive: "
+                              f"{type(e).__name__}: {_short(e)})") from None
+
+
 def _check_sizes(path: Path, is_zip: bool) -> None:
     """Refuses (one line) a checkpoint beyond the MAX_* limits above, before anything is unpickled."""
     size = path.stat().st_size
@@ -129,13 +140,7 @@ def _check_sizes(path: Path, is_zip: bool) -> None:
                               f"(spikformer/checkpoint.py MAX_CHECKPOINT_BYTES)")
     if not is_zip:
         return
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = z.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError,
-            MemoryError, OverflowError) as e:
-        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (damaged zip archive: "
-                              f"{type(e).__name__}: {_short(e)})") from None
+    members = _read_zip(path, zipfile.ZipFile.infolist)
     if len(members) > MAX_ARCHIVE_MEMBERS:
         raise CheckpointError(f"refused to load {path}: {len(members):,} archive members exceed the limit of "
                               f"{MAX_ARCHIVE_MEMBERS:,} (spikformer/checkpoint.py MAX_ARCHIVE_MEMBERS)")
@@ -154,13 +159,7 @@ def _check_sizes(path: Path, is_zip: bool) -> None:
 def _check_zip_crc(path: Path) -> None:
     """torch.load does not verify the archive's CRC-32s, so a damaged tensor would load as different weights;
     zipfile's testzip does (one extra read of the file)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError,
-            MemoryError, OverflowError) as e:
-        raise CheckpointError(f"{path} is not a valid PyTorch checkpoint (damaged zip archive: "
-                              f"{type(e).__name__}: {_short(e)})") from None
+    bad = _read_zip(path, zipfile.ZipFile.testzip)
     if bad is not None:
         raise CheckpointError(f"{path} is damaged: archive member {bad} fails its CRC-32 check")
 

@@ -20,6 +20,16 @@ def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
                           env={"PYTHONPATH": str(cwd), "PATH": str(Path(sys.executable).parent)})
 
 
+def _tree_with_import(tmp_path: Path, package: str, module: str) -> Path:
+    """A copy of the tree in which `package` imports `module` inside a function."""
+    for p in PACKAGES:
+        shutil.copytree(ROOT / p, tmp_path / p, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with open(tmp_path / package / "__init__.py", "a") as f:
+        f.write(f"\n\ndef _sneaky():\n    import {module}  # noqa: F401\n")
+    return tmp_path
+
+
 def test_every_layer_contract_is_kept():
     res = lint_imports(ROOT)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
@@ -41,12 +51,7 @@ def test_the_contract_names_every_top_level_package():
 def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path, low, high):
     """The referee catches what the layering forbids: a copy of the tree with one import that runs up (or across,
     between the independent siblings sim and hw_backends), hidden in a function, fails."""
-    for p in PACKAGES:
-        shutil.copytree(ROOT / p, tmp_path / p, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    with open(tmp_path / low / "__init__.py", "a") as f:
-        f.write(f"\n\ndef _sneaky():\n    import {high}  # noqa: F401\n")
-    res = lint_imports(tmp_path)
+    res = lint_imports(_tree_with_import(tmp_path, low, high))
     assert res.returncode != 0
     assert f"{low} is not allowed to import {high}" in res.stdout or f"{low} -> {high}" in res.stdout, res.stdout[-3000:]
 
@@ -56,12 +61,7 @@ def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path, low, h
 def test_a_command_or_analysis_naming_a_target_breaks_the_contract(tmp_path, importer, target):
     """commands/ and analysis/ reach a target through the registry only: importing a target's package, even in a
     function, fails the contract."""
-    for p in PACKAGES:
-        shutil.copytree(ROOT / p, tmp_path / p, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    with open(tmp_path / importer / "__init__.py", "a") as f:
-        f.write(f"\n\ndef _sneaky():\n    import {target}  # noqa: F401\n")
-    res = lint_imports(tmp_path)
+    res = lint_imports(_tree_with_import(tmp_path, importer, target))
     assert res.returncode != 0 and "name no target" in res.stdout and "BROKEN" in res.stdout, res.stdout[-3000:]
 
 
