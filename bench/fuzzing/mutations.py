@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ground", "spikformer", "convert", "hardware", "hw_backends", "sim", "analysis", "commands", "tests")
-FAST_TESTS = ["tests/test_fixed_point_oracle.py", "tests/test_known_answers.py", "tests/test_lossless_fixed_point.py", "tests/test_loihi_timing.py",
+FAST_TESTS = ["tests/test_fixed_point_oracle.py", "tests/test_known_answers.py",
+              "tests/test_lossless_fixed_point.py", "tests/test_loihi_timing.py",
               "tests/test_loihi_resources.py::test_per_core_counts_match_brute_force",
               "tests/test_loihi_resources.py::test_the_searchs_output_axon_max_and_sum_match_brute_force",
               "tests/test_loihi_resources.py::test_placement_obeys_every_limit_and_each_limit_binds_somewhere",
@@ -115,8 +116,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mutations_") as tmp:
         base = Path(tmp) / "base"
         _copy(base)
-        rc, failed, secs = _run(base, a.timeout)
-        print(f"unmutated: rc {rc} in {secs:.0f} s {failed}", flush=True)
+        rc, failed, base_secs = _run(base, a.timeout)
+        print(f"unmutated: rc {rc} in {base_secs:.0f} s {failed}", flush=True)
         if rc != 0:
             print("the unmutated fast tests fail: no mutation result would mean anything", file=sys.stderr)
             return 1
@@ -136,15 +137,15 @@ def main(argv=None) -> int:
             print(f"{mid}: {'killed by ' + failed if rc else 'SURVIVED'} ({secs:.0f} s)", flush=True)
             shutil.rmtree(work)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"commit": commit, "fast_tests": FAST_TESTS, "unmutated_seconds": round(secs, 1), "mutations": rows,
+    result = {"commit": commit, "fast_tests": FAST_TESTS, "unmutated_seconds": round(base_secs, 1), "mutations": rows,
               "killed": sum(1 for r in rows if r.get("killed")), "total": len(rows)}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mutations.json").write_text(json.dumps(result, indent=1) + "\n")
     md = ["# Mutation check (`bench/fuzzing/mutations.py`)", "",
           f"Commit {commit}. Each mutation applied alone to a copy of the code; the fast tests "
-          f"({len(FAST_TESTS)} files or tests, listed in mutations.json) run with -x. Killed "
-          f"{result['killed']} of {result['total']}.", "",
+          f"({len(FAST_TESTS)} files or tests, listed in mutations.json; {base_secs:.0f} s unmutated, which "
+          f"pass) run with -x. Killed {result['killed']} of {result['total']}.", "",
           "| mutation | module | what it breaks | killed by | s |", "|---|---|---|---|---:|"]
     for r in rows:
         killed = r.get("killed_by") if r.get("killed") else ("**survived**" if r.get("killed") is False
