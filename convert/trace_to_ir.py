@@ -311,14 +311,9 @@ class Translator:
             self.fail(node, "only a mean over one axis (tokens or time) is read")
         d = _dim(v.dims, dim)
         labels = tuple(a[0] for a in v.dims[d])
-        if labels == ("H", "W") or labels == ("W",) and v.labels()[d - 1] == ("H",):
-            kind = "tokens"
-        elif labels == ("T",):
-            kind = "time"
-        else:
-            self.fail(node, f"a mean over {labels} (the converter reads means over tokens and over time)")
-        if kind == "tokens" and labels == ("W",):
-            self.fail(node, "a mean over part of the tokens")
+        kind = {("H", "W"): "tokens", ("T",): "time"}.get(labels)
+        if kind is None:
+            self.fail(node, f"a mean over {labels} (the converter reads means over all tokens and over time)")
         return Val(v.ir, v.dims[:d] + v.dims[d + 1:], v.form, v.reduced + (kind,))
 
     def input_norm(self, node: fx.Node, img: Val, mean, std) -> Val:

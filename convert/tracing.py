@@ -144,9 +144,6 @@ class Trace:
     values: dict          # fx node -> its meta value (a meta tensor, or a plain Python value)
     root: nn.Module
 
-    def module(self, node: fx.Node) -> nn.Module:
-        return self.root.get_submodule(node.target)
-
 
 def trace(model: nn.Module, example: torch.Tensor, leaf_functions: tuple = ()) -> Trace:
     """`model`'s forward on an input shaped like `example` (any device; only its shape and dtype are used),

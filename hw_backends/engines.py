@@ -12,6 +12,19 @@ import numpy as np
 from convert import ir
 
 
+def record_list(populations, readout: str, record) -> list[str]:
+    """The populations to record: None (none), "all" (every one but the readout) or a list of names
+    (ValueError naming those that are not populations)."""
+    if record is None:
+        return []
+    if record == "all":
+        return [p for p in populations if p != readout]
+    bad = [r for r in record if r not in populations]
+    if bad:
+        raise ValueError(f"cannot record {bad}: not populations of the network")
+    return list(record)
+
+
 @dataclass
 class RunRecords:
     """One engine's record of a run in logical time: spikes of every recorded population [T, B, *shape] (0/1
@@ -40,16 +53,7 @@ class HardwareEngine:
         self.last_result = None
 
     def record_list(self, record) -> list[str]:
-        """The populations to record: None (none), "all" (every one but the readout) or a list of names
-        (ValueError naming those that are not populations)."""
-        if record is None:
-            return []
-        if record == "all":
-            return [p for p in self.populations if p != self.readout]
-        bad = [r for r in record if r not in self.populations]
-        if bad:
-            raise ValueError(f"cannot record {bad}: not populations of the network")
-        return list(record)
+        return record_list(self.populations, self.readout, record)
 
     def run(self, images: np.ndarray, record: list[str], readout_steps: bool = True,
             progress: bool = False) -> RunRecords:

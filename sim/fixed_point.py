@@ -94,6 +94,14 @@ def _float32_ok(node: ir.LoihiLIF) -> bool:
     return node.du == 4095 and not node.readout and (f == 0 or f & (f - 1) == 0)
 
 
+def _wrap_u(uu: torch.Tensor, state: dict) -> torch.Tensor:
+    """lava's 24-bit wrap of u: u - 2**24 where u > 2**23, u + 2**24 where u <= -2**23, each counted in
+    state["u_wrapped"] (the compiled kernel, sim/lif_kernel.py, does the same in its loop)."""
+    high, low = uu > STATE_RANGE, uu <= -STATE_RANGE
+    state["u_wrapped"] = state.get("u_wrapped", 0) + int(high.sum()) + int(low.sum())
+    return torch.where(high, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
+
+
 def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | None = None) -> torch.Tensor:
     """One step of PyLifModelBitAcc on integer-valued tensors: float32 where every value provably stays below
     2**24 (an input with |a| < F32_A_MAX, checked each step, into a LIF that _float32_ok; v is below 2**23 by
@@ -116,10 +124,8 @@ def lif_step(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, safe: dict | N
         uu = a * 64
     else:
         uu = _decay(u.to(a.dtype), 4096 - (node.du + 1)).add_(a * 64)
-    if not no_wrap and _absmax(uu) >= STATE_RANGE:  # lava's 24-bit wrap, both ways counted
-        high, low = uu > STATE_RANGE, uu <= -STATE_RANGE
-        state["u_wrapped"] = state.get("u_wrapped", 0) + int(high.sum()) + int(low.sum())
-        uu = torch.where(high, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
+    if not no_wrap and _absmax(uu) >= STATE_RANGE:
+        uu = _wrap_u(uu, state)
     if node.du != 4095:
         state["u"] = uu
     vv = uu if v is None else _decay(v, 4096 - node.dv).add_(uu)
@@ -213,10 +219,7 @@ def lif_layer(node: ir.LoihiLIF, a: torch.Tensor, state: dict, pc, steps: int, s
         if not safe.get("no_wrap") and 64 * m_t[t] >= STATE_RANGE:  # lava's 24-bit wrap of u = a << 6, as
             # lif_step (which checks |u| >= 2**23 where it runs in float64, i.e. where |a| >= 2**17): u - 2**24
             # where u > 2**23, u + 2**24 where u <= -2**23, both counted
-            uu = a_t * 64
-            high, low = uu > STATE_RANGE, uu <= -STATE_RANGE
-            state["u_wrapped"] = state.get("u_wrapped", 0) + int(high.sum()) + int(low.sum())
-            uu = torch.where(high, uu - 2 * STATE_RANGE, torch.where(low, uu + 2 * STATE_RANGE, uu))
+            uu = _wrap_u(a_t * 64, state)
             v = uu if v is None or f == 0 else _decay_in_place(v, f).add_(uu)
         elif v is None or f == 0:
             v = a_t * 64

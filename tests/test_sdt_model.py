@@ -94,7 +94,7 @@ def _randomize(model: torch.nn.Module, seed: int) -> None:
                 t.copy_(torch.rand(t.shape, generator=g) * 2 - 1)
             else:
                 t.copy_(torch.randn(t.shape, generator=g) * (0.3 if t.dim() > 1 else 0.5) + (0.3 if name.endswith(
-                    "bn.bias") or "_bn.bias" in name else 0.0))
+                    "bn.bias") else 0.0))
 
 
 FORWARD = [("sdt-cifar10-2-256", "lif", {}), ("sdt-cifar10-2-256", "plif", {}),

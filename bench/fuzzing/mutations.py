@@ -59,13 +59,9 @@ MUTATIONS = [
     ("fixed-shift-floor", "sim/fixed_point.py", "        return y if e > 0 else y.floor_()\n",
      "        return y if e > 0 else y.trunc_()\n", "a negative weight exponent shifts right arithmetically (floor)"),
     ("fixed-wrap-count", "sim/fixed_point.py",
-     '    if not no_wrap and _absmax(uu) >= STATE_RANGE:  # lava\'s 24-bit wrap, both ways counted\n'
-     '        high, low = uu > STATE_RANGE, uu <= -STATE_RANGE\n'
-     '        state["u_wrapped"] = state.get("u_wrapped", 0) + int(high.sum()) + int(low.sum())\n',
-     '    if not no_wrap and _absmax(uu) >= STATE_RANGE:  # lava\'s 24-bit wrap, both ways counted\n'
-     '        high, low = uu > STATE_RANGE, uu <= -STATE_RANGE\n'
-     '        state["u_wrapped"] = state.get("u_wrapped", 0) + int(low.sum())\n',
-     "the step kernel's u-wrap counter misses wraps above +2**23 (the bug the oracle found)"),
+     '    state["u_wrapped"] = state.get("u_wrapped", 0) + int(high.sum()) + int(low.sum())\n',
+     '    state["u_wrapped"] = state.get("u_wrapped", 0) + int(low.sum())\n',
+     "the u-wrap counter misses wraps above +2**23 (the bug the oracle found)"),
     ("input-encoding", "hardware/loihi/numerics.py", "    return (images.clamp(0, 1) * input_scale).round()\n",
      "    return (images.clamp(0, 1) * input_scale).floor()\n", "graded input payload rounded down, not to nearest"),
     ("parity-mismatch", "analysis/parity.py", "        self.mismatches += int((ref != sim).sum())\n",

@@ -106,9 +106,8 @@ def repeats_along_last_axis(weight: np.ndarray) -> int:
     n = weight.shape[-1] if weight.ndim >= 2 else 1
     if n < 2 or weight.size == 0:
         return 1
-    rows = max(1, BLOCK // max(1, weight[0].size))
-    for i in range(0, len(weight), rows):
-        b = weight[i:i + rows]
+    for r in _Rows(weight, 1.0).blocks:
+        b = weight[r]
         if not np.array_equal(b, np.broadcast_to(b[..., :1], b.shape)):
             return 1
     return n

@@ -13,6 +13,7 @@ from convert import ir
 
 from ..base import CompiledNetwork
 from ..conversion import Build
+from ..engines import record_list
 from .lava_conventions import populations, readout_population
 from .lava_matrices import DEFAULT_MAX_MATRIX_ENTRIES, check_matrix_sizes
 from .network_file import read_export
@@ -28,16 +29,7 @@ class RunnableNetwork:
     readout: str
 
     def record_list(self, record) -> list[str]:
-        """The populations to record: None (none), "all" (every one but the readout) or a list of names
-        (ValueError naming those that are not populations)."""
-        if record is None:
-            return []
-        if record == "all":
-            return [p for p in self.populations if not self.graph.nodes[p].is_readout]
-        bad = [r for r in record if r not in self.populations]
-        if bad:
-            raise ValueError(f"cannot record {bad}: not populations of the network")
-        return list(record)
+        return record_list(self.populations, self.readout, record)
 
 
 def load_export(export_dir) -> tuple[ir.Graph, dict]:
