@@ -4,10 +4,12 @@ worker process the test cluster starts and wraps commands.ray_scaleout._run_shar
 task runs (Ray resolves it by its module path in the worker, after this hook). The wrapper reads the directory
 named by FAULTS_DIR_ENV (set in the test cluster's runtime environment only): a file shard-K.kill-once makes shard
 K's worker exit as a crash would (the file is removed first, so the retry runs), a file shard-K.kill-always makes
-every attempt exit."""
+every attempt exit, and a file `hold` makes every shard write its node's id to shard-K.running and then wait (up
+to 120 s) until `hold` is removed (so a test can remove a node while a shard runs there)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 FAULTS_DIR_ENV = "SPK_TESTS_RAY_FAULTS_DIR"
@@ -25,6 +27,13 @@ def _faults(shard: int) -> None:
         pass
     if Path(d, f"shard-{shard}.kill-always").exists():
         os._exit(1)
+    hold = Path(d, "hold")
+    if hold.exists():
+        import ray
+        Path(d, f"shard-{shard}.running").write_text(ray.get_runtime_context().get_node_id())
+        t0 = time.time()
+        while hold.exists() and time.time() - t0 < 120:
+            time.sleep(0.05)
 
 
 def install() -> None:

@@ -220,3 +220,51 @@ def test_ray_options_are_checked(ckpt, tmp_path, cli):
     assert_one_line_error(rc, err, "--engine lava runs in this process only")
     assert list(tmp_path.iterdir()) == []
 
+
+def test_a_node_lost_mid_run_is_retried_elsewhere_with_the_same_result(ckpt, one_process, tmp_path, cli):
+    """A cluster of three Ray nodes started on this machine (ray.cluster_utils.Cluster: a head without CPUs and
+    two workers of one CPU); the shards hold where they run until the test has removed a node that runs one (its
+    raylet and workers killed, as a lost machine), never the node the driver is connected to (Ray refuses that:
+    the driver would go with it). Ray runs the lost shard again on the other node; the outputs equal the
+    one-process run's."""
+    import threading
+    import time
+
+    from ray.cluster_utils import Cluster
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    removed, hold = [], faults / "hold"
+
+    def lose_a_node_running_a_shard(driver_node: str):
+        try:
+            t0 = time.time()
+            while not removed and time.time() - t0 < 120:
+                running = {f.read_text() for f in faults.glob("shard-*.running") if f.stat().st_size}
+                victim = next((n for n in nodes if n.node_id in running and n.node_id != driver_node), None)
+                if victim is not None:
+                    cluster.remove_node(victim, allow_graceful=False)
+                    removed.append(victim.node_id)
+                time.sleep(0.05)
+        finally:
+            hold.unlink()
+
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR",
+                 runtime_env=fault_runtime_env(faults))
+        hold.touch()
+        killer = threading.Thread(target=lose_a_node_running_a_shard,
+                                  args=(ray.get_runtime_context().get_node_id(),))
+        killer.start()
+        rc, _, err = _run(cli, parity_cmd, ckpt, PARITY["fixed"], tmp_path / "ray", ["--ray", "--ray-shards", SHARDS])
+        killer.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed, "no shard ran on a worker node the test could remove"
+    assert rc == 0, err
+    _assert_same_outputs(one_process["parity", "fixed"], tmp_path / "ray", "parity.json")

@@ -817,7 +817,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.render_only:
-        write_text(out / "nengo_placement.md", write_markdown(json.loads(Path(args.render_only).read_text())))
+        from bench import provenance
+        res = json.loads(Path(args.render_only).read_text())
+        write_text(out / "nengo_placement.md", write_markdown(res).rstrip("\n") + "\n\n"
+                   + provenance.line(res["provenance"]) + "\n")
         return 0
     t_start = time.time()
     cache = Path(args.cache_dir)
@@ -909,9 +912,10 @@ def main(argv=None) -> int:
     res["layers"], res["skipped_layers"] = rows, skipped_layers
     res["findings"] = findings(rows)
     res["seconds_total"] = round(time.time() - t_start, 1)
-    write_text(out / "nengo_placement.json", json.dumps(res, indent=1, default=str))
+    from bench import provenance
     md = write_markdown(res)
-    write_text(out / "nengo_placement.md", md)
+    provenance.write_result(out, "nengo_placement", res, md, __file__,
+                            extra=["bench/crosschecks/nengo_placement_worker.py", "bench/crosschecks/worker_tools.py"])
     print(md)
     print(f"wrote {out / 'nengo_placement.json'} and {out / 'nengo_placement.md'} ({res['seconds_total']:.0f} s)")
     return 0

@@ -944,10 +944,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     result, _ = run_all(readers, a.cases, a.seed, a.timeout, a.in_process, a.mem_gb, a.samples)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    from ground.atomic import write_text
+    from bench import provenance
     out = Path(a.out)
-    write_text(out / "fuzz.json", json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
-    write_text(out / "fuzz.md", markdown(result))
+    provenance.write_result(out, "fuzz", result, markdown(result), __file__)
     t = result["total"]
     print(f"fuzz: {t['cases']} cases, {t['handled']} handled, {t['unhandled']} unhandled -> {out}/fuzz.json, fuzz.md")
     for name, r in result["readers"].items():

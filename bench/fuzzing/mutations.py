@@ -16,7 +16,6 @@ failing test, and seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -132,12 +131,12 @@ def main(argv=None) -> int:
                          "seconds": round(secs, 1)})
             print(f"{mid}: {'killed by ' + failed if rc else 'SURVIVED'} ({secs:.0f} s)", flush=True)
             shutil.rmtree(work)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"commit": commit, "fast_tests": FAST_TESTS, "unmutated_seconds": round(base_secs, 1), "mutations": rows,
+    sys.path.insert(0, str(ROOT))
+    from bench import provenance
+    measured = sorted({t.split("::")[0] for t in FAST_TESTS} | {"tests/conftest.py"} | {m[1] for m in MUTATIONS})
+    commit = provenance.stamp(__file__, measured)["commit"]
+    result = {"fast_tests": FAST_TESTS, "unmutated_seconds": round(base_secs, 1), "mutations": rows,
               "killed": sum(1 for r in rows if r.get("killed")), "total": len(rows)}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mutations.json").write_text(json.dumps(result, indent=1) + "\n")
     md = ["# Mutation check (`bench/fuzzing/mutations.py`)", "",
           f"Commit {commit}. Each mutation applied alone to a copy of the code; the fast tests "
           f"({len(FAST_TESTS)} files or tests, listed in mutations.json; {base_secs:.0f} s unmutated, which "
@@ -147,7 +146,7 @@ def main(argv=None) -> int:
         killed = r.get("killed_by") if r.get("killed") else ("**survived**" if r.get("killed") is False
                                                                else r.get("error"))
         md.append(f"| {r['id']} | `{r['file']}` | {r['what']} | `{killed}` | {r.get('seconds', '')} |")
-    (out / "mutations.md").write_text("\n".join(md) + "\n")
+    provenance.write_result(a.out, "mutations", result, "\n".join(md), __file__, measured)
     return 0 if result["killed"] == result["total"] else 1
 
 

@@ -130,10 +130,8 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['kind']} | {r['reader']} | {r['generated']} | {r['samples_read']} | {r['peak_rss_mib']} | "
                      f"{r['rss_after_imports_mib']} | {r['seconds']} |")
-    from ground.atomic import write_text
-    out = Path(a.out)
-    write_text(out / "datasets_memory.json", json.dumps(result, indent=1) + "\n")
-    write_text(out / "datasets_memory.md", "\n".join(lines) + "\n")
+    from bench import provenance
+    provenance.write_result(a.out, "datasets_memory", result, "\n".join(lines), __file__)
     return 0
 
 

@@ -14,7 +14,6 @@ usage: .venv/bin/python bench/timings/bench_loihi_resources.py [--presets digits
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -62,7 +61,6 @@ def main() -> None:
     import torch
     from convert.frontend import spikformer_to_ir
     from convert.passes import lower
-    from ground.atomic import write_text
     from hw_backends.loihi.quantize import quantize
     from hw_backends.loihi.timing import insert_delay_relays, schedule
     from spikformer import PRESETS, Spikformer
@@ -86,9 +84,8 @@ def main() -> None:
                           f"{row['chips']:>6,} latency {row['latency_steps']} bound by {row['bound_by']} "
                           f"over a limit: {len(row['populations_over_a_limit'])} [{row['seconds']:.1f} s]", flush=True)
             del q
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_text(OUT / "loihi_resources.json", json.dumps(rows, indent=1))
-    write_text(OUT / "loihi_resources.md", markdown(rows))
+    from bench import provenance
+    provenance.write_result(OUT, "loihi_resources", {"rows": rows}, markdown(rows), __file__)
     print(f"written {OUT / 'loihi_resources.md'}")
 
 

@@ -85,9 +85,6 @@ def main() -> int:
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--out", default=str(OUT))
     a = p.parse_args()
-    from ground.atomic import write_text
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     steps = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -107,7 +104,7 @@ def main() -> int:
         pf = json.loads((tmp / "parity_float" / "parity.json").read_text())
         px = json.loads((tmp / "parity_fixed" / "parity.json").read_text())
         q = json.loads((tmp / "loihi" / "quantization.json").read_text())
-    res = {"commit": commit, "machine": f"{platform.machine()}, {platform.python_version()}",
+    res = {"machine": f"{platform.machine()}, {platform.python_version()}",
            "test_images": a.test_images, "steps": steps,
            "float_parity": {k: pf["overall"][k] for k in ("samples", "total_spike_mismatches", "prediction_agreement",
                                                           "logits_max_abs_diff")},
@@ -115,10 +112,8 @@ def main() -> int:
                                                           "min_layer_agreement")},
            "architecture_origin": pf["run"].get("architecture_origin"), "data_config": pf["run"].get("data_config"),
            "input_normalization": q["input"].get("normalization", {}).get("convention")}
-    out = Path(a.out)
-    write_text(out / "official_workflow.json", json.dumps(res, indent=1) + "\n")
     lines = ["# The official workflow end to end (bench/timings/bench_official_workflow.py)", "",
-             f"Commit {commit}, {res['machine']}. An official training checkpoint of CIFAR-100 Spikformer-4-384 "
+             f"Machine: {res['machine']}. An official training checkpoint of CIFAR-100 Spikformer-4-384 "
              "(random weights, args as the official train.py saves them) and a generated cifar-100-python folder "
              f"({a.test_images} test images); no flag but the data.", "",
              "| command | seconds | last line |", "|---|---:|---|"]
@@ -129,7 +124,9 @@ def main() -> int:
     lines += ["", f"Float parity: {res['float_parity']}", f"Fixed-point parity: {res['fixed_parity']}",
               f"Architecture origins: {res['architecture_origin']}", f"Data config: {res['data_config']}",
               f"Loihi input: {res['input_normalization']}"]
-    write_text(out / "official_workflow.md", "\n".join(lines) + "\n")
+    from bench import provenance
+    provenance.write_result(a.out, "official_workflow", res, "\n".join(lines), __file__,
+                            extra=["commands.convert", "commands.parity", "commands.report", "commands.train"])
     print("\n".join(lines))
     return 0
 

@@ -95,10 +95,8 @@ def main(argv=None) -> int:
               f"its own time per image, e.g. from bench/timings/bench_sim.py):", "",
               "| run | images | hours, 1 worker | hours, 8 workers |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {c['images']:,} | {c['hours_one_worker']} | {c['hours_8_workers']} |" for k, c in cost.items()]
-    out = Path(a.out)
-    from ground.atomic import write_text
-    write_text(out / "scaleout.json", json.dumps(result, indent=1) + "\n")
-    write_text(out / "scaleout.md", "\n".join(lines) + "\n")
+    from bench import provenance
+    provenance.write_result(a.out, "scaleout", result, "\n".join(lines), __file__, extra=["commands.parity"])
     print("\n".join(lines))
     return 0 if all(r["identical_to_one_process"] for r in rows.values()) else 1
 

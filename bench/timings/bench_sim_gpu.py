@@ -1,6 +1,6 @@
 """The simulator on a CUDA GPU (issue: faster than the reference, on a GPU too). Run it on a machine with a GPU;
-without one it prints that nothing was measured and leaves bench/results/sim_gpu.* as they are (bench_sim.py's
-table then says whether and where the GPU was measured).
+without one it prints that nothing was measured and writes nothing. (bench/results/archive/sim_gpu.* is the record
+of an older, step-major engine measured at commit e85c7a6; kept for history, not quoted as the present engine's.)
 
 1. Identical results: the fixed-point simulator on `cuda` against the same simulator on the CPU of the same
    machine, node by node (every population recorded) and fused (what spk-parity runs), on cifar10-4-384
@@ -265,13 +265,10 @@ def main() -> int:
     res["time_vs_reference"] = time_vs_reference(a.repeats)
     if not a.skip_imagenet:
         res["imagenet"] = imagenet_throughput([int(b) for b in a.imagenet_batches.split(",")], max(1, a.repeats // 2))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("sim_gpu.json", json.dumps(res, indent=1)), ("sim_gpu.md", markdown(res))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-    print(f"written {out / 'sim_gpu.json'} and {out / 'sim_gpu.md'}")
+    from bench import provenance
+    provenance.write_result(a.out, "sim_gpu", res, markdown(res), __file__,
+                            extra=["commands.parity"] if a.checkpoint else ())
+    print(f"written {Path(a.out) / 'sim_gpu.json'} and {Path(a.out) / 'sim_gpu.md'}")
     return 0
 
 

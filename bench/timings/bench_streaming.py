@@ -196,10 +196,7 @@ def main() -> int:
     p.add_argument("--out", default=str(OUT))
     a = p.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
-    from ground.atomic import write_text
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    res = {"commit": commit, "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
+    res = {"machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
            "sizes": sizes}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -210,9 +207,10 @@ def main() -> int:
                     if r["command"] == cmd}
             res["memory_ratio"][cmd] = peak[sizes[-1]] / peak[sizes[0]]
         res["throughput"] = None if a.skip_throughput else throughput(a.imagenet_images, tmp)
-    out = Path(a.out)
-    write_text(out / "streaming.json", json.dumps(res, indent=1) + "\n")
-    write_text(out / "streaming.md", render(res))
+    from bench import provenance
+    res["commit"] = provenance.stamp(__file__)["commit"][:12]  # render() names it
+    provenance.write_result(a.out, "streaming", res, render(res), __file__,
+                            extra=["commands.train", "commands.parity"])
     print(render(res))
     return 0
 

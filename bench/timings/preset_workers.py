@@ -60,10 +60,8 @@ def run_presets_and_write(args, script, root, name: str, markdown, extra_args=()
     rows = run_preset_workers(script, presets, args.timeout, root, extra_args, Path(script).stem)
     env["loadavg_end"] = [round(x, 1) for x in os.getloadavg()]
     sys.path.insert(0, str(root))
-    from ground.atomic import write_text
-    out = Path(args.out)
-    write_text(out / f"{name}.json", json.dumps({"env": env, **(extra_json or {}), "results": rows}, indent=1) + "\n")
+    from bench import provenance
     md = markdown(rows, env)
-    write_text(out / f"{name}.md", md)
+    provenance.write_result(args.out, name, {"env": env, **(extra_json or {}), "results": rows}, md, script)
     print(md)
     return 0 if all("error" not in r for r in rows) else 1
