@@ -2,7 +2,8 @@
 the measured files differed from it, and a hash of the sources it measures. The measured sources are found, not
 listed by hand: the bench script, the bench helpers it imports (files beside it, or `bench.*`), every project module
 these import directly or indirectly (grimp's import graph, the one import-linter checks the layers with; a module's
-parent packages too, since importing it runs their `__init__`), and files the bench names (a shell script it runs,
+parent packages too, since importing it runs their `__init__`; and the modules a measured module names in a string,
+which it may import by name: the target registry's hw_backends.loihi.target), and files the bench names (a shell script it runs,
 the tests it runs) or the project modules it runs as commands (`commands.parity` for spk-parity).
 tests/test_bench_results.py recomputes the hash: a result whose measured sources have changed
 since it was measured is stale and fails the tests until its bench is run again.
@@ -57,6 +58,18 @@ def _imported_names(path: Path) -> tuple[set[str], set[Path]]:
     return names, relative
 
 
+def _modules_named_in_strings(path: Path, modules) -> set[str]:
+    """Project modules a file names in a string ("hw_backends.loihi.target", "pkg.mod:function"): what it may
+    import by name at run time (a registry of targets, a sandboxed call), which no import statement shows."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            name = node.value.split(":")[0]
+            if name in modules:
+                found.add(name)
+    return found
+
+
 def measured_files(script: str | Path, extra=()) -> list[str]:
     """Repository-relative paths of everything the bench `script` measures (see the module's docstring)."""
     import grimp
@@ -93,6 +106,8 @@ def measured_files(script: str | Path, extra=()) -> list[str]:
             continue
         closure.add(m)
         modules |= graph.find_upstream_modules(m) - closure
+        if _module_file(m) is not None:
+            modules |= _modules_named_in_strings(_module_file(m), graph.modules) - closure
         parts = m.split(".")
         modules |= {".".join(parts[:i]) for i in range(1, len(parts))} - closure
     files |= {_module_file(m) for m in closure if _module_file(m) is not None}
@@ -106,6 +121,7 @@ def measured_files(script: str | Path, extra=()) -> list[str]:
             files.add(p)
         else:
             raise FileNotFoundError(f"provenance: {e} does not exist")
+    files.discard(Path(__file__).resolve())  # this module records a measurement; it measures nothing
     return sorted(str(f.relative_to(ROOT)) for f in files)
 
 
