@@ -139,3 +139,18 @@ def test_readme_figures_are_in_the_results_they_cite():
 def test_the_figure_check_can_fail():
     assert _held("98.9", "%", [0.98889]) and _held("36.8", "s", [36.79]) and _held("4,579", "x", [4579.2])
     assert not _held("98.8", "%", [0.98889]) and not _held("37", "s", [36.2])
+
+
+def test_comments_and_docstrings_do_not_make_a_result_stale(tmp_path, monkeypatch):
+    _mini_project(tmp_path)
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prov = provenance.stamp(tmp_path / "bench" / "run_me.py")
+    deep = tmp_path / "provpkg_a" / "deep.py"
+    deep.write_text('"""A docstring."""\n\n# a comment\nX = (\n    1)\n\n\ndef f():\n    """Its doc."""\n')
+    assert provenance.changes_since(prov) == ["~provpkg_a/deep.py"]  # f is new code
+    prov = provenance.stamp(tmp_path / "bench" / "run_me.py")
+    deep.write_text('"""Another docstring."""\nX = 1  # another comment\n\n\ndef f():\n    """Other doc."""\n')
+    assert provenance.changes_since(prov) == []
+    deep.write_text('X = 2\n\n\ndef f():\n    pass\n')
+    assert provenance.changes_since(prov) == ["~provpkg_a/deep.py"]
