@@ -148,9 +148,33 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
-def stamp(script: str | Path, extra=()) -> dict:
-    """The provenance entry of a result measured now by `script`."""
+class SourcesChangedError(RuntimeError):
+    """A measured source was modified after the bench started: the result would name code it did not run."""
+
+
+def process_start() -> float | None:
+    """When this process started (seconds since the epoch, from Linux's /proc: boot time + the process's start
+    in clock ticks; proc(5)), or None where there is no /proc."""
+    import os
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime (fields 1-2 before ')')
+        with open("/proc/stat") as f:
+            boot = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def stamp(script: str | Path, extra=(), since: float | None = None) -> dict:
+    """The provenance entry of a result measured now by `script`; with `since` (when the measurement started),
+    refuses (SourcesChangedError) when a measured file was modified after that."""
     paths = measured_files(script, extra)
+    if since is not None:
+        late = [p for p in paths if (ROOT / p).stat().st_mtime > since]
+        if late:
+            raise SourcesChangedError(f"measured sources changed while the bench ran: {', '.join(late[:5])}; "
+                                      "nothing written, run it again")
     files = {p: _sha(ROOT / p) for p in paths}
     dirty = [ln[3:] for ln in _git("status", "--porcelain", "--", *paths).splitlines() if ln.strip()]
     return {"commit": _git("rev-parse", "HEAD") or "unknown", "uncommitted_changes": dirty,
@@ -181,7 +205,7 @@ def write_result(out_dir: str | Path, name: str, res: dict, markdown: str, scrip
     import json
 
     from ground.atomic import write_text
-    prov = stamp(script, extra)
+    prov = stamp(script, extra, since=process_start())
     out = Path(out_dir)
     write_text(out / f"{name}.json", json.dumps({**res, "provenance": prov}, indent=1, default=str) + "\n")
     write_text(out / f"{name}.md", markdown.rstrip("\n") + "\n\n" + line(prov) + "\n")

@@ -154,3 +154,25 @@ def test_comments_and_docstrings_do_not_make_a_result_stale(tmp_path, monkeypatc
     assert provenance.changes_since(prov) == []
     deep.write_text('X = 2\n\n\ndef f():\n    pass\n')
     assert provenance.changes_since(prov) == ["~provpkg_a/deep.py"]
+
+
+def test_a_source_changed_during_the_measurement_is_refused(tmp_path, monkeypatch):
+    import time
+    _mini_project(tmp_path)
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    started = time.time()
+    provenance.stamp(tmp_path / "bench" / "run_me.py", since=started + 60)  # nothing modified since
+    (tmp_path / "provpkg_a" / "deep.py").write_text("X = 3\n")
+    with pytest.raises(provenance.SourcesChangedError, match="provpkg_a/deep.py"):
+        provenance.stamp(tmp_path / "bench" / "run_me.py", since=started - 1)
+
+
+def test_the_process_start_is_now_for_a_new_process():
+    import subprocess
+    import sys
+    import time
+    t = time.time()
+    out = subprocess.run([sys.executable, "-c", "from bench import provenance; print(provenance.process_start())"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert t - 2 <= float(out) <= time.time() + 1  # clock ticks are 10 ms; btime is whole seconds

@@ -150,6 +150,25 @@ def test_bias_beyond_the_loihi_range_is_a_named_error():
     assert e.value.used > e.value.allowed == 16128.0
 
 
+def test_a_head_bias_beyond_the_readout_range_is_a_named_error():
+    """The readout holds v = 65536 * logit; its bias per step is bias_mant << bias_exp with a 3-bit exponent, so at
+    most 4095 * 2**7 / 65536 = 8 logits per step. A larger head bias is refused by name (it was once given a wider
+    exponent than the hardware has, silently); a smaller one is rounded to the bias grid and the report says how far."""
+    from hw_backends.loihi.compile import compile_graph
+    from hardware.loihi.limits import LoihiLimitError
+    m = tiny()
+    with torch.no_grad():
+        m.head.bias[:] = 1000.0
+    with pytest.raises(LoihiLimitError, match=r"readout bias exponent \(3 bit\).* exceeded: uses \d+, allowed 7") as e:
+        compile_graph(lower(spikformer_to_ir(m)))
+    assert "head" in e.value.node
+    with torch.no_grad():
+        m.head.bias[:] = torch.linspace(-2.0, 2.0, m.head.bias.numel()) + 1e-6
+    c = compile_graph(lower(spikformer_to_ir(m)))
+    rec = next(r for r in c.quantization["layers"].values() if r["kind"] == "Readout")
+    assert 0 < rec["bias_max_abs_error_v_units"] <= 0.5 * 2 ** rec["bias_exp"]
+
+
 def test_a_large_bias_lowers_that_layers_scale_with_a_warning():
     """A bias of 10 thresholds per step does not fit bias_mant << bias_exp at vth 4096; the layer gets the
     largest vth that holds it (1637), the others keep 4096, and the warning says so."""

@@ -244,9 +244,15 @@ class Quantizer:
             self._set_weights(s, sigma)
         b = bias * lam
         bias_exp = max(0, math.ceil(math.log2(max(np.max(np.abs(b)), 1e-30) / L.BIAS_MANT_MAX)))
+        if bias_exp > L.BIAS_EXP_MAX:  # |bias per step| > BIAS_MANT_MAX * 2**BIAS_EXP_MAX / lam (8 logits)
+            raise L.LoihiLimitError(node.name, "readout bias exponent (3 bit): |head bias per step| up to "
+                                    f"{L.BIAS_MANT_MAX * 2 ** L.BIAS_EXP_MAX / lam:g} logits", bias_exp,
+                                    L.BIAS_EXP_MAX)
         bias_mant = np.rint(b / 2 ** bias_exp)
         self.report["layers"][node.name] = {"kind": "Readout", "source": node.source, "du": 4095, "dv": 0,
                                             "vth": L.VTH_MAX, "logit_scale": lam, "bias_exp": bias_exp,
+                                            "bias_max_abs_error_v_units":
+                                                float(np.max(np.abs(bias_mant * 2.0 ** bias_exp - b))),
                                             "logit_range": READOUT_LOGIT_RANGE,
                                             "rule": "logits = v / logit_scale at the last step; never fires"}
         self.g.metadata["readout_scale"] = lam
