@@ -69,7 +69,8 @@ def error_sources(tmp: Path) -> dict:
         row = {"flags": flags, "rc": r.returncode}
         if (d / "parity.json").exists():
             p = json.loads((d / "parity.json").read_text())
-            row.update({k: p["overall"][k] for k in ("samples", "prediction_agreement", "min_layer_agreement")})
+            row.update({k: p["overall"][k] for k in ("samples", "prediction_agreement", "min_layer_agreement",
+                                                     "state_events")})
         else:
             row["error"] = (r.stderr.strip().splitlines() or [""])[-1]
         out[what] = row
@@ -89,12 +90,15 @@ def markdown(res: dict) -> str:
                      f"{fp['total_spike_mismatches']}, {100 * fp['prediction_agreement']:.2f} % of {fp['samples']} | "
                      f"{100 * xp['prediction_agreement']:.2f} %, {100 * xp['min_layer_agreement']:.2f} % of spikes |")
     lines += ["", "Where the digits model's fixed-point error comes from (spk-parity --target loihi, all its test images):",
-              "", "| settings | prediction agreement | worst layer (share of spikes) |", "|---|---:|---:|"]
+              "", "| settings | prediction agreement | worst layer (share of spikes) | state events (wraps, saturations, "
+              "inputs over 16 bits) |", "|---|---:|---:|---|"]
     for what, r in res["error_sources"].items():
         if "prediction_agreement" in r:
-            lines.append(f"| {what} | {100 * r['prediction_agreement']:.2f} % | {100 * r['min_layer_agreement']:.2f} % |")
+            ev = "; ".join(f"{k}: {v}" for k, v in (r.get("state_events") or {}).items()) or "none"
+            lines.append(f"| {what} | {100 * r['prediction_agreement']:.2f} % | {100 * r['min_layer_agreement']:.2f} % "
+                         f"| {ev} |")
         else:
-            lines.append(f"| {what} | refused: {r['error']} | |")
+            lines.append(f"| {what} | refused: {r['error']} | | |")
     return "\n".join(lines)
 
 
