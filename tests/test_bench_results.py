@@ -81,13 +81,17 @@ GOAL = re.compile(r"(goal|target|<=|>=|under|within|at most|at least)[^.;]{0,30}
 
 
 def _paragraphs(text: str) -> list[str]:
-    """Blank-line separated blocks; a table's rows each count as one."""
-    out = []
+    """Blank-line separated blocks; a table's rows each count as one, and a table without citations of its own
+    carries those of the text just before it (the paragraph that introduces it), appended in brackets."""
+    out, before = [], ""
     for block in re.split(r"\n\s*\n", text):
         if block.lstrip().startswith("|"):
-            out += [ln for ln in block.splitlines() if ln.strip()]
+            inherited = "" if CITED.search(block) else " ".join(f"[bench/results/{n}.md]" for n in
+                                                                CITED.findall(before))
+            out += [ln + (" " + inherited if inherited else "") for ln in block.splitlines() if ln.strip()]
         else:
             out.append(block)
+            before = block
     return out
 
 
