@@ -156,10 +156,12 @@ def _unpickle_plain(path: Path, what: str):
     try:
         with open(path, "rb") as f:
             return _NumpyOnlyUnpickler(f, encoding="bytes").load()
-    except pickle.UnpicklingError as e:
-        raise DataError(f"refused to read {path}: it is not a plain {what} ({e})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError, MemoryError,
-            RecursionError, OverflowError, UnicodeDecodeError) as e:  # MemoryError: a damaged length field
+    except pickle.UnpicklingError as e:  # its messages may span lines (persistent ids): one line here
+        raise DataError(f"refused to read {path}: it is not a plain {what} ({' '.join(str(e).split())})") from None
+    # LookupError: an unknown codec named by a damaged string's encoding (and IndexError, KeyError);
+    # MemoryError: a damaged length field
+    except (EOFError, ValueError, TypeError, AttributeError, LookupError, OSError, MemoryError,
+            RecursionError, OverflowError) as e:
         raise DataError(f"cannot read {what} {path}: {type(e).__name__}: {' '.join(str(e).split())}") \
             from None
 

@@ -166,6 +166,21 @@ def test_cifar10_malicious_batch_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("damage", ["persistent id", "unknown codec"])
+def test_a_damaged_cifar_pickle_is_one_line_of_data_error(tmp_path, damage):
+    """Two damages the fuzzer found (bench/results/fuzz.md, cifar100): a persistent-id opcode, whose pickle error
+    message spans two lines, and a string's codec name changed to one that does not exist (LookupError)."""
+    from spikformer.data import DataError, _unpickle_plain
+    raw = pickle.dumps({b"data": b"\xff" * 4}, protocol=2)  # bytes pickled through _codecs.encode(..., 'latin1')
+    assert b"latin1" in raw
+    raw = b"\x80\x02(X\x01\x00\x00\x00aP." if damage == "persistent id" else raw.replace(b"latin1", b"ladin1")
+    path = tmp_path / "batch"
+    path.write_bytes(raw)
+    with pytest.raises(DataError) as e:
+        _unpickle_plain(path, "CIFAR-100 file")
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
 def test_cifar10_missing(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_dataset(f"cifar10:{tmp_path / 'nope'}", 32, 3)
