@@ -66,7 +66,6 @@ def worker(preset: str) -> dict:
 
 def markdown(rows: list[dict], env: dict) -> str:
     out = ["# Loihi conversion time (`bench/timings/bench_loihi_compile.py`)", "",
-           f"Commit {env['commit']}{' (with uncommitted changes)' if env['uncommitted_changes'] else ''}. "
            f"Machine: {env['cpus']} CPUs, Python {env['python']}; load average at start {env['loadavg_start']}, at "
            f"end {env['loadavg_end']} (shared machine: timings include contention). Random-weight models, default "
            "options (both SSA forms built, the chosen one placed on every profile); each preset in a fresh process.",

@@ -50,11 +50,7 @@ def run_presets_and_write(args, script, root, name: str, markdown, extra_args=()
     """Runs every preset of `args.presets` in its own worker process, then writes `<name>.json` (environment,
     `extra_json`, rows) and `<name>.md` (`markdown(rows, env)`) into `args.out` atomically and prints the md;
     exit status 1 when a preset failed."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True).stdout.strip())
-    env = {"cpus": os.cpu_count(), "python": platform.python_version(), "commit": commit,
-           "uncommitted_changes": dirty, **(extra_env or {}),
+    env = {"cpus": os.cpu_count(), "python": platform.python_version(), **(extra_env or {}),
            "loadavg_start": [round(x, 1) for x in os.getloadavg()]}
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     rows = run_preset_workers(script, presets, args.timeout, root, extra_args, Path(script).stem)
