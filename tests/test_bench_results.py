@@ -75,9 +75,12 @@ def test_staleness_is_seen_in_what_a_bench_imports_and_only_there(tmp_path, monk
 
 CITED = re.compile(r"bench/results/(\w+)\.(?:md|json)")
 # a figure: a decimal, a percentage, a ratio, or a number with a unit of time, memory or rate
-FIGURE = re.compile(r"(?<![\w.-])(\d[\d,]*(?:\.\d+)?)(?:\s?(%|x\b|s\b|ms\b|min\b|h\b|GiB\b|MiB\b|images/s\b))"
-                    r"|(?<![\w.-])(\d+\.\d+)(?![\w.-])")
+FIGURE = re.compile(r"(?<![\w.-])(\d[\d,]*(?:\.\d+)?)(?:\s?(%|x\b|s\b|ms\b|min\b|h\b|GiB\b|MiB\b|MB\b|"
+                    r"images/s\b|M\b|k\b))|(?<![\w.-])(\d+\.\d+)(?![\w.-])")
 GOAL = re.compile(r"(goal|target|<=|>=|under|within|at most|at least)[^.;]{0,30}$", re.I)
+# a version number, not a measurement: "Ray 2.40", "nirtorch 2.6"
+VERSION = re.compile(r"\b(Python|Ray|ray|nirtorch|snntorch|SpikingJelly|spikingjelly|norse|sinabs|rockpool|nir|NIR|"
+                     r"lava-nc|lava-dl|torch|timm|numpy|HDF5|nengo-loihi|Triton|triton|CUDA) $")
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -106,7 +109,8 @@ def _held(value: str, unit: str | None, numbers: list[float]) -> bool:
     v = float(value.replace(",", ""))
     decimals = len(value.split(".")[1]) if "." in value else 0
     half = 0.5 * 10 ** -decimals + 1e-9
-    scales = {"%": (1, 100), "s": (1, 1e3, 1 / 60), "ms": (1, 1e-3), "min": (1, 60), "h": (1, 3600)}.get(unit, (1,))
+    scales = {"%": (1, 100), "s": (1, 1e3, 1 / 60), "ms": (1, 1e-3), "min": (1, 60), "h": (1, 3600),
+              "M": (1e6,), "k": (1e3,), "GiB": (1, 2 ** 30, 1 / 1024), "MiB": (1, 2 ** 20)}.get(unit, (1,))
     return any(abs(n * k - v) <= half or abs(n / k - v) <= half for n in numbers for k in scales)
 
 
@@ -135,6 +139,8 @@ def test_readme_figures_are_in_the_results_they_cite():
             value, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), None)
             if GOAL.search(para[max(0, m.start() - 40):m.start()]):
                 continue  # a goal or a limit, not a measurement
+            if unit is None and VERSION.search(para[max(0, m.start() - 20):m.start()]):
+                continue
             if not _held(value, unit, numbers):
                 missing.append(f"{value}{unit or ''} (in: ...{para[max(0, m.start() - 60):m.end() + 20]}...)")
     assert not missing, "README figures not in the results they cite:\n" + "\n".join(missing)
@@ -143,6 +149,11 @@ def test_readme_figures_are_in_the_results_they_cite():
 def test_the_figure_check_can_fail():
     assert _held("98.9", "%", [0.98889]) and _held("36.8", "s", [36.79]) and _held("4,579", "x", [4579.2])
     assert not _held("98.8", "%", [0.98889]) and not _held("37", "s", [36.2])
+    assert _held("5.1", "M", [5_114_880]) and not _held("5.2", "M", [5_114_880])
+    para = "Ray 2.40 retries; measured 2.40 s in bench/results/x.md"
+    flagged = [m.group(0) for m in FIGURE.finditer(para)
+               if not (m.group(2) is None and VERSION.search(para[max(0, m.start() - 20):m.start()]))]
+    assert flagged == ["2.40 s"]
 
 
 def test_comments_and_docstrings_do_not_make_a_result_stale(tmp_path, monkeypatch):
