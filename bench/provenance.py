@@ -8,8 +8,8 @@ the tests it runs) or the project modules it runs as commands (`commands.parity`
 tests/test_bench_results.py recomputes the hash: a result whose measured sources have changed
 since it was measured is stale and fails the tests until its bench is run again.
 
-Usage in a bench: `res["provenance"] = provenance.stamp(__file__, extra=[...])` just before writing the result,
-and `provenance.line(res["provenance"])` in its Markdown."""
+Usage in a bench: `provenance.write_result(out_dir, name, res, markdown, __file__, extra=[...])` writes both files
+with the entry; a bench that re-renders a result's Markdown from its JSON uses `with_line(markdown, res["provenance"])`."""
 from __future__ import annotations
 
 import ast
@@ -199,6 +199,11 @@ def line(prov: dict) -> str:
             + (f", with uncommitted changes in {', '.join(dirty)}" if dirty else ", no uncommitted changes") + ".")
 
 
+def with_line(markdown: str, prov: dict) -> str:
+    """A result's Markdown ending in the sentence that says what it was measured at."""
+    return markdown.rstrip("\n") + "\n\n" + line(prov) + "\n"
+
+
 def write_result(out_dir: str | Path, name: str, res: dict, markdown: str, script: str | Path, extra=()) -> dict:
     """Writes `<name>.json` (`res` with its provenance entry) and `<name>.md` (`markdown` and the provenance
     sentence) into `out_dir`, each atomically; returns the provenance entry."""
@@ -208,5 +213,5 @@ def write_result(out_dir: str | Path, name: str, res: dict, markdown: str, scrip
     prov = stamp(script, extra, since=process_start())
     out = Path(out_dir)
     write_text(out / f"{name}.json", json.dumps({**res, "provenance": prov}, indent=1, default=str) + "\n")
-    write_text(out / f"{name}.md", markdown.rstrip("\n") + "\n\n" + line(prov) + "\n")
+    write_text(out / f"{name}.md", with_line(markdown, prov))
     return prov

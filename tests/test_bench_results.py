@@ -53,21 +53,27 @@ def _mini_project(root: Path) -> None:
     (root / "bench" / "run_me.py").write_text("import helper\n\ndef main():\n    import provpkg_a.measured\n")
 
 
-def test_staleness_is_seen_in_what_a_bench_imports_and_only_there(tmp_path, monkeypatch):
-    """A referee for the check above: on a small project, a change anywhere in a bench's import closure makes its
-    result stale (a changed file, a new import), a change elsewhere does not."""
+@pytest.fixture
+def mini(tmp_path, monkeypatch):
+    """A small generated project as provenance's root: a bench script, a helper beside it, a package."""
     _mini_project(tmp_path)
     monkeypatch.setattr(provenance, "ROOT", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    prov = provenance.stamp(tmp_path / "bench" / "run_me.py", extra=["pyproject.toml"])
+    return tmp_path
+
+
+def test_staleness_is_seen_in_what_a_bench_imports_and_only_there(mini):
+    """A referee for the check above: on a small project, a change anywhere in a bench's import closure makes its
+    result stale (a changed file, a new import), a change elsewhere does not."""
+    prov = provenance.stamp(mini / "bench" / "run_me.py", extra=["pyproject.toml"])
     assert sorted(prov["sources"]) == ["bench/helper.py", "bench/run_me.py", "provpkg_a/__init__.py",
                                        "provpkg_a/deep.py", "provpkg_a/measured.py", "pyproject.toml"]
     assert provenance.changes_since(prov) == []
-    (tmp_path / "provpkg_a" / "unrelated.py").write_text("Y = 3\n")
+    (mini / "provpkg_a" / "unrelated.py").write_text("Y = 3\n")
     assert provenance.changes_since(prov) == []
-    (tmp_path / "provpkg_a" / "deep.py").write_text("X = 2\n")
+    (mini / "provpkg_a" / "deep.py").write_text("X = 2\n")
     assert provenance.changes_since(prov) == ["~provpkg_a/deep.py"]
-    (tmp_path / "provpkg_a" / "deep.py").write_text("X = 1\nfrom provpkg_a import unrelated\n")
+    (mini / "provpkg_a" / "deep.py").write_text("X = 1\nfrom provpkg_a import unrelated\n")
     assert provenance.changes_since(prov) == ["+provpkg_a/unrelated.py", "~provpkg_a/deep.py"]
 
 
@@ -156,31 +162,25 @@ def test_the_figure_check_can_fail():
     assert flagged == ["2.40 s"]
 
 
-def test_comments_and_docstrings_do_not_make_a_result_stale(tmp_path, monkeypatch):
-    _mini_project(tmp_path)
-    monkeypatch.setattr(provenance, "ROOT", tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    prov = provenance.stamp(tmp_path / "bench" / "run_me.py")
-    deep = tmp_path / "provpkg_a" / "deep.py"
+def test_comments_and_docstrings_do_not_make_a_result_stale(mini):
+    prov = provenance.stamp(mini / "bench" / "run_me.py")
+    deep = mini / "provpkg_a" / "deep.py"
     deep.write_text('"""A docstring."""\n\n# a comment\nX = (\n    1)\n\n\ndef f():\n    """Its doc."""\n')
     assert provenance.changes_since(prov) == ["~provpkg_a/deep.py"]  # f is new code
-    prov = provenance.stamp(tmp_path / "bench" / "run_me.py")
+    prov = provenance.stamp(mini / "bench" / "run_me.py")
     deep.write_text('"""Another docstring."""\nX = 1  # another comment\n\n\ndef f():\n    """Other doc."""\n')
     assert provenance.changes_since(prov) == []
     deep.write_text('X = 2\n\n\ndef f():\n    pass\n')
     assert provenance.changes_since(prov) == ["~provpkg_a/deep.py"]
 
 
-def test_a_source_changed_during_the_measurement_is_refused(tmp_path, monkeypatch):
+def test_a_source_changed_during_the_measurement_is_refused(mini):
     import time
-    _mini_project(tmp_path)
-    monkeypatch.setattr(provenance, "ROOT", tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
     started = time.time()
-    provenance.stamp(tmp_path / "bench" / "run_me.py", since=started + 60)  # nothing modified since
-    (tmp_path / "provpkg_a" / "deep.py").write_text("X = 3\n")
+    provenance.stamp(mini / "bench" / "run_me.py", since=started + 60)  # nothing modified since
+    (mini / "provpkg_a" / "deep.py").write_text("X = 3\n")
     with pytest.raises(provenance.SourcesChangedError, match="provpkg_a/deep.py"):
-        provenance.stamp(tmp_path / "bench" / "run_me.py", since=started - 1)
+        provenance.stamp(mini / "bench" / "run_me.py", since=started - 1)
 
 
 def test_the_process_start_is_now_for_a_new_process():

@@ -154,7 +154,7 @@ def _lossless_problems(g: ir.Graph, q: ir.Graph, report: dict) -> list[str]:
                 b = np.asarray(node.bias_mant) * 2.0 ** node.bias_exp
                 if np.any(b % 2 ** (T - 1)):
                     problems.append(f"{name}: bias (v units) not a multiple of 2**(T-1)")
-        elif rec["kind"] == "Readout":  # (its record has no bias error: compared with the lowered head's bias)
+        elif rec["kind"] == "Readout":  # compared with the lowered head's bias, not the quantiser's own record
             want = np.asarray(g.nodes[g.in_edges(name)[0].src].bias) * rec["logit_scale"]
             if not np.array_equal(np.asarray(node.bias_mant) * 2.0 ** node.bias_exp, want):
                 problems.append(f"{name}: readout bias rounded")

@@ -819,8 +819,7 @@ def main(argv=None) -> int:
     if args.render_only:
         from bench import provenance
         res = json.loads(Path(args.render_only).read_text())
-        write_text(out / "nengo_placement.md", write_markdown(res).rstrip("\n") + "\n\n"
-                   + provenance.line(res["provenance"]) + "\n")
+        write_text(out / "nengo_placement.md", provenance.with_line(write_markdown(res), res["provenance"]))
         return 0
     t_start = time.time()
     cache = Path(args.cache_dir)
@@ -837,14 +836,6 @@ def main(argv=None) -> int:
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
            "weight_bits": args.weight_bits, "ssa_form": args.ssa_form, "profile": PROFILE, "method": METHOD,
            "environment": {k: v for k, v in env.items() if k != "log"}}
-    try:
-        res["git_head"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                         text=True).stdout.strip()
-        st = subprocess.run(["git", "status", "--porcelain", "--", "hw_backends/loihi", "convert"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.splitlines()
-        res["uncommitted_placement_files"] = [ln[3:] for ln in st if ln.strip()]
-    except OSError:
-        pass
     wanted = set(args.layers.split(",")) if args.layers else None
     weights, cases, layers, skipped_layers = {}, [], [], []
     t0 = time.time()

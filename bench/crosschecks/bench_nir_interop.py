@@ -739,7 +739,8 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(ROOT))
         from bench import provenance
         res = json.loads(Path(args.render_only).read_text())
-        (Path(args.out) / "nir_interop.md").write_text(write_markdown(res) + "\n\n" + provenance.line(res["provenance"]) + "\n")
+        from ground.atomic import write_text
+        write_text(Path(args.out) / "nir_interop.md", provenance.with_line(write_markdown(res), res["provenance"]))
         return 0
     if bool(args.nir) != bool(args.ref):
         p.error("--nir and --ref go together")
@@ -757,13 +758,6 @@ def main(argv=None) -> int:
                                                          *(argv if argv is not None else sys.argv[1:])]),
            "machine": machine_info(), "images": args.images, "method": METHOD,
            "nodemap_module": str(NODEMAP_PATH) if NODEMAP_PATH.exists() else None}
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hw_backends/nir", "convert", "commands"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.split("\n")
-        res["git"] = {"head": head, "uncommitted_exporter_files": [ln[3:] for ln in dirty if ln.strip()]}
-    except OSError:
-        pass
     inputs: dict = {}
     if args.nir:
         nir_path, npz = Path(args.nir).resolve(), Path(args.ref).resolve()

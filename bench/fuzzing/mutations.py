@@ -138,11 +138,10 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench import provenance
     measured = sorted({t.split("::")[0] for t in FAST_TESTS} | {"tests/conftest.py"} | {m[1] for m in MUTATIONS})
-    commit = provenance.stamp(__file__, measured)["commit"]
     result = {"fast_tests": FAST_TESTS, "unmutated_seconds": round(base_secs, 1), "mutations": rows,
               "killed": sum(1 for r in rows if r.get("killed")), "total": len(rows)}
     md = ["# Mutation check (`bench/fuzzing/mutations.py`)", "",
-          f"Commit {commit}. Each mutation applied alone to a copy of the code; the fast tests "
+          f"Each mutation applied alone to a copy of the code; the fast tests "
           f"({len(FAST_TESTS)} files or tests, listed in mutations.json; {base_secs:.0f} s unmutated, which "
           f"pass) run with -x. Killed {result['killed']} of {result['total']}.", "",
           "| mutation | module | what it breaks | killed by | s |", "|---|---|---|---|---:|"]

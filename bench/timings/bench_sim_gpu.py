@@ -190,7 +190,7 @@ def markdown(res: dict) -> str:
     m = res["machine"]
     lines = ["# Simulator on a GPU", "",
              f"Measured {res['date']} on {m['gpu']} (torch {m['torch']}, CUDA {m['cuda']}, Python {m['python']}; "
-             f"{m['cpus']} CPU cores for the CPU side of the comparison), code at commit {res.get('commit', 'unknown')}. "
+             f"{m['cpus']} CPU cores for the CPU side of the comparison). "
              f"Command: `python bench/timings/bench_sim_gpu.py --checkpoint runs/demo/model.pt`.",
              "", "## Identical results: the simulator on cuda vs on the CPU (exact comparison)", "",
              "| model | SSA | batch | fixed point, node by node | fixed point, fused | float mode (not required) |",
@@ -248,12 +248,10 @@ def main() -> int:
     DEVICE = a.device
     import torch
     if DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        print("bench_sim_gpu: no CUDA device on this machine: nothing measured (bench/results/sim_gpu.* unchanged)")
+        print("bench_sim_gpu: no CUDA device on this machine: nothing measured, nothing written")
         return 0
     torch.set_num_threads(os.cpu_count() or 1)
-    import subprocess
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    res = {"date": time.strftime("%Y-%m-%d"), "device": DEVICE, "commit": commit or "unknown",
+    res = {"date": time.strftime("%Y-%m-%d"), "device": DEVICE,
            "machine": {"gpu": torch.cuda.get_device_name(0) if DEVICE.startswith("cuda") else "no GPU (script check)", "torch": torch.__version__,
                        "cuda": torch.version.cuda, "python": platform.python_version(), "cpus": os.cpu_count()}}
     cases = [("digits-2-64", f, 64, _build("digits-2-64", f)) for f in ("graded", "binary")]

@@ -161,7 +161,7 @@ def throughput(n: int, tmp: Path) -> dict:
 
 def render(res: dict) -> str:
     lines = ["# Streaming data: memory flat in the data set's size, ImageNet throughput end to end", "",
-             f"Measured by `bench/timings/bench_streaming.py` at commit {res['commit']} on {res['machine']}.", "",
+             f"Measured by `bench/timings/bench_streaming.py` on {res['machine']}.", "",
              "## Peak memory (fresh process each; ImageNet-layout folder of 160x120 JPEGs, 2 loader workers)", "",
              "| command | images | peak RSS (MiB) | largest worker's peak (MiB) | seconds |", "|---|---:|---:|---:|---:|"]
     for r in res["memory"]:
@@ -208,7 +208,6 @@ def main() -> int:
             res["memory_ratio"][cmd] = peak[sizes[-1]] / peak[sizes[0]]
         res["throughput"] = None if a.skip_throughput else throughput(a.imagenet_images, tmp)
     from bench import provenance
-    res["commit"] = provenance.stamp(__file__)["commit"][:12]  # render() names it
     provenance.write_result(a.out, "streaming", res, render(res), __file__,
                             extra=["commands.train", "commands.parity"])
     print(render(res))
