@@ -1,6 +1,7 @@
 """Recording the PyTorch reference: every LIF and max-pool module's output per time step, in the IR layout
 (images (C, H, W), tokens (C, N)), keyed by module path. `images` is the model's input: [B, C, H, W], or
-[B, T, C, H, W] for event input (config.event_input)."""
+[B, T, C, H, W] for event input (config.event_input). A model whose neurons are laid out otherwise says how in
+its own `ir_layout(name, output)` (the Spike-driven Transformer: neurons over heads and over the token mean)."""
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,10 @@ def record_reference(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tens
     def hook(name):
         def f(mod, inp, out):
             y = out.detach()
-            if isinstance(mod, nn.MaxPool2d):
+            own = own_layout(name, y) if own_layout is not None else None
+            if own is not None:
+                y = own
+            elif isinstance(mod, nn.MaxPool2d):
                 y = y.reshape(T, -1, *y.shape[1:])
             elif name.startswith(TOKEN_LAYOUT_PREFIXES):
                 if y.dim() == 5:  # ImageNet layout [T, B, C, H, W] -> [T, B, C, N]
@@ -30,8 +34,9 @@ def record_reference(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tens
             recs[name] = y.clone()
         return f
 
+    own_layout = getattr(model, "ir_layout", None)
     for name, m in model.named_modules():
-        if isinstance(m, (neuron.LIFNode, nn.MaxPool2d)):
+        if isinstance(m, (neuron.LIFNode, neuron.ParametricLIFNode, nn.MaxPool2d)):
             hooks.append(m.register_forward_hook(hook(name)))
     try:
         with torch.no_grad():

@@ -11,9 +11,11 @@ hop) is made explicit by the `Delay` nodes that the Loihi timing pass inserts.
 Every node kind says which groups it belongs to (class attributes of `Node`, read as `node.is_neuron` etc.), so
 back ends and analyses ask the node instead of keeping their own lists of types:
 - `is_synapse`: a constant-weight linear map (Conv2d, Conv1d, SumPool2d, AxisSynapse).
-- `is_neuron`: a neuron layer, float or Loihi (LIF, Threshold, Integrator, LoihiLIF, GradedNeuron, ProductNeuron).
-- `is_population`: a Loihi 2 neuron population, what a core holds (LoihiLIF, GradedNeuron, ProductNeuron).
-- `is_graded`: emits graded spikes, a value per event (GradedNeuron, ProductNeuron).
+- `is_neuron`: a neuron layer, float or Loihi (LIF, Threshold, Integrator, LoihiLIF, GradedNeuron, GradedRelu,
+  ProductNeuron).
+- `is_population`: a Loihi 2 neuron population, what a core holds (LoihiLIF, GradedNeuron, GradedRelu,
+  ProductNeuron).
+- `is_graded`: emits graded spikes, a value per event (GradedNeuron, GradedRelu, ProductNeuron).
 - `is_readout`: the head's accumulator, whose output is its state (membrane value), never events: the float
   graph's Integrator, or the LoihiLIF marked `readout` that replaces it in a quantised graph (the quantiser turns
   every Integrator into one). One meaning for every user: the activity count (its synapses are the head, it
@@ -264,6 +266,16 @@ class GradedNeuron(Node):
 
 
 @dataclass(eq=False)
+class GradedRelu(Node):
+    """Memoryless graded ReLU (Loihi 2 graded spikes; lava GradedReluVec): emits its input x as the spike payload
+    where x > vth, else nothing. The max of graded values is built from it: max(a, b) = b + relu(a - b)."""
+    vth: float = 0.0
+    is_neuron: ClassVar[bool] = True
+    is_population: ClassVar[bool] = True
+    is_graded: ClassVar[bool] = True
+
+
+@dataclass(eq=False)
 class ProductNeuron(Node):
     """Memoryless product of two graded inputs (lava ProdNeuron): v = (in1 * in2) >> exp; emits v where
     |v| > vth."""
@@ -372,7 +384,7 @@ class TokenTimeMeanLinear(Node):
 
 NODE_TYPES = {cls.__name__: cls for cls in (
     Input, InputNorm, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator,
-    LoihiLIF, GradedNeuron, ProductNeuron, BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
+    LoihiLIF, GradedNeuron, GradedRelu, ProductNeuron, BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
 HIGH_LEVEL_TYPES = (BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)
 
 

@@ -154,6 +154,11 @@ def _graded_neuron(node: ir.GradedNeuron, inp, state, pc):
     return x * (x.abs() > node.vth)
 
 
+def _graded_relu(node: ir.GradedRelu, inp, state, pc):
+    x = inp["in"]
+    return x * (x > node.vth)
+
+
 def _product_neuron(node: ir.ProductNeuron, inp, state, pc):
     v = inp["in1"] * inp["in2"]
     if node.exp:
@@ -210,7 +215,8 @@ def _delay(node: ir.Delay, inp, state, pc):
 KERNELS = {
     ir.Add: _add, ir.Output: _output, ir.InputNorm: _input_norm, ir.Conv2d: _conv2d, ir.Conv1d: _conv1d,
     ir.BatchNorm: _batch_norm, ir.LIF: _lif, ir.Threshold: _threshold, ir.GradedNeuron: _graded_neuron,
-    ir.ProductNeuron: _product_neuron, ir.MaxPool2d: _max_pool, ir.SumPool2d: _sum_pool, ir.Flatten: _flatten,
+    ir.GradedRelu: _graded_relu, ir.ProductNeuron: _product_neuron, ir.MaxPool2d: _max_pool, ir.SumPool2d: _sum_pool,
+    ir.Flatten: _flatten,
     ir.AxisSynapse: _axis_synapse, ir.SSAProduct: _ssa_product, ir.TokenTimeMeanLinear: _token_time_mean_linear,
     ir.Integrator: _integrator, ir.Delay: _delay,
 }

@@ -213,7 +213,8 @@ class Translator:
 
     def output(self, node: fx.Node) -> fx.Node:
         v = self.arg(node.args[0])
-        if not isinstance(v, Val) or not isinstance(self.g.nodes.get(v.ir), ir.TokenTimeMeanLinear):
+        if not isinstance(v, Val) or not isinstance(self.g.nodes.get(v.ir), ir.TokenTimeMeanLinear) \
+                or v.form != "logits":
             self.fail(node, "the model's output must be its classifier over the mean of tokens and time")
         self.g.add(ir.Output("output", v.ir), v.ir)
         return node
@@ -222,6 +223,8 @@ class Translator:
     def layer(self, node: fx.Node, m: nn.Module, x, *rest) -> Val:
         path = node.target
         TB, C, H, W = ("T", "B"), ("C",), ("H",), ("W",)
+        if is_neuron_module(m) and isinstance(x, Val) and x.reduced == ("tokens",):
+            return self.token_mean_neuron(node, m, x)
         if is_neuron_module(m):
             v = self.expect(node, x, [("T",), ("B",), *x.labels()[2:]] if isinstance(x, Val) else [], "a neuron")
             self.g.add(neuron_node(path, m), v.ir)
@@ -245,6 +248,8 @@ class Translator:
         if isinstance(m, nn.Linear):
             if isinstance(x, Val) and x.reduced:
                 return self.head(node, m, x)
+            if isinstance(x, Val) and x.labels() == [("T",), ("B",), ("C",)]:
+                return self.per_step_head(node, m, x)
             self.expect(node, x, [TB, ("H", "W"), C], "a token-wise Linear")
             self.g.add(token_synapse(path, m), x.ir)
             return self.out(node, x, [TB, ("H", "W"), C])
@@ -255,10 +260,9 @@ class Translator:
             return Val(path, x.dims, x.form)
         if isinstance(m, nn.MaxPool2d):
             self.expect(node, x, [TB, C, H, W], "a MaxPool2d")
-            src = self.g.nodes[x.ir]
-            if not isinstance(src, ir.LIF):  # the passes lower a max-pool as the OR of binary spikes
-                self.fail(node, f"a MaxPool2d over non-spike values (the output of {type(src).__name__} {x.ir!r}); "
-                                f"the IR's max-pool is the OR of binary spikes")
+            if _pair(m.dilation) != (1, 1) or m.ceil_mode:
+                self.fail(node, f"a MaxPool2d with dilation {m.dilation} / ceil_mode {m.ceil_mode} (the IR's "
+                                f"max-pool has dilation 1 and floor mode)")
             self.g.add(ir.MaxPool2d(path, path, kernel=_pair(m.kernel_size), stride=_pair(m.stride),
                                     padding=_pair(m.padding)), x.ir)
             return self.out(node, x, [TB, C, H, W])
@@ -272,6 +276,27 @@ class Translator:
         self.g.add(ir.TokenTimeMeanLinear(node.target, node.target, weight=_np(m.weight), bias=_np(m.bias), T=T), x.ir)
         return Val(node.target, [x.dims[0], (("K", m.out_features),)], "logits")
 
+    def per_step_head(self, node: fx.Node, m: nn.Linear, x: Val) -> Val:
+        """A classifier applied at every step to a neuron over one token, [T, B, C] (the Spike-driven Transformer's
+        head after head_lif); the model must then average the logits over time (W mean_t s + b = mean_t (W s + b))."""
+        if self.g.shapes()[x.ir][-1] != 1 or not self.g.nodes[x.ir].spiking:
+            self.fail(node, f"a per-step classifier reads the spikes of a neuron over one token, got {x.ir!r}")
+        T = self.g.metadata["T"]
+        self.g.add(ir.TokenTimeMeanLinear(node.target, node.target, weight=_np(m.weight), bias=_np(m.bias), T=T), x.ir)
+        return Val(node.target, [x.dims[0], x.dims[1], (("K", m.out_features),)], "per_step_logits")
+
+    def token_mean_neuron(self, node: fx.Node, m: nn.Module, x: Val) -> Val:
+        """A neuron over the mean of the tokens [T, B, C] (the Spike-driven Transformer's head_lif): the mean is an
+        AxisSynapse summing the tokens with weight 1/N into a neuron over one token (C, 1)."""
+        if x.labels() != [("T",), ("B",), ("C",)]:
+            self.fail(node, f"a neuron over a mean of tokens expects [T, B, C], got {x.labels()}")
+        path = node.target
+        c, n = self.g.shapes()[x.ir]
+        syn = self.g.add(ir.AxisSynapse(f"{path}.token_mean", path, in_axes=("c", "n"), out_axes=("c", "one"),
+                                        sizes={"c": c, "n": n, "one": 1}, weight=1.0 / n), x.ir)
+        self.g.add(neuron_node(path, m), syn)
+        return Val(path, x.dims, "tokens")
+
     # ------------------------------------------------------------------ functions and methods
     def function(self, node: fx.Node):
         args, kwargs = self.arg(node.args), self.arg(node.kwargs)
@@ -282,6 +307,10 @@ class Translator:
             return self.input_norm(node, *args)
         if node.target in (operator.add, torch.add) or name in ("add", "__add__"):
             return self.residual(node, *args)
+        if name in ("mul", "__mul__") or node.target in (operator.mul, torch.mul):
+            return self.spike_and(node, *args)
+        if name == "sum" and node.op == "call_method":
+            return self.token_sum(node, *args, **kwargs)
         if name in ("mean",):
             return self.mean(node, *args, **kwargs)
         if name in ("reshape", "view"):
@@ -307,6 +336,9 @@ class Translator:
         return Val(v.ir, [(("T", reps[0]),)] + v.dims[1:], v.form)
 
     def mean(self, node: fx.Node, v: Val, dim=None, keepdim: bool = False) -> Val:
+        if isinstance(v, Val) and v.form == "per_step_logits" and dim is not None and not keepdim \
+                and v.labels()[_dim(v.dims, dim)] == ("T",):
+            return Val(v.ir, [d for i, d in enumerate(v.dims) if i != _dim(v.dims, dim)], "logits")
         if not isinstance(v, Val) or dim is None or keepdim:
             self.fail(node, "only a mean over one axis (tokens or time) is read")
         d = _dim(v.dims, dim)
@@ -338,6 +370,45 @@ class Translator:
         for port, x in (("q", q), ("k", k), ("v", v)):
             self.g.connect(x.ir, prod.name, port)
         return Val(prod.name, q.dims, "tokens")
+
+    def heads_operand(self, node: fx.Node, x, what: str) -> tuple[int, int, int]:
+        """(h, N, d) of spikes laid out as heads [T, B, h, N, d] (N may be one token: a sum over tokens)."""
+        if not isinstance(x, Val) or x.reduced or len(x.dims) != 5 or \
+                [x.labels()[i] for i in (0, 1, 2, 4)] != [("T",), ("B",), ("C/0",), ("C/1",)]:
+            self.fail(node, f"{what} expects spikes laid out as heads [T, B, h, N, d], got "
+                            f"{x.labels() if isinstance(x, Val) else type(x).__name__}")
+        if not self.g.nodes[x.ir].spiking:
+            self.fail(node, f"{what} reads {x.ir!r} ({self.g.nodes[x.ir].kind}), not spikes")
+        return _size(x.dims[2]), _size(x.dims[3]), _size(x.dims[4])
+
+    def spike_and(self, node: fx.Node, a, b) -> Val:
+        """The product of two spike tensors (0/1) is their AND: a threshold neuron at 1.5 over a + b, each operand
+        through an identity AxisSynapse; an operand over one token (a sum over tokens) is broadcast over the
+        tokens. Exact for 0/1 operands (docs/sdt_lowering.md)."""
+        (h, na, d), (hb, nb, db) = (self.heads_operand(node, x, "a product of spike tensors") for x in (a, b))
+        n = max(na, nb)
+        if (h, d) != (hb, db) or min(na, nb) not in (1, n):
+            self.fail(node, f"a product of spike tensors of shapes (h, N, d) {(h, na, d)} and {(hb, nb, db)}")
+        where = self.where(node)
+        parts = [x.ir.rsplit(".", 1)[-1] for x in (a, b)]
+        parts = [p[:-len("_lif")] if p.endswith("_lif") else p for p in parts]
+        name = self.g.unique_name(f"{where}.{parts[0]}_and_{parts[1]}")
+        sizes = {"h": h, "d": d, "n": n, "one": 1}
+        syns = [self.g.add(ir.AxisSynapse(f"{name}.{p}", where, in_axes=("h", "d", "n" if nx == n else "one"),
+                                          out_axes=("h", "d", "n"), sizes=sizes, weight=1.0), x.ir)
+                for p, x, nx in ((parts[0], a, na), (parts[1], b, nb))]
+        self.g.add(ir.Threshold(name, where, threshold=1.5), *syns)
+        return Val(name, list((a if na == n else b).dims), "tokens")
+
+    def token_sum(self, node: fx.Node, v, dim=None, keepdim: bool = False) -> Val:
+        """The sum over the tokens of spikes laid out as heads, kept as one token: an AxisSynapse (weight 1)."""
+        h, n, d = self.heads_operand(node, v, "a sum over tokens")
+        if dim is None or _dim(v.dims, dim) != 3 or not keepdim:
+            self.fail(node, "only a sum over the tokens of heads [T, B, h, N, d] with keepdim=True is read")
+        name = self.g.add(ir.AxisSynapse(f"{v.ir}.token_sum", self.where(node), in_axes=("h", "d", "n"),
+                                         out_axes=("h", "d", "one"), sizes={"h": h, "d": d, "n": n, "one": 1},
+                                         weight=1.0), v.ir)
+        return Val(name, v.dims[:3] + [(("one", 1),)] + v.dims[4:], "tokens")
 
     def residual(self, node: fx.Node, a, b) -> Val:
         """A residual add: the branch is the operand computed from the other (the skip); both are flattened to
@@ -395,14 +466,20 @@ def _pair(v):
 
 
 def neuron_node(path: str, m: nn.Module) -> ir.LIF:
+    """A SpikingJelly LIFNode, or a ParametricLIFNode (its decay sigmoid(w) is the LIF's 1 / tau: tau = 1 / sigmoid(w),
+    the learned value, in float64)."""
     from spikformer.model import neuron
-    if type(m) is not neuron.LIFNode:
-        raise UntranslatableError(f"module {path!r}: {type(m).__name__} has no IR form (supported neuron: "
-                                  f"spikingjelly LIFNode)")
+    if type(m) not in (neuron.LIFNode, neuron.ParametricLIFNode):
+        raise UntranslatableError(f"module {path!r}: {type(m).__name__} has no IR form (supported neurons: "
+                                  f"spikingjelly LIFNode, ParametricLIFNode)")
     if not m.decay_input or m.v_reset is None:
         raise UntranslatableError(f"module {path!r}: only hard-reset LIF with decay_input=True is supported (got "
                                   f"decay_input={m.decay_input}, v_reset={m.v_reset})")
-    return ir.LIF(path, path, tau=float(m.tau), v_threshold=float(m.v_threshold), v_reset=float(m.v_reset))
+    if type(m) is neuron.ParametricLIFNode:
+        tau = 1.0 / float(torch.sigmoid(m.w.detach().double().cpu()))
+    else:
+        tau = float(m.tau)
+    return ir.LIF(path, path, tau=tau, v_threshold=float(m.v_threshold), v_reset=float(m.v_reset))
 
 
 def batch_norm(path: str, m: nn.Module) -> ir.BatchNorm:

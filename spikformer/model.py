@@ -308,8 +308,10 @@ class Spikformer(nn.Module):
         return self.head(self.forward_features(x).mean(0))
 
 
-def lif_modules(model: nn.Module) -> dict[str, neuron.LIFNode]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, neuron.LIFNode)}
+def lif_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every LIF neuron layer of `model` by module path (LIFNode and the learned-tau ParametricLIFNode)."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, (neuron.LIFNode, neuron.ParametricLIFNode))}
 
 
 def count_parameters(model: nn.Module) -> int:

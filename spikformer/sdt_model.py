@@ -190,6 +190,17 @@ class SpikeDrivenTransformer(nn.Module):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
 
+    @staticmethod
+    def ir_layout(name: str, y: torch.Tensor) -> torch.Tensor | None:
+        """The output of neuron `name` in the IR's layout, where it differs from the images-and-tokens default
+        (analysis/reference.py): talking_heads_lif [T, B, h, 1, d] -> [T, B, h*d, 1] (h outer, as the heads split
+        the channels); head_lif [T, B, C] -> [T, B, C, 1] (a neuron over one token)."""
+        if name.endswith(".talking_heads_lif"):
+            return y.transpose(-1, -2).flatten(2, 3)
+        if name == "head_lif":
+            return y.unsqueeze(-1)
+        return None
+
     def forward_features(self, x):
         x = self.patch_embed(x)
         for blk in self.block:

@@ -1,12 +1,13 @@
 """Passes over the IR, each in its own module, each exact on its own. `lower` runs the standard pipeline that
 turns the frontend graph into spike-only synaptic operations. It keeps a model's input normalisation (InputNorm:
 exact float semantics, a NIR node); targets that take raw pixels fold it into the first convolution afterwards
-(fold_input_norm, run by the Loihi quantiser after fold_bn)."""
+(fold_input_norm, run by the Loihi quantiser after fold_bn). The "maxpool_or" step lowers max-pools over spikes
+as OR (maxpool_or) and max-pools over graded values as a chain of graded ReLU neurons (maxpool_graded)."""
 from __future__ import annotations
 
 from .. import ir
 from ..options import SSA_FORMS
-from . import fold_bn, head_readout, maxpool_or, residual_graded, residual_streams, ssa_binary, ssa_graded
+from . import fold_bn, head_readout, maxpool_graded, maxpool_or, residual_graded, residual_streams, ssa_binary, ssa_graded
 
 PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa", "head_readout")
 
@@ -23,7 +24,7 @@ def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_for
     g = g.copy()
     steps = {
         "fold_bn": fold_bn.run,
-        "maxpool_or": maxpool_or.run,
+        "maxpool_or": lambda x: maxpool_graded.run(maxpool_or.run(x)),  # spikes: OR; graded values: ReLU chain
         "residual_streams": (residual_streams if ssa_form == "binary" else residual_graded).run,
         "ssa": lambda x: (ssa_binary if ssa_form == "binary" else ssa_graded).run(x, ssa_order),
         "head_readout": lambda x: head_readout.run(x, memo),

@@ -1,0 +1,161 @@
+"""The Spike-driven Transformer through the traced frontend and the passes, in float semantics, against the
+official code (tests/official_sdt/, built as its train.py builds it): every neuron's spikes of the lowered graph
+equal the official forward's, and the graded max-pool's ReLU chain equals torch's max-pool at every position,
+its padding included (docs/sdt_lowering.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convert import ir
+from convert.frontend import spikformer_to_ir
+from convert.passes import lower, maxpool_graded
+from sim.engine import Engine
+from spikformer.sdt_model import SpikeDrivenTransformer
+from spikformer.sdt_presets import SDT_PRESETS
+
+from .test_sdt_model import _official_code, _official_model, _randomize
+
+
+@pytest.fixture(scope="module")
+def official():
+    with _official_code() as mod:
+        yield mod
+
+
+def _official_spikes(model, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The official model's logits (averaged over steps) and every neuron's and max-pool's output, each put in
+    the IR's layout here from the official shapes: SPS images [T, B, C, H, W]; block neurons [T, B, C, H, W] ->
+    tokens [T, B, C, H*W]; talking_heads_lif [T, B, h, 1, d] -> [T, B, h*d, 1]; head_lif [T, B, C] -> [T, B, C, 1];
+    max-pools [T*B, C, H, W] -> [T, B, C, H, W]."""
+    from spikingjelly.clock_driven import functional as official_functional
+    T, out = model.T, {}
+
+    def hook(name):
+        def f(mod, inp, y):
+            y = y.detach().clone()
+            if isinstance(mod, torch.nn.MaxPool2d):
+                y = y.reshape(T, -1, *y.shape[1:])
+            elif name.endswith("talking_heads_lif"):
+                y = y.permute(0, 1, 2, 4, 3).reshape(*y.shape[:2], -1, 1)
+            elif name == "head_lif":
+                y = y.unsqueeze(-1)
+            elif name.startswith("block."):
+                y = y.flatten(-2)
+            out[name] = y
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if type(m).__name__.endswith("LIFNode") or isinstance(m, torch.nn.MaxPool2d)]
+    official_functional.reset_net(model)
+    with torch.no_grad():
+        logits, _ = model(x)  # images [B, C, H, W] (repeated over steps) or frames [B, T, C, H, W]
+    for h in handles:
+        h.remove()
+    return (logits.mean(0) if logits.dim() == 3 else logits), out
+
+
+CASES = [("sdt-cifar10-2-256", "lif", {}, "binary"),
+         ("sdt-cifar10-2-256", "plif", {"embed_dim": 64}, "graded"),
+         ("sdt-cifar100-2-512", "lif", {"embed_dim": 64, "mlp_ratio": 1}, "binary"),  # MS_MLP_Conv's inner residual
+         ("sdt-imagenet-8-384", "plif", {"img_size": 64, "depth": 2, "embed_dim": 64}, "binary"),  # pooling 1111
+         ("sdt-gesture-2-256-t10", "lif", {"img_size": 32, "T": 3, "embed_dim": 64}, "graded")]  # event frames
+
+
+@pytest.mark.parametrize("preset,spike_mode,smaller,form", CASES,
+                         ids=[f"{p}-{m}-{f}-{i}" for i, (p, m, _, f) in enumerate(CASES)])
+def test_every_neuron_of_the_lowered_graph_spikes_as_the_official_forward(official, preset, spike_mode, smaller,
+                                                                          form):
+    cfg = SDT_PRESETS[preset].with_(spike_mode=spike_mode, **smaller)
+    ref = _official_model(official, cfg).double()
+    _randomize(ref, 3)
+    ours = SpikeDrivenTransformer(cfg).double().eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    g = lower(spikformer_to_ir(ours), ssa_form=form)
+    assert not g.of_type(*ir.HIGH_LEVEL_TYPES)
+    x = torch.rand((2, *cfg.input_shape), generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2
+    want_logits, want = _official_spikes(ref, x)
+    spiking = {n for n in want if n in g.nodes and g.nodes[n].spiking}
+    # every neuron the official forward calls is a population of the graph (the graded max-pool excepted)
+    assert set(want) - spiking == ({"patch_embed.maxpool3"} if cfg.pooling_stat[3] == "1" else set())
+    got = Engine(g, "float", dtype=torch.float64).run(x, record=sorted(spiking))
+    for n in sorted(spiking):
+        assert got.records[n].shape == want[n].shape, n
+        assert int((got.records[n] != want[n]).sum()) == 0, f"{n}: spikes differ"
+    assert float((got.outputs["output"] - want_logits).abs().max()) <= 1e-9
+    busy = [n for n in spiking if 0 < float(want[n].mean()) < 1]
+    assert len(busy) >= 0.7 * len(spiking), "a silent network would prove little"
+
+
+def _pool_graph(c: int, h: int, kernel, stride, padding, bias: float, seed: int) -> ir.Graph:
+    """Input -> spikes (threshold 0.5) -> 3x3 conv with bias -> max-pool -> output."""
+    rng = np.random.default_rng(seed)
+    g = ir.Graph(metadata={"T": 1})
+    g.add(ir.Input("input", "input", shape=(2, h, h)))
+    g.add(ir.Threshold("spikes", "spikes", threshold=0.5), "input")
+    g.add(ir.Conv2d("conv", "conv", weight=rng.normal(0, 0.3, (c, 2, 3, 3)), bias=np.full(c, bias), padding=(1, 1)),
+          "spikes")
+    g.add(ir.MaxPool2d("pool", "pool", kernel=kernel, stride=stride, padding=padding), "conv")
+    g.add(ir.Output("output", "output"), "pool")
+    g.validate()
+    return g
+
+
+GEOMETRIES = [(8, (3, 3), (2, 2), (1, 1)),   # MS_SPS's max-pool: padding in the first row and column
+              (7, (3, 3), (2, 2), (1, 1)),   # odd size: padding at both ends
+              (6, (3, 3), (1, 1), (1, 1)),   # stride 1 (Erode's window)
+              (8, (2, 2), (2, 2), (0, 0))]   # no padding, even kernel
+
+
+@pytest.mark.parametrize("h,kernel,stride,padding", GEOMETRIES)
+@pytest.mark.parametrize("bias", [-6.0, 0.0])
+def test_the_graded_max_pool_is_torch_max_pool_at_every_position(h, kernel, stride, padding, bias):
+    """The referee is F.max_pool2d on the conv's output (its padding is -inf); bias -6 makes most values negative,
+    where a zero-padded tap would win at the border."""
+    g = _pool_graph(5, h, kernel, stride, padding, bias, seed=h)
+    lowered = maxpool_graded.run(g.copy())
+    relus = lowered.of_type(ir.GradedRelu)
+    assert len(relus) == kernel[0] * kernel[1] - 1 and not lowered.of_type(ir.MaxPool2d)
+    x = torch.rand((3, 2, h, h), generator=torch.Generator().manual_seed(h), dtype=torch.float64)
+    conv = g.nodes["conv"]
+    s = (x >= 0.5).double()
+    want = F.max_pool2d(F.conv2d(s, torch.tensor(conv.weight), torch.tensor(conv.bias), padding=1), kernel, stride,
+                        padding).flatten(1)
+    got = Engine(lowered, "float", dtype=torch.float64).run(x).outputs["output"]
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) <= 1e-12
+    if bias < 0 and any(padding):
+        assert float(want.max()) < 0  # the border windows hold no zero: padding read as 0 would show
+        for name in [r.name + ".taps" for r in relus]:
+            lowered.nodes[name].bias = None  # the mutation: padded taps read as the conv's zero padding
+        wrong = Engine(lowered, "float", dtype=torch.float64).run(x).outputs["output"]
+        assert float((wrong - want).abs().max()) > 0.5
+
+
+def test_a_max_pool_of_values_without_a_bound_is_refused_in_one_line():
+    g = ir.Graph(metadata={"T": 1})
+    g.add(ir.Input("input", "input", shape=(2, 8, 8)))
+    g.add(ir.Conv2d("conv", "conv", weight=np.ones((2, 2, 3, 3)), padding=(1, 1)), "input")
+    g.add(ir.MaxPool2d("pool", "pool"), "conv")
+    g.add(ir.Output("output", "output"), "pool")
+    with pytest.raises(maxpool_graded.GradedMaxPoolError) as e:
+        maxpool_graded.run(g)
+    assert "\n" not in str(e.value) and str(e.value).startswith("conv: a max-pool over graded values must read")
+
+
+@pytest.mark.parametrize("preset", [p for p, c in SDT_PRESETS.items() if not c.dvs_mode])
+def test_every_official_configuration_without_dvs_mode_lowers_to_spike_only_operations(preset):
+    """Full size, the model's own initialisation: the graph validates, holds no high-level node, names every
+    neuron the forward calls by its module path, and its attention is ANDs, token sums and LIFs."""
+    cfg = SDT_PRESETS[preset]
+    model = SpikeDrivenTransformer(cfg).eval()
+    g = lower(spikformer_to_ir(model))
+    assert not g.of_type(*ir.HIGH_LEVEL_TYPES)
+    called = {n for n, m in model.named_modules() if type(m).__name__.endswith("LIFNode")
+              and not n.endswith(("rpe_lif", "attn_lif"))}  # built but never called, as upstream
+    assert called <= {n.name for n in g.of_type(ir.LIF)}
+    ands = [n for n in g.of_type(ir.Threshold) if n.name.endswith(("k_and_v", "q_and_talking_heads"))]
+    assert len(ands) == 2 * cfg.depth and all(n.threshold == 1.5 for n in ands)
+    assert len(g.of_type(ir.GradedRelu)) == (8 if cfg.pooling_stat[3] == "1" else 0)
