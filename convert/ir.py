@@ -228,6 +228,18 @@ class Flatten(Node):
 
 
 @dataclass(eq=False)
+class Reshape(Node):
+    """A row-major view of its input as `shape` (no computation): tokens (C, H*W) as the image (C, H, W), or the
+    heads' channels (h*d, N) as (h, d, N) so that a 2-D window can slide over (d, N), and back."""
+    shape: tuple = ()
+
+    def out_shape(self, in_shapes):
+        if math.prod(in_shapes["in"]) != math.prod(self.shape):
+            raise IRValidationError(f"{self.name}: cannot view {in_shapes['in']} as {tuple(self.shape)}")
+        return tuple(self.shape)
+
+
+@dataclass(eq=False)
 class Delay(Node):
     """Holds its input for `steps` time steps (zeros during pipeline fill)."""
     steps: int = 1
@@ -383,7 +395,7 @@ class TokenTimeMeanLinear(Node):
 
 
 NODE_TYPES = {cls.__name__: cls for cls in (
-    Input, InputNorm, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Delay, LIF, Threshold, Integrator,
+    Input, InputNorm, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Reshape, Delay, LIF, Threshold, Integrator,
     LoihiLIF, GradedNeuron, GradedRelu, ProductNeuron, BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
 HIGH_LEVEL_TYPES = (BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)
 

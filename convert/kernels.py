@@ -179,6 +179,11 @@ def _flatten(node: ir.Flatten, inp, state, pc):
     return inp["in"].flatten(2)
 
 
+def _reshape(node: ir.Reshape, inp, state, pc):
+    x = inp["in"]
+    return x.reshape(x.shape[0], *node.shape)
+
+
 def _axis_synapse(node: ir.AxisSynapse, inp, state, pc):
     return _exp(node, axis_synapse(node, inp["in"]))
 
@@ -216,7 +221,7 @@ KERNELS = {
     ir.Add: _add, ir.Output: _output, ir.InputNorm: _input_norm, ir.Conv2d: _conv2d, ir.Conv1d: _conv1d,
     ir.BatchNorm: _batch_norm, ir.LIF: _lif, ir.Threshold: _threshold, ir.GradedNeuron: _graded_neuron,
     ir.GradedRelu: _graded_relu, ir.ProductNeuron: _product_neuron, ir.MaxPool2d: _max_pool, ir.SumPool2d: _sum_pool,
-    ir.Flatten: _flatten,
+    ir.Flatten: _flatten, ir.Reshape: _reshape,
     ir.AxisSynapse: _axis_synapse, ir.SSAProduct: _ssa_product, ir.TokenTimeMeanLinear: _token_time_mean_linear,
     ir.Integrator: _integrator, ir.Delay: _delay,
 }

@@ -266,7 +266,41 @@ class Translator:
             self.g.add(ir.MaxPool2d(path, path, kernel=_pair(m.kernel_size), stride=_pair(m.stride),
                                     padding=_pair(m.padding)), x.ir)
             return self.out(node, x, [TB, C, H, W])
+        if isinstance(m, nn.MaxPool3d):
+            return self.erode(node, m, x)
         self.fail(node, f"{type(m).__name__} has no IR form")
+
+    def erode(self, node: fx.Node, m: nn.MaxPool3d, x) -> Val:
+        """The Spike-driven Transformer's Erode (dvs_mode): nn.MaxPool3d((1, 3, 3), 1, (0, 1, 1)) over a 5-D tensor
+        of spikes, a 3x3 window (stride 1) over its last two dimensions: the image (H, W) of [T, B, C, H, W], or the
+        (token, channel-in-head) plane (N, d) of heads [T, B, h, N, d]. Max-pool over spikes is OR: the tokens
+        viewed as that image (a Reshape), a SumPool2d 3x3 (stride 1, padding 1) and a threshold at 0.5, viewed
+        back as tokens. The window is the same over (N, d) and over (d, N), so the heads view is (h, d, N), the
+        IR's channel order (h outer)."""
+        geometry = (_triple(m.kernel_size), _triple(m.stride), _triple(m.padding), _triple(m.dilation), m.ceil_mode)
+        if geometry != ((1, 3, 3), (1, 1, 1), (0, 1, 1), (1, 1, 1), False):
+            self.fail(node, f"a MaxPool3d other than Erode's (kernel (1, 3, 3), stride 1, padding (0, 1, 1)): "
+                            f"kernel {m.kernel_size}, stride {m.stride}, padding {m.padding}")
+        if not isinstance(x, Val) or x.reduced or len(x.dims) != 5 or not self.spikes(x.ir):
+            self.fail(node, "an Erode reads 5-D spikes of a neuron")
+        labels = x.labels()
+        if labels == [("T",), ("B",), ("C",), ("H",), ("W",)] and x.form == "tokens":
+            c, h, w = (_size(d) for d in x.dims[2:])
+            view = (c, h, w)
+        elif labels[:3] == [("T",), ("B",), ("C/0",)] and labels[4] == ("C/1",):
+            c, n, d = (_size(d) for d in x.dims[2:])
+            view = (c, d, n)
+        else:
+            self.fail(node, f"an Erode over {labels}: the converter reads it over the image [T, B, C, H, W] of "
+                            f"tokens or over heads [T, B, h, N, d]")
+        base = x.ir
+        tokens = self.g.shapes()[x.ir]
+        img = self.g.add(ir.Reshape(f"{base}_eroded.view", node.target, shape=view), x.ir)
+        pooled = self.g.add(ir.SumPool2d(f"{base}_eroded.sum", node.target, kernel=(3, 3), stride=(1, 1),
+                                         padding=(1, 1)), img)
+        spikes = self.g.add(ir.Threshold(f"{base}_eroded.or", node.target, threshold=0.5), pooled)
+        self.g.add(ir.Reshape(f"{base}_eroded", node.target, shape=tokens), spikes)
+        return Val(f"{base}_eroded", x.dims, "tokens")
 
     def head(self, node: fx.Node, m: nn.Linear, x: Val) -> Val:
         if sorted(x.reduced) != ["time", "tokens"] or x.labels() != [("B",), ("C",)]:
@@ -307,7 +341,8 @@ class Translator:
             return self.input_norm(node, *args)
         if node.target in (operator.add, torch.add) or name in ("add", "__add__"):
             return self.residual(node, *args)
-        if name in ("mul", "__mul__") or node.target in (operator.mul, torch.mul):
+        if (name in ("mul", "__mul__") or node.target in (operator.mul, torch.mul)) and len(args) == 2 \
+                and all(isinstance(a, Val) for a in args):
             return self.spike_and(node, *args)
         if name == "sum" and node.op == "call_method":
             return self.token_sum(node, *args, **kwargs)
@@ -377,7 +412,7 @@ class Translator:
                 [x.labels()[i] for i in (0, 1, 2, 4)] != [("T",), ("B",), ("C/0",), ("C/1",)]:
             self.fail(node, f"{what} expects spikes laid out as heads [T, B, h, N, d], got "
                             f"{x.labels() if isinstance(x, Val) else type(x).__name__}")
-        if not self.g.nodes[x.ir].spiking:
+        if not self.spikes(x.ir):
             self.fail(node, f"{what} reads {x.ir!r} ({self.g.nodes[x.ir].kind}), not spikes")
         return _size(x.dims[2]), _size(x.dims[3]), _size(x.dims[4])
 
@@ -390,8 +425,7 @@ class Translator:
         if (h, d) != (hb, db) or min(na, nb) not in (1, n):
             self.fail(node, f"a product of spike tensors of shapes (h, N, d) {(h, na, d)} and {(hb, nb, db)}")
         where = self.where(node)
-        parts = [x.ir.rsplit(".", 1)[-1] for x in (a, b)]
-        parts = [p[:-len("_lif")] if p.endswith("_lif") else p for p in parts]
+        parts = [x.ir.rsplit(".", 1)[-1].removesuffix("_eroded").removesuffix("_lif") for x in (a, b)]
         name = self.g.unique_name(f"{where}.{parts[0]}_and_{parts[1]}")
         sizes = {"h": h, "d": d, "n": n, "one": 1}
         syns = [self.g.add(ir.AxisSynapse(f"{name}.{p}", where, in_axes=("h", "d", "n" if nx == n else "one"),
@@ -436,6 +470,12 @@ class Translator:
         name = self.g.add(ir.Add(f"{where}.{part}_residual", where), *ins)
         return Val(name, skip.dims, "tokens")
 
+    def spikes(self, name: str) -> bool:
+        """Whether IR node `name` outputs spikes: a spiking neuron, or a view (Reshape, Flatten) of one."""
+        while isinstance(self.g.nodes[name], (ir.Reshape, ir.Flatten)):
+            name = self.g.in_edges(name)[0].src
+        return self.g.nodes[name].spiking
+
     def depends(self, node: str, on: str) -> bool:
         """Whether IR node `node` is computed from `on`."""
         srcs: dict[str, list[str]] = {}
@@ -459,6 +499,10 @@ def _np(t) -> np.ndarray:
 
 def _np_or_none(t):
     return None if t is None else _np(t)
+
+
+def _triple(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
 
 
 def _pair(v):

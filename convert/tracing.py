@@ -38,6 +38,8 @@ LAYER_SHAPES = {
     nn.LayerNorm: lambda m, w, x: torch.empty_like(x),
     nn.MaxPool2d: lambda m, w, x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation,
                                                ceil_mode=m.ceil_mode),
+    nn.MaxPool3d: lambda m, w, x: F.max_pool3d(x, m.kernel_size, m.stride, m.padding, m.dilation,
+                                               ceil_mode=m.ceil_mode),
 }
 
 

@@ -1,7 +1,8 @@
 """The Spike-driven Transformer through the traced frontend and the passes, in float semantics, against the
 official code (tests/official_sdt/, built as its train.py builds it): every neuron's spikes of the lowered graph
 equal the official forward's, and the graded max-pool's ReLU chain equals torch's max-pool at every position,
-its padding included (docs/sdt_lowering.md)."""
+its padding included (docs/sdt_lowering.md). dvs_mode's Erode (a 3x3 OR over the image of k and v, and over the
+(token, channel) plane of each head for k * v and the output) is compared call by call."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from convert import ir
-from convert.frontend import spikformer_to_ir
+from convert.frontend import UnsupportedModuleError, spikformer_to_ir
 from convert.passes import lower, maxpool_graded
 from sim.engine import Engine
 from spikformer.sdt_model import SpikeDrivenTransformer
@@ -32,10 +33,21 @@ def _official_spikes(model, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
     max-pools [T*B, C, H, W] -> [T, B, C, H, W]."""
     from spikingjelly.clock_driven import functional as official_functional
     T, out = model.T, {}
+    erode_calls = {}  # Erode's max-pool runs on k, v, k * v and the attention's output, in that order
 
     def hook(name):
         def f(mod, inp, y):
             y = y.detach().clone()
+            if isinstance(mod, torch.nn.MaxPool3d):
+                attn = name.removesuffix(".pool.pool")  # Erode (attn.pool) holds the nn.MaxPool3d (pool)
+                i = erode_calls[attn] = erode_calls.get(attn, -1) + 1
+                of = ("k_lif", "v_lif", "k_and_v", "q_and_talking_heads")[i]
+                if i < 2:  # [T, B, C, H, W]
+                    y = y.flatten(-2)
+                else:  # heads [T, B, h, N, d]
+                    y = y.permute(0, 1, 2, 4, 3).reshape(*y.shape[:2], -1, y.shape[3])
+                out[f"{attn}.{of}_eroded"] = y
+                return
             if isinstance(mod, torch.nn.MaxPool2d):
                 y = y.reshape(T, -1, *y.shape[1:])
             elif name.endswith("talking_heads_lif"):
@@ -48,7 +60,7 @@ def _official_spikes(model, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return f
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if type(m).__name__.endswith("LIFNode") or isinstance(m, torch.nn.MaxPool2d)]
+               if type(m).__name__.endswith("LIFNode") or isinstance(m, (torch.nn.MaxPool2d, torch.nn.MaxPool3d))]
     official_functional.reset_net(model)
     with torch.no_grad():
         logits, _ = model(x)  # images [B, C, H, W] (repeated over steps) or frames [B, T, C, H, W]
@@ -61,7 +73,8 @@ CASES = [("sdt-cifar10-2-256", "lif", {}, "binary"),
          ("sdt-cifar10-2-256", "plif", {"embed_dim": 64}, "graded"),
          ("sdt-cifar100-2-512", "lif", {"embed_dim": 64, "mlp_ratio": 1}, "binary"),  # MS_MLP_Conv's inner residual
          ("sdt-imagenet-8-384", "plif", {"img_size": 64, "depth": 2, "embed_dim": 64}, "binary"),  # pooling 1111
-         ("sdt-gesture-2-256-t10", "lif", {"img_size": 32, "T": 3, "embed_dim": 64}, "graded")]  # event frames
+         ("sdt-gesture-2-256-t10", "lif", {"img_size": 32, "T": 3, "embed_dim": 64}, "graded"),  # event frames
+         ("sdt-cifar10dvs-2-256", "plif", {"img_size": 32, "T": 4, "embed_dim": 64}, "binary")]  # dvs_mode's Erode
 
 
 @pytest.mark.parametrize("preset,spike_mode,smaller,form", CASES,
@@ -75,9 +88,12 @@ def test_every_neuron_of_the_lowered_graph_spikes_as_the_official_forward(offici
     ours.load_state_dict(ref.state_dict(), strict=True)
     g = lower(spikformer_to_ir(ours), ssa_form=form)
     assert not g.of_type(*ir.HIGH_LEVEL_TYPES)
-    x = torch.rand((2, *cfg.input_shape), generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2
+    x = torch.rand((2, *cfg.input_shape), generator=torch.Generator().manual_seed(4), dtype=torch.float64) * \
+        (6 if cfg.event_input else 2)
     want_logits, want = _official_spikes(ref, x)
-    spiking = {n for n in want if n in g.nodes and g.nodes[n].spiking}
+    eroded = {n for n in want if n.endswith("_eroded")}
+    assert len(eroded) == (4 * cfg.depth if cfg.dvs_mode else 0) and eroded <= set(g.nodes)
+    spiking = {n for n in want if n in g.nodes and g.nodes[n].spiking} | eroded  # (an Erode's output is a view)
     # every neuron the official forward calls is a population of the graph (the graded max-pool excepted)
     assert set(want) - spiking == ({"patch_embed.maxpool3"} if cfg.pooling_stat[3] == "1" else set())
     got = Engine(g, "float", dtype=torch.float64).run(x, record=sorted(spiking))
@@ -145,8 +161,8 @@ def test_a_max_pool_of_values_without_a_bound_is_refused_in_one_line():
     assert "\n" not in str(e.value) and str(e.value).startswith("conv: a max-pool over graded values must read")
 
 
-@pytest.mark.parametrize("preset", [p for p, c in SDT_PRESETS.items() if not c.dvs_mode])
-def test_every_official_configuration_without_dvs_mode_lowers_to_spike_only_operations(preset):
+@pytest.mark.parametrize("preset", list(SDT_PRESETS))
+def test_every_official_configuration_lowers_to_spike_only_operations(preset):
     """Full size, the model's own initialisation: the graph validates, holds no high-level node, names every
     neuron the forward calls by its module path, and its attention is ANDs, token sums and LIFs."""
     cfg = SDT_PRESETS[preset]
@@ -159,3 +175,31 @@ def test_every_official_configuration_without_dvs_mode_lowers_to_spike_only_oper
     ands = [n for n in g.of_type(ir.Threshold) if n.name.endswith(("k_and_v", "q_and_talking_heads"))]
     assert len(ands) == 2 * cfg.depth and all(n.threshold == 1.5 for n in ands)
     assert len(g.of_type(ir.GradedRelu)) == (8 if cfg.pooling_stat[3] == "1" else 0)
+    erodes = [n for n in g.of_type(ir.Threshold) if n.source.endswith("attn.pool.pool")]
+    assert len(erodes) == (4 * cfg.depth if cfg.dvs_mode else 0) and all(n.threshold == 0.5 for n in erodes)
+
+
+def test_an_erode_of_another_geometry_is_refused_in_one_line():
+    model = SpikeDrivenTransformer(SDT_PRESETS["sdt-cifar10dvs-2-256"].with_(embed_dim=64)).eval()
+    model.block[1].attn.pool.pool = torch.nn.MaxPool3d((1, 5, 5), 1, (0, 2, 2))
+    with pytest.raises(UnsupportedModuleError) as e:
+        spikformer_to_ir(model)
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith("module 'block.1.attn.pool.pool': call_module block.1.attn.pool.pool: a MaxPool3d "
+                                   "other than Erode's"), str(e.value)
+
+
+def test_a_product_of_spikes_and_counts_is_refused_in_one_line(monkeypatch):
+    """Only products of spikes are ANDs: q times the token sum itself (before talking_heads_lif) is refused."""
+    import spikformer.sdt_model as sdt
+
+    def without_the_lif(q, k, v, kv_lif, erode):
+        return q.mul(k.mul(v).sum(dim=-2, keepdim=True))
+
+    monkeypatch.setattr(sdt, "sdsa", without_the_lif)
+    model = sdt.SpikeDrivenTransformer(SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64)).eval()
+    with pytest.raises(UnsupportedModuleError) as e:
+        spikformer_to_ir(model)
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith("module 'block.0.attn': call_method mul: a product of spike tensors reads "
+                                   "'block.0.attn.k_and_v.token_sum' (AxisSynapse), not spikes"), str(e.value)
