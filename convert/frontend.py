@@ -69,10 +69,11 @@ def check_numerics(model: nn.Module) -> list[dict]:
     return found
 
 
-SUPPORTED_MODULES = ("Spikformer", "SPS", "Block", "SSA", "MLP", "Conv2d (SPS 3x3 bias=False; 1x1 MLP)",
-                     "Conv1d (kernel 1)", "Linear",
-                     "BatchNorm1d/2d (eval statistics)", "MaxPool2d", "spikingjelly LIFNode (hard reset, "
-                     "decay_input=True)", "LayerNorm (unused, as upstream)")
+SUPPORTED_MODULES = ("Spikformer", "SPS", "Block", "SSA", "MLP", "SpikeDrivenTransformer", "MS_SPS", "MS_Block_Conv",
+                     "MS_SSA_Conv", "MS_MLP_Conv", "Erode", "Conv2d (SPS 3x3 bias=False; 1x1 MLP)",
+                     "Conv1d (kernel 1)", "Linear", "BatchNorm1d/2d (eval statistics)", "MaxPool2d",
+                     "MaxPool3d (Erode's)", "spikingjelly LIFNode / ParametricLIFNode (hard reset, decay_input=True)",
+                     "LayerNorm (unused, as upstream)")
 def example_input(model: nn.Module) -> torch.Tensor:
     """An input the model's forward takes (two samples of config.input_shape; only its shape is used)."""
     return torch.zeros((2, *model.config.input_shape))
@@ -92,6 +93,8 @@ def spikformer_to_ir(model: nn.Module) -> ir.Graph:
         Translator(trace(model, example_input(model), LEAF_FUNCTIONS), g).run()
     except (TraceError, UntranslatableError) as e:
         raise UnsupportedModuleError(f"{e}; supported: {', '.join(SUPPORTED_MODULES)}") from None
+    if isinstance(model, SpikeDrivenTransformer):
+        g.metadata["architecture"] = "spike-driven-transformer"
     if numeric_warnings:
         g.metadata["warnings"] = numeric_warnings
     g.validate()

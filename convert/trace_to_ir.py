@@ -223,6 +223,8 @@ class Translator:
     def layer(self, node: fx.Node, m: nn.Module, x, *rest) -> Val:
         path = node.target
         TB, C, H, W = ("T", "B"), ("C",), ("H",), ("W",)
+        if path in self.g.nodes and not isinstance(m, nn.MaxPool3d):  # (Erode's nodes are named by their input)
+            self.fail(node, "the module is called a second time; the IR has one node per module, named by its path")
         if is_neuron_module(m) and isinstance(x, Val) and x.reduced == ("tokens",):
             return self.token_mean_neuron(node, m, x)
         if is_neuron_module(m):

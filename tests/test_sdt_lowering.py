@@ -203,3 +203,22 @@ def test_a_product_of_spikes_and_counts_is_refused_in_one_line(monkeypatch):
     assert "\n" not in str(e.value)
     assert str(e.value).startswith("module 'block.0.attn': call_method mul: a product of spike tensors reads "
                                    "'block.0.attn.k_and_v.token_sum' (AxisSynapse), not spikes"), str(e.value)
+
+
+def test_loihi_and_nir_refuse_it_in_one_line_naming_what_they_lack():
+    """Float semantics only so far: the quantiser and the NIR writer say so, naming the first node, instead of
+    failing somewhere inside."""
+    from hw_backends.loihi.quantize import NotQuantisableError, quantize
+    from hw_backends.nir.file_format import NIRExportError
+    from hw_backends.nir.ir_to_nir import to_nir
+    g = lower(spikformer_to_ir(SpikeDrivenTransformer(SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64)).eval()))
+    with pytest.raises(NotQuantisableError) as e:
+        quantize(g)
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith("the Spike-driven Transformer has no Loihi fixed-point lowering yet") and \
+        "first: patch_embed.maxpool3.relu1 (GradedRelu, from patch_embed.maxpool3)" in str(e.value)
+    with pytest.raises(NIRExportError) as e:
+        to_nir(g)
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith("node 'patch_embed.maxpool3.relu1' (GradedRelu, from patch_embed.maxpool3) has "
+                                   "no standard NIR equivalent"), str(e.value)

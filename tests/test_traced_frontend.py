@@ -100,3 +100,18 @@ def test_an_add_that_is_not_a_residual_is_refused():
     with pytest.raises(UnsupportedModuleError, match=r"module 'block\.1': call_function add: a sum of two streams "
                                                      r"neither of which is computed from the other"):
         spikformer_to_ir(model)
+
+
+def test_a_module_called_twice_is_refused_in_one_line():
+    model = randomized_model("digits-2-64")
+    mlp = model.block[0].mlp
+    forward = type(mlp).forward
+
+    def twice(self, x):
+        return forward(self, forward(self, x))
+
+    mlp.forward = twice.__get__(mlp)
+    with pytest.raises(UnsupportedModuleError) as e:
+        spikformer_to_ir(model)
+    assert "\n" not in str(e.value)
+    assert "is called a second time; the IR has one node per module" in str(e.value), str(e.value)

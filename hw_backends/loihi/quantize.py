@@ -32,6 +32,7 @@ import numpy as np
 from convert import ir
 from convert.options import DEFAULT_INPUT_SCALE, DEFAULT_VTH_MANT, WEIGHT_BITS_CHOICES
 from convert.passes import fold_input_norm
+from ground.errors import UserError
 
 from hardware.loihi import limits as L
 from .dense_weights import WeightMemo, fit_exp, lava_weight_rules
@@ -44,6 +45,13 @@ NORMALIZATION_FOLD_RULE = ("W' = W * 255 / std255 per input channel; per-neuron 
                            "normalised input = the mean in raw space)")
 
 READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
+NO_FIXED_POINT_FORM = (ir.GradedRelu, ir.Reshape)  # the Spike-driven Transformer's, float semantics only so far
+SDT_ARCHITECTURE = "spike-driven-transformer"  # graph.metadata["architecture"] (convert/frontend.py)
+
+
+class NotQuantisableError(UserError, ValueError):
+    """A lowered graph the Loihi quantiser has no fixed-point form for (one line naming the model and node)."""
+
 
 class Quantizer:
     def __init__(self, g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, input_scale: int = DEFAULT_INPUT_SCALE,
@@ -305,6 +313,12 @@ def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: boo
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
+    no_form = g.of_type(*NO_FIXED_POINT_FORM)
+    if no_form or g.metadata.get("architecture") == SDT_ARCHITECTURE:
+        first = f"; first: {no_form[0].name} ({no_form[0].kind}, from {no_form[0].source})" if no_form else ""
+        raise NotQuantisableError(f"the Spike-driven Transformer has no Loihi fixed-point lowering yet: its float "
+                                  f"stream, graded max-pool and Erode views run in float semantics only "
+                                  f"(docs/sdt_lowering.md){first}")
     normalized = bool(g.of_type(ir.InputNorm))
     if normalized:  # raw 8-bit pixels go in: the normalisation moves into the first convolution
         g = fold_input_norm.run(g.copy())

@@ -55,6 +55,10 @@ def _dumps(obj) -> str:
 
 def check_exportable(graph: ir.Graph) -> dict:
     """Raises NIRExportError for a graph standard NIR cannot hold; returns the IR shapes."""
+    for node in graph.of_type(ir.GradedRelu):
+        raise NIRExportError(f"node {node.name!r} (GradedRelu, from {node.source or '?'}) has no standard NIR "
+                             f"equivalent: a max-pool of graded values (the Spike-driven Transformer's MS_SPS) is a "
+                             f"chain of graded ReLU neurons, and NIR has no ReLU node (docs/sdt_lowering.md)")
     for node in graph.nodes.values():
         if isinstance(node, ir.HIGH_LEVEL_TYPES):
             raise NIRExportError(f"node {node.name!r} ({node.kind}, from {node.source or '?'}) is a high-level node "
