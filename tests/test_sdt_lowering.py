@@ -222,3 +222,21 @@ def test_loihi_and_nir_refuse_it_in_one_line_naming_what_they_lack():
     assert "\n" not in str(e.value)
     assert str(e.value).startswith("node 'patch_embed.maxpool3.relu1' (GradedRelu, from patch_embed.maxpool3) has "
                                    "no standard NIR equivalent"), str(e.value)
+
+
+def test_the_parity_api_compares_every_neuron_of_it_and_finds_no_mismatch():
+    """analysis.parity.run_parity (the spk-parity machinery) on a Spike-driven Transformer: the reference recorder
+    puts its neurons in the IR's layout (the model's ir_layout) and every neuron the forward calls is compared."""
+    from analysis.parity import run_parity
+    cfg = SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64, spike_mode="plif")
+    model = SpikeDrivenTransformer(cfg).eval()
+    _randomize(model, 5)
+    g = lower(spikformer_to_ir(model))
+    x = torch.rand((6, *cfg.input_shape), generator=torch.Generator().manual_seed(6)) * 2
+    counts = run_parity(model, g, x, torch.zeros(6, dtype=torch.long), mode="float", batch_size=3, progress=False)
+    called = {n for n, m in model.named_modules() if type(m).__name__.endswith("LIFNode")
+              and not n.endswith(("rpe_lif", "attn_lif"))}
+    assert called <= set(counts.layers)
+    assert all(s.mismatches == 0 and s.elements > 0 for s in counts.layers.values())
+    assert counts.agreeing == counts.within_tolerance == 6
+    assert sum(0 < s.ref_spikes < s.elements for s in counts.layers.values()) >= 0.7 * len(counts.layers)
