@@ -34,7 +34,7 @@ FAST_TESTS = ["tests/test_fixed_point_oracle.py", "tests/test_known_answers.py",
               "tests/test_loihi_resources.py::test_placement_obeys_every_limit_and_each_limit_binds_somewhere",
               "tests/test_convert_exact.py", "tests/test_pass_ssa.py", "tests/test_nir_io.py",
               "tests/test_schedule.py", "tests/test_loihi_compile.py", "tests/test_energy.py",
-              "tests/test_lossless_models.py", "tests/test_numeric_edges.py"]
+              "tests/test_lossless_models.py", "tests/test_numeric_edges.py", "tests/test_sdt_lowering.py"]
 
 # (id, file, exact text (must occur once), replacement, what the mutation breaks)
 MUTATIONS = [
@@ -81,6 +81,14 @@ MUTATIONS = [
     ("quantize-readout-bias-range", "hw_backends/loihi/quantize.py",
      "        if bias_exp > L.BIAS_EXP_MAX:  # |bias per step|",
      "        if False:  # |bias per step|", "the readout's bias exponent beyond 3 bits, no longer refused"),
+    ("sdt-spike-product", "convert/trace_to_ir.py", "        self.g.add(ir.Threshold(name, where, threshold=1.5), *syns)\n",
+     "        self.g.add(ir.Threshold(name, where, threshold=0.5), *syns)\n",
+     "the Spike-driven Transformer's product of two spike tensors read as OR, not AND"),
+    ("sdt-maxpool-padding", "convert/passes/maxpool_graded.py", "        pad_bias = -(2.0 * bound + 1.0)\n",
+     "        pad_bias = 0.0 * bound\n", "the graded max-pool's padded taps count as 0, not as -infinity"),
+    ("sdt-plif-tau", "convert/trace_to_ir.py", "        tau = 1.0 / float(torch.sigmoid(m.w.detach().double().cpu()))\n",
+     "        tau = 1.0 / float(torch.sigmoid(m.w.detach().double().cpu())) + 0.01\n",
+     "a ParametricLIF's tau off by 0.01 from 1 / sigmoid(w)"),
 ]
 
 
