@@ -240,3 +240,24 @@ def test_the_parity_api_compares_every_neuron_of_it_and_finds_no_mismatch():
     assert all(s.mismatches == 0 and s.elements > 0 for s in counts.layers.values())
     assert counts.agreeing == counts.within_tolerance == 6
     assert sum(0 < s.ref_spikes < s.elements for s in counts.layers.values()) >= 0.7 * len(counts.layers)
+
+
+def test_the_attention_costs_accumulates_only_and_says_where_multiplies_remain():
+    """The paper's claim, on the lowered graph and its counted activity (analysis.activity decides per stream
+    whether its values are spikes): every synaptic operation of the attention blocks (q/k/v and proj convolutions,
+    the AND synapses, the token sum, the broadcast) reads spikes, an accumulate; multiplies remain only where
+    values are graded: the first convolution (the analog image), the graded max-pool of MS_SPS and the head's
+    mean over the float stream."""
+    from analysis.activity import activity_from_simulator
+    cfg = SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64)
+    model = SpikeDrivenTransformer(cfg).eval()
+    _randomize(model, 5)
+    g = lower(spikformer_to_ir(model))
+    act = activity_from_simulator(g, torch.rand((2, *cfg.input_shape), generator=torch.Generator().manual_seed(7)) * 2)
+    attention = {n: s for n, s in act.synapses.items() if n.startswith("block.") and ".attn." in n}
+    assert len(attention) == 9 * cfg.depth
+    assert all(s.mac_ops == 0 and s.combined_kind == "spikes" for s in attention.values())
+    assert all(s.ac_ops > 0 for s in attention.values())
+    multiplies = {n for n, s in act.synapses.items() if s.mac_ops}
+    assert "patch_embed.proj_conv" in multiplies and "head_lif.token_mean" in multiplies
+    assert all(n.startswith("patch_embed.maxpool3.") for n in multiplies - {"patch_embed.proj_conv", "head_lif.token_mean"})
