@@ -2,7 +2,11 @@
 
 Layers become IR nodes named by their module path (conv, BatchNorm, max-pool, neuron); the model's SSA product
 (a leaf function) becomes SSAProduct; a residual add becomes Add; the means over tokens and time that feed the
-classifier become the head; the input normalisation (a leaf function) becomes InputNorm. Everything else in a
+classifier become the head; the input normalisation (a leaf function) becomes InputNorm. The Spike-driven
+Transformer's operations are read too (docs/sdt_lowering.md): a product of two spike tensors becomes an AND
+neuron, a sum over the tokens of heads an AxisSynapse, a neuron over the token mean an AxisSynapse (1/N) into a
+neuron over one token, a per-step classifier averaged over time the head, Erode (nn.MaxPool3d) an OR over a
+Reshape view. Everything else in a
 forward moves data without computing (reshape, view, flatten, permute, transpose, contiguous, unsqueeze and the
 repeat over time of direct encoding): it is followed, not translated, by tracking what each tensor dimension
 holds. A dimension is a tuple of *atoms*, (label, size): T (time), B (batch), C (channels), H, W (positions;
