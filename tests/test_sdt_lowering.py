@@ -263,3 +263,45 @@ def test_the_attention_costs_accumulates_only_and_says_where_multiplies_remain()
     multiplies = {n for n, s in act.synapses.items() if s.mac_ops}
     assert "patch_embed.proj_conv" in multiplies and "head_lif.token_mean" in multiplies
     assert all(n.startswith("patch_embed.maxpool3.") for n in multiplies - {"patch_embed.proj_conv", "head_lif.token_mean"})
+
+
+def _chip_shape_violations(g: ir.Graph) -> list[str]:
+    """Where the graph is not chip-shaped: a synapse must read one population (through layout views) and feed one
+    population; a graded population receives no bias (lava's graded neurons have none)."""
+    bad = []
+
+    def origin(n):
+        while isinstance(g.nodes[n], (ir.Flatten, ir.Reshape)):
+            n = g.in_edges(n)[0].src
+        return n
+
+    for name, node in g.nodes.items():
+        if not node.is_synapse:
+            continue
+        pre = {origin(e.src) for e in g.in_edges(name)}
+        post = {e.dst for e in g.out_edges(name)}
+        if len(pre) != 1 or not all(g.nodes[p].is_population or g.nodes[p].spiking or isinstance(g.nodes[p], ir.Input)
+                                    for p in pre):
+            bad.append(f"{name} reads {sorted(pre)}")
+        if len(post) != 1 or not all(g.nodes[p].is_neuron for p in post):
+            bad.append(f"{name} feeds {sorted(post)}")
+        if getattr(node, "bias", None) is not None and any(g.nodes[p].is_graded for p in post):
+            bad.append(f"{name} gives a graded population a bias")
+    for name, node in g.nodes.items():
+        if node.is_neuron and not isinstance(node, ir.Integrator):
+            direct = [e.src for e in g.in_edges(name) if not g.nodes[e.src].is_synapse]
+            if direct:
+                bad.append(f"{name} reads {direct} without a synapse")
+    return bad
+
+
+def test_the_graded_form_is_chip_shaped_but_for_the_padding_bias():
+    """The graded (Loihi) form's stream: one relay per stream point, each synapse from one population to one, biases
+    at the readers; what remains is the max-pool padding's bias on graded ReLUs (docs/sdt_lowering.md, step 3)."""
+    model = SpikeDrivenTransformer(SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64)).eval()
+    g = lower(spikformer_to_ir(model), ssa_form="graded")
+    bad = _chip_shape_violations(g)
+    assert bad and all(b.startswith("patch_embed.maxpool3.relu") and b.endswith("gives a graded population a bias")
+                       for b in bad), bad
+    binary = _chip_shape_violations(lower(spikformer_to_ir(model), ssa_form="binary"))
+    assert any("reads" in b and "without a synapse" in b for b in binary)  # the float form is not chip-shaped

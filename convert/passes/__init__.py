@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from .. import ir
 from ..options import SSA_FORMS
-from . import fold_bn, head_readout, maxpool_graded, maxpool_or, residual_graded, residual_streams, ssa_binary, ssa_graded
+from . import (fold_bn, head_readout, maxpool_graded, maxpool_or, residual_graded, residual_streams, sdt_relays,
+               ssa_binary, ssa_graded)
 
 PIPELINE = ("fold_bn", "maxpool_or", "residual_streams", "ssa", "head_readout")
 
@@ -25,7 +26,8 @@ def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_for
     steps = {
         "fold_bn": fold_bn.run,
         "maxpool_or": lambda x: maxpool_graded.run(maxpool_or.run(x)),  # spikes: OR; graded values: ReLU chain
-        "residual_streams": (residual_streams if ssa_form == "binary" else residual_graded).run,
+        "residual_streams": (residual_streams if ssa_form == "binary" else sdt_relays if
+                             g.metadata.get("architecture") == "spike-driven-transformer" else residual_graded).run,
         "ssa": lambda x: (ssa_binary if ssa_form == "binary" else ssa_graded).run(x, ssa_order),
         "head_readout": lambda x: head_readout.run(x, memo),
     }
