@@ -85,6 +85,18 @@ class Input(Node):
 
 
 @dataclass(eq=False)
+class BiasSource(Node):
+    """One neuron that fires at every step (on chip a LIF whose bias reaches its threshold): a constant input, through
+    synapses, for populations that have no bias of their own (lava's graded neurons). Output (1, 1, 1)."""
+    ports: ClassVar[tuple[str, ...]] = ()
+    spiking: ClassVar[bool] = True
+    is_population: ClassVar[bool] = True
+
+    def out_shape(self, in_shapes):
+        return (1, 1, 1)
+
+
+@dataclass(eq=False)
 class Output(Node):
     """Reads its input, flattened, at the last time step (logits)."""
 
@@ -395,7 +407,7 @@ class TokenTimeMeanLinear(Node):
 
 
 NODE_TYPES = {cls.__name__: cls for cls in (
-    Input, InputNorm, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Reshape, Delay, LIF, Threshold, Integrator,
+    Input, BiasSource, InputNorm, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Reshape, Delay, LIF, Threshold, Integrator,
     LoihiLIF, GradedNeuron, GradedRelu, ProductNeuron, BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
 HIGH_LEVEL_TYPES = (BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)
 

@@ -284,6 +284,8 @@ class Engine:
                 node = self.graph.nodes[name]
                 if isinstance(node, ir.Input):
                     vals[name] = zeros if t >= T else x_in[:, t] if per_step else x_in
+                elif isinstance(node, ir.BiasSource):
+                    vals[name] = zeros.new_ones((zeros.shape[0], 1, 1, 1))
                 else:
                     inp, streams = self._inputs(name, vals)
                     vals[name] = self._node(name, node, inp, streams, state[name], t)
@@ -312,6 +314,8 @@ class Engine:
             y = None
             if isinstance(node, ir.Input):
                 y = x_all
+            elif isinstance(node, ir.BiasSource):
+                y = x_all.new_ones((x_all.shape[0], 1, 1, 1))
             elif self.fixed and isinstance(node, ir.LoihiLIF):
                 y = fixed_point.lif_layer(node, self._port(name, "in", vals), state[name], self.pc, steps,
                                           self.lif_safe.get(name), self._pool.empty)

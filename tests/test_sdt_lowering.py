@@ -295,13 +295,13 @@ def _chip_shape_violations(g: ir.Graph) -> list[str]:
     return bad
 
 
-def test_the_graded_form_is_chip_shaped_but_for_the_padding_bias():
-    """The graded (Loihi) form's stream: one relay per stream point, each synapse from one population to one, biases
-    at the readers; what remains is the max-pool padding's bias on graded ReLUs (docs/sdt_lowering.md, step 3)."""
+def test_the_graded_form_is_chip_shaped():
+    """The graded (Loihi) form: one relay per stream point, each synapse from one population to one, biases at the
+    readers, the max-pool's padding from a bias source (docs/sdt_lowering.md, steps 1-3); the float (binary) form
+    is not chip-shaped."""
     model = SpikeDrivenTransformer(SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64)).eval()
     g = lower(spikformer_to_ir(model), ssa_form="graded")
-    bad = _chip_shape_violations(g)
-    assert bad and all(b.startswith("patch_embed.maxpool3.relu") and b.endswith("gives a graded population a bias")
-                       for b in bad), bad
+    assert _chip_shape_violations(g) == []
+    assert len([n for n in g.nodes if n.endswith(".taps.bias")]) == 5  # the taps in the first row or column
     binary = _chip_shape_violations(lower(spikformer_to_ir(model), ssa_form="binary"))
     assert any("reads" in b and "without a synapse" in b for b in binary)  # the float form is not chip-shaped

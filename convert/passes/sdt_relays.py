@@ -95,7 +95,31 @@ def run(g: ir.Graph) -> ir.Graph:
         for e in [e for e in g.out_edges(top) if g.nodes[e.dst].is_neuron]:
             _read(g, top, e, carried[top], shapes)
     g.metadata["stream_relays"] = record
+    _padding_from_a_bias_source(g)
     return g
+
+
+def _padding_from_a_bias_source(g: ir.Graph) -> None:
+    """The graded max-pool's per-position padding bias (-M at padded taps) as synapses from one always-firing
+    neuron: a Conv2d from its 1x1 output with kernel (Ho, Wo) and padding (Ho - 1, Wo - 1) reaches output (y, x)
+    through kernel tap (Ho - 1 - y, Wo - 1 - x), so the kernel is the bias map flipped. Exact: 1 x w = w."""
+    biased = [n for n, node in g.nodes.items() if node.is_synapse and getattr(node, "bias", None) is not None
+              and any(g.nodes[e.dst].is_graded for e in g.out_edges(n))]
+    if not biased:
+        return
+    src = g.add(ir.BiasSource("bias_source", "bias_source"))
+    for name in biased:
+        syn = g.nodes[name]
+        b = np.asarray(syn.bias, dtype=np.float64)
+        if b.ndim != 3:
+            raise StreamRelayError(f"{name}: a bias {b.shape} into a graded population; expected one per neuron "
+                                   f"(C, H, W)")
+        c, ho, wo = b.shape
+        syn.bias = None
+        from_source = g.add(ir.Conv2d(f"{name}.bias", syn.source, weight=b[:, None, ::-1, ::-1].copy(),
+                                      padding=(ho - 1, wo - 1)), src)
+        for e in g.out_edges(name):
+            g.connect(from_source, e.dst, e.port)
 
 
 def _read(g: ir.Graph, out: str, e: ir.Edge, bias: np.ndarray, shapes: dict) -> None:
