@@ -87,7 +87,9 @@ class Input(Node):
 @dataclass(eq=False)
 class BiasSource(Node):
     """One neuron that fires at every step (on chip a LIF whose bias reaches its threshold): a constant input, through
-    synapses, for populations that have no bias of their own (lava's graded neurons). Output (1, 1, 1)."""
+    synapses, for populations that have no bias of their own (lava's graded neurons). Output (1, 1, 1): `payload`
+    (1 in a float graph; the quantiser sends a larger graded payload so that small weights reach large biases)."""
+    payload: float = 1.0
     ports: ClassVar[tuple[str, ...]] = ()
     spiking: ClassVar[bool] = True
     is_population: ClassVar[bool] = True

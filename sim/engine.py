@@ -285,7 +285,7 @@ class Engine:
                 if isinstance(node, ir.Input):
                     vals[name] = zeros if t >= T else x_in[:, t] if per_step else x_in
                 elif isinstance(node, ir.BiasSource):
-                    vals[name] = zeros.new_ones((zeros.shape[0], 1, 1, 1))
+                    vals[name] = zeros.new_full((zeros.shape[0], 1, 1, 1), node.payload)
                 else:
                     inp, streams = self._inputs(name, vals)
                     vals[name] = self._node(name, node, inp, streams, state[name], t)
@@ -315,7 +315,7 @@ class Engine:
             if isinstance(node, ir.Input):
                 y = x_all
             elif isinstance(node, ir.BiasSource):
-                y = x_all.new_ones((x_all.shape[0], 1, 1, 1))
+                y = x_all.new_full((x_all.shape[0], 1, 1, 1), node.payload)
             elif self.fixed and isinstance(node, ir.LoihiLIF):
                 y = fixed_point.lif_layer(node, self._port(name, "in", vals), state[name], self.pc, steps,
                                           self.lif_safe.get(name), self._pool.empty)

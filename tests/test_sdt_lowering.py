@@ -209,17 +209,15 @@ def test_a_product_of_spikes_and_counts_is_refused_in_one_line(monkeypatch):
               "'block.0.attn.k_and_v.token_sum' (AxisSynapse), not spikes")
 
 
-def test_loihi_and_nir_refuse_it_in_one_line_naming_what_they_lack():
-    """Float semantics only so far: the quantiser and the NIR writer say so, naming the first node, instead of
-    failing somewhere inside."""
+def test_loihi_refuses_the_float_form_and_nir_the_graded_max_pool_in_one_line():
+    """The binary (float) form is not chip-shaped: the quantiser says so; NIR has no ReLU: its writer says so."""
     from hw_backends.loihi.quantize import NotQuantisableError, quantize
     from hw_backends.nir.file_format import NIRExportError
     from hw_backends.nir.ir_to_nir import to_nir
     g = lower(spikformer_to_ir(SpikeDrivenTransformer(SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64)).eval()))
     with pytest.raises(NotQuantisableError) as e:
         quantize(g)
-    _one_line(e, "the Spike-driven Transformer has no Loihi fixed-point lowering yet",
-              "first: patch_embed.maxpool3.relu1 (GradedRelu, from patch_embed.maxpool3)")
+    _one_line(e, "the Spike-driven Transformer's binary form is float semantics only")
     with pytest.raises(NIRExportError) as e:
         to_nir(g)
     _one_line(e, "node 'patch_embed.maxpool3.relu1' (GradedRelu, from patch_embed.maxpool3) has "
@@ -305,3 +303,21 @@ def test_the_graded_form_is_chip_shaped():
     assert len([n for n in g.nodes if n.endswith(".taps.bias")]) == 5  # the taps in the first row or column
     binary = _chip_shape_violations(lower(spikformer_to_ir(model), ssa_form="binary"))
     assert any("reads" in b and "without a synapse" in b for b in binary)  # the float form is not chip-shaped
+
+
+def test_the_graded_form_runs_in_loihi_fixed_point_close_to_the_reference():
+    """WIP (docs/sdt_lowering.md, step 4): the chip form quantised (payload scale per graded population, the bias
+    source's payload) and run in the fixed-point simulator against the float32 reference on random weights."""
+    from analysis.parity import run_parity
+    from hw_backends.loihi.quantize import quantize
+    cfg = SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=64)
+    model = SpikeDrivenTransformer(cfg).eval()
+    _randomize(model, 5)
+    q, report = quantize(lower(spikformer_to_ir(model), ssa_form="graded"))
+    P = report["graded_payload"]["scale"]
+    assert P >= 1 and (4 * report["graded_payload"]["value_bound"] + 1) * P <= 2 ** 23
+    assert all(report["layers"][n.name]["payload_scale"] == P for n in q.of_type(ir.GradedRelu))
+    x = torch.rand((16, *cfg.input_shape), generator=torch.Generator().manual_seed(7))
+    counts = run_parity(model, q, x, torch.zeros(16, dtype=torch.long), mode="fixed", batch_size=8, progress=False)
+    assert counts.agreeing >= 15
+    assert min(1 - s.mismatches / s.elements for s in counts.layers.values()) >= 0.95

@@ -39,6 +39,8 @@ def value_bounds(g: ir.Graph, input_scale: int) -> dict[str, float]:
         ins = sum(bound[e.src] for e in g.in_edges(name))
         if isinstance(node, ir.Input):  # event counts: only the payload's range bounds them
             bound[name] = float(PAYLOAD_MAX if g.metadata.get("input_per_step") else input_scale)
+        elif isinstance(node, ir.BiasSource):
+            bound[name] = abs(float(node.payload))
         elif isinstance(node, ir.LoihiLIF):
             bound[name] = float(STATE_RANGE) if node.readout else 1.0
         elif isinstance(node, ir.ProductNeuron):

@@ -45,7 +45,6 @@ NORMALIZATION_FOLD_RULE = ("W' = W * 255 / std255 per input channel; per-neuron 
                            "normalised input = the mean in raw space)")
 
 READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
-NO_FIXED_POINT_FORM = (ir.GradedRelu, ir.Reshape)  # the Spike-driven Transformer's, float semantics only so far
 SDT_ARCHITECTURE = "spike-driven-transformer"  # graph.metadata["architecture"] (convert/frontend.py)
 
 
@@ -77,6 +76,7 @@ class Quantizer:
                        "synapses": {},
                        "warnings": [dict(w) for w in g.metadata.get("warnings", [])]}  # the frontend's first
         self.shapes = g.shapes()
+        self.payload_scale = graded_payload_scales(self.g, self.report)
 
     def warn(self, node, what, detail):
         self.report["warnings"].append(L.LimitWarning(node, what, detail).to_dict())
@@ -182,7 +182,7 @@ class Quantizer:
                     vth = vth_fit
             lam = (64 * vth + 1) / theta
             sigma = lam / (64 * tau)
-        recs = [self._set_weights(s, sigma, exact) for s in syns]
+        recs = [self._set_weights(s, sigma / self._payload_in(s), exact) for s in syns]
         bias_mant, bias_exp, bias_err = None, 0, 0.0
         if bias is not None:
             b = bias * lam / tau  # in v units per step
@@ -223,15 +223,33 @@ class Quantizer:
                                             "max_input": x_max, "rule": "weights x2, v=128x, fires iff x >= ceil(theta)"}
         return ir.LoihiLIF(node.name, node.source, du=4095, dv=4095, vth=vth)
 
+    def _payload_in(self, syn) -> float:
+        """The payload scale of what synapse `syn` reads: a graded population's (its real values are sent as
+        round(value x P)), the bias source's payload, else 1 (spikes; Spikformer's relays of integer counts)."""
+        srcs = set()
+        for e in self.g.in_edges(syn.name):
+            src = e.src
+            while isinstance(self.g.nodes[src], (ir.Flatten, ir.Reshape)):
+                src = self.g.in_edges(src)[0].src
+            srcs.add(self.payload_scale.get(src, 1.0))
+        if len(srcs) != 1:
+            raise ValueError(f"{syn.name}: reads sources of different payload scales {sorted(srcs)}")
+        return srcs.pop()
+
     def graded(self, node):
-        """Graded and product neurons carry exact integers: their synapses keep weight 1 (mantissa 1); the node
-        itself is kept."""
+        """Graded and product neurons carry integers: payloads round(value x P) with P its payload scale (1 for
+        Spikformer's relays of integer counts, whose synapses keep weight 1 exactly); a synapse from a source of
+        scale P_src gets weights x P / P_src, exact where that is a small integer (the stream's identities, the
+        max-pool's taps), 16-bit dense otherwise (the terms' convolutions, at scale P)."""
         syns = [self.g.nodes[e.src] for e in self.g.in_edges(node.name)]
+        P = self.payload_scale.get(node.name, 1.0)
         for s in syns:
-            self._set_weights(s, 1.0, exact=True)
+            scale = P / self._payload_in(s)
+            w = np.asarray(self.src.nodes[s.name].weight, dtype=np.float64) * scale
+            self._set_weights(s, scale, exact=bool(np.all(w == np.round(w)) and np.max(np.abs(w)) <= 255))
         self.report["layers"][node.name] = {"kind": node.kind, "source": node.source, "vth": node.vth,
-                                            "exp": getattr(node, "exp", 0),
-                                            "rule": "integer payloads, weights 1, exact"}
+                                            "exp": getattr(node, "exp", 0), "payload_scale": P,
+                                            "rule": "integer payloads round(value x payload_scale)"}
         return node
 
     def _fan_in(self, s) -> float:
@@ -302,7 +320,47 @@ class Quantizer:
 
 # each neuron kind -> the Quantizer method that returns its Loihi node (graded neurons keep theirs)
 NEURON_QUANTISERS = {ir.LIF: "lif", ir.Threshold: "threshold", ir.Integrator: "readout", ir.GradedNeuron: "graded",
-                     ir.ProductNeuron: "graded"}
+                     ir.GradedRelu: "graded", ir.ProductNeuron: "graded"}
+
+BIAS_SOURCE_PAYLOAD = 2 ** 15  # the bias source's graded payload: weights below 2**8 then reach biases up to 2**23
+
+
+def graded_payload_scales(g: ir.Graph, report: dict) -> dict:
+    """The payload scale P of every graded population that carries real values (the Spike-driven Transformer's
+    stream relays and graded max-pool; docs/sdt_lowering.md, step 4): one power of two for all of them, the largest
+    with (4 B + 1) P <= 2**23, B a bound of |value| over the relays (each relay: the sum of its terms' bounds, a
+    term's bound |bias| + L1 norm of its weights for 0/1 inputs); the bias source gets BIAS_SOURCE_PAYLOAD.
+    Spikformer's graded relays (integer counts) keep scale 1 (not listed)."""
+    if g.metadata.get("architecture") != SDT_ARCHITECTURE:
+        return {}
+    bound: dict[str, float] = {}
+    for name in g.topo_order():
+        node = g.nodes[name]
+        ins = sum(bound.get(e.src, 0.0) for e in g.in_edges(name))
+        if node.spiking or isinstance(node, ir.Input):
+            bound[name] = 1.0
+        elif node.is_synapse and isinstance(getattr(node, "weight", None), np.ndarray) and not isinstance(
+                g.nodes[g.in_edges(name)[0].src], ir.BiasSource):
+            w = np.abs(node.weight).reshape(node.weight.shape[0], -1).sum(1).max()
+            b = 0.0 if getattr(node, "bias", None) is None else float(np.max(np.abs(node.bias)))
+            bound[name] = float(w) * ins + b
+        elif node.is_synapse:
+            bound[name] = 0.0 if not isinstance(getattr(node, "weight", None), np.ndarray) else 0.0
+        else:
+            bound[name] = ins
+    relays = [n for n, node in g.nodes.items() if isinstance(node, ir.GradedNeuron)]
+    if not relays:
+        return {}
+    B = max(bound[n] for n in relays)
+    P = 2.0 ** math.floor(math.log2((2 ** 23 - 1) / (4 * B + 1)))
+    scales = {n: P for n, node in g.nodes.items() if isinstance(node, (ir.GradedNeuron, ir.GradedRelu))}
+    for n in g.nodes:
+        if isinstance(g.nodes[n], ir.BiasSource):
+            scales[n] = float(BIAS_SOURCE_PAYLOAD)
+            g.nodes[n].payload = float(BIAS_SOURCE_PAYLOAD)
+    report["graded_payload"] = {"scale": P, "value_bound": B, "rule": "(4 B + 1) P <= 2**23, P a power of two",
+                                "bias_source_payload": BIAS_SOURCE_PAYLOAD}
+    return scales
 
 
 def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: bool = True, weight_bits: int = 16,
@@ -313,12 +371,10 @@ def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: boo
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
-    no_form = g.of_type(*NO_FIXED_POINT_FORM)
-    if no_form or g.metadata.get("architecture") == SDT_ARCHITECTURE:
-        first = f"; first: {no_form[0].name} ({no_form[0].kind}, from {no_form[0].source})" if no_form else ""
-        raise NotQuantisableError(f"the Spike-driven Transformer has no Loihi fixed-point lowering yet: its float "
-                                  f"stream, graded max-pool and Erode views run in float semantics only "
-                                  f"(docs/sdt_lowering.md){first}")
+    if g.metadata.get("architecture") == SDT_ARCHITECTURE and "stream_relays" not in g.metadata:
+        raise NotQuantisableError("the Spike-driven Transformer's binary form is float semantics only (its LIFs read "
+                                  "the stream's convolutions directly); lower it with ssa_form='graded', the chip "
+                                  "form (docs/sdt_lowering.md)")
     normalized = bool(g.of_type(ir.InputNorm))
     if normalized:  # raw 8-bit pixels go in: the normalisation moves into the first convolution
         g = fold_input_norm.run(g.copy())

@@ -66,7 +66,7 @@ def _depths(g: ir.Graph, projs: list[Projection]) -> dict[str, int]:
     depth = {}
     for name in g.topo_order():
         node = g.nodes[name]
-        if isinstance(node, ir.Input):
+        if isinstance(node, (ir.Input, ir.BiasSource)):
             depth[name] = 0
         elif node.is_population:
             if name not in into:
