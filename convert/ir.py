@@ -91,8 +91,7 @@ class BiasSource(Node):
     (1 in a float graph; the quantiser sends a larger graded payload so that small weights reach large biases)."""
     payload: float = 1.0
     ports: ClassVar[tuple[str, ...]] = ()
-    spiking: ClassVar[bool] = True
-    is_population: ClassVar[bool] = True
+    spiking: ClassVar[bool] = True  # (a source, as the Input: not placed on a core, sent from outside)
 
     def out_shape(self, in_shapes):
         return (1, 1, 1)

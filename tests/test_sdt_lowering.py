@@ -321,3 +321,23 @@ def test_the_graded_form_runs_in_loihi_fixed_point_close_to_the_reference():
     counts = run_parity(model, q, x, torch.zeros(16, dtype=torch.long), mode="fixed", batch_size=8, progress=False)
     assert counts.agreeing >= 15
     assert min(1 - s.mismatches / s.elements for s in counts.layers.values()) >= 0.95
+
+
+def test_lava_runs_the_graded_form_as_the_fixed_point_simulator(tmp_path):
+    """WIP: the chip form compiled (timing, placement), written, and run by lava-nc (GradedVec relays,
+    GradedReluVec max-pool, a RingBuffer bias source): every population's spikes and payloads and the readout equal
+    the fixed-point simulator's."""
+    from analysis.engine_crosscheck import crosscheck
+    from hw_backends.loihi.compile import compile_graph
+    from hw_backends.loihi.export import write_artifacts
+    from hw_backends.loihi.lava_engine import LavaEngine
+    cfg = SDT_PRESETS["sdt-cifar10-2-256"].with_(embed_dim=32, img_size=16, num_heads=2, T=2)
+    model = SpikeDrivenTransformer(cfg).eval()
+    _randomize(model, 5)
+    compiled = compile_graph(lower(spikformer_to_ir(model), ssa_form="graded"))
+    write_artifacts(tmp_path, compiled, {"name": "sdt-tiny"}, {"ssa_form": "graded"})
+    x = torch.rand((2, *cfg.input_shape), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    rep = crosscheck(LavaEngine(tmp_path, timeout_s=300, retries=0, pin_models=False), x.numpy(), record="all",
+                     sim_graph=compiled.graph, progress=False)
+    assert rep["readout_mismatches"] == 0 and rep["total_spike_mismatches"] == 0
+    assert len(rep["graded_payload_max"]) >= 15 and max(rep["graded_payload_max"].values()) > 0

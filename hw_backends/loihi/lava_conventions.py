@@ -35,6 +35,8 @@ def message_bits(node, graph: ir.Graph | None = None) -> int:
     graded, except binary event frames, metadata "input_binary")."""
     if isinstance(node, ir.Input):
         return 0 if graph is not None and graph.metadata.get("input_binary") else INPUT_MESSAGE_BITS
+    if isinstance(node, ir.BiasSource):
+        return GRADED_MESSAGE_BITS  # its payload
     return GRADED_MESSAGE_BITS if node.is_graded else 0
 
 

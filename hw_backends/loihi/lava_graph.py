@@ -78,7 +78,7 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.graded.models import PyGradedVecModelFixed
-from lava.proc.graded.process import GradedVec
+from lava.proc.graded.process import GradedReluVec, GradedVec
 from lava.proc.io.source import PySendModelFixed
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.models import PyLifResetModelBitAcc
@@ -255,8 +255,16 @@ def _product_process(name: str, node: ir.ProductNeuron, n: int, shape: tuple, de
 
 
 # the Lava process of each population kind (the ir kinds with is_population)
+def _graded_relu_process(name: str, node: ir.GradedRelu, n: int, shape: tuple, depth: int,
+                         period: int) -> GradedReluVec:
+    """GradedReluVec: memoryless, no reset needed."""
+    proc = GradedReluVec(shape=(n,), vth=_graded_threshold(name, node), exp=0)
+    proc.name = name
+    return proc
+
+
 POPULATION_BUILDERS = {ir.LoihiLIF: _lif_process, ir.GradedNeuron: _graded_process,
-                       ir.ProductNeuron: _product_process}
+                       ir.GradedRelu: _graded_relu_process, ir.ProductNeuron: _product_process}
 
 
 def _population_process(name: str, node, shape: tuple, depth: int, period: int):
@@ -347,6 +355,8 @@ def build_lava_network(graph: ir.Graph, schedule: dict, payload: np.ndarray, mat
                 conn = Sparse(**kw)
             else:
                 raise LavaGraphError(f"{proj.synapse}: negative delay {proj.delay}")
+            if isinstance(pre_node, ir.BiasSource) and proj.pre not in pops:  # its payload at every step
+                pops[proj.pre] = Source(data=np.full((1, 1), int(pre_node.payload), dtype=np.int32))
             pre = source if isinstance(pre_node, ir.Input) else pops[proj.pre]
             pre.s_out.connect(conn.s_in)
             conn.a_out.connect(_in_port(pops[proj.post], graph.nodes[proj.post], getattr(proj, "port", "in")))

@@ -35,7 +35,7 @@ class Projection:
 
 
 def _is_pop(node) -> bool:
-    return node.is_population or isinstance(node, ir.Input)
+    return node.is_population or isinstance(node, (ir.Input, ir.BiasSource))
 
 
 def projections(g: ir.Graph) -> list[Projection]:
