@@ -247,9 +247,11 @@ class Quantizer:
             scale = P / self._payload_in(s)
             w = np.asarray(self.src.nodes[s.name].weight, dtype=np.float64) * scale
             self._set_weights(s, scale, exact=bool(np.all(w == np.round(w)) and np.max(np.abs(w)) <= 255))
-        self.report["layers"][node.name] = {"kind": node.kind, "source": node.source, "vth": node.vth,
-                                            "exp": getattr(node, "exp", 0), "payload_scale": P,
-                                            "rule": "integer payloads round(value x payload_scale)"}
+        rec = {"kind": node.kind, "source": node.source, "vth": node.vth, "exp": getattr(node, "exp", 0),
+               "rule": "integer payloads, weights 1, exact"}
+        if node.name in self.payload_scale:  # real values as payloads (the Spike-driven Transformer)
+            rec.update(payload_scale=P, rule="integer payloads round(value x payload_scale)")
+        self.report["layers"][node.name] = rec
         return node
 
     def _fan_in(self, s) -> float:
