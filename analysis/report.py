@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 import torch
 
 from convert import ir
+from ground.errors import UserError
 from ground.hashing import array_sha256
 from hw_backends import base as targets
 from sim.engine import Engine, check_images
+from spikformer.presets import SpikformerConfig
 
 from . import activity as A
 from .energy import categories_table, conventions, dense_flops, event_energy, flops_summary, preset_flops_table
@@ -166,6 +168,10 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
     `executor`: run the batches in shards (analysis.shards; the counts are the same), described in
     run.scale_out."""
     check_mode(build, mode)
+    if not isinstance(build.source.config, SpikformerConfig):
+        raise UserError("spk-report's energy conventions (the Spikformer paper's, Spikingformer's) are written for "
+                        "Spikformer's architecture; those of the Spike-driven Transformer (Yao et al. 2023) are not "
+                        "built yet (docs/sdt_lowering.md, step 7); spk-parity measures its activity and parity")
     graph, numeric = build.runnable(mode)
     backend = build.backend
     # the target's own section (Backend.report_section) is of the graph it runs in that mode, counted neuron by neuron

@@ -176,7 +176,9 @@ def stamp(script: str | Path, extra=(), since: float | None = None) -> dict:
             raise SourcesChangedError(f"measured sources changed while the bench ran: {', '.join(late[:5])}; "
                                       "nothing written, run it again")
     files = {p: _sha(ROOT / p) for p in paths}
-    dirty = [ln[3:] for ln in _git("status", "--porcelain", "--", *paths).splitlines() if ln.strip()]
+    status = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True,
+                            text=True).stdout  # not _git: its strip() would cut the first line's status column
+    dirty = [ln[3:] for ln in status.splitlines() if ln.strip()]
     return {"commit": _git("rev-parse", "HEAD") or "unknown", "uncommitted_changes": dirty,
             "script": str(Path(script).resolve().relative_to(ROOT)), "extra": list(extra),
             "sources_sha256": sources_digest(files), "sources": files}

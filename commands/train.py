@@ -26,6 +26,7 @@ from typing import Sequence
 from ground.cli import add_common_args, run_cli
 from ground.errors import UserError
 from spikformer.presets import DEFAULT_PRESET, PRESETS
+from spikformer.sdt_presets import ALL_SDT_PRESETS
 from spikformer.train import default_device
 
 from .data_args import (BUILT_IN, DATASET_RECORD, add_data_arguments, model_data_config, open_split,
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=PROG, description="Train a Spikformer and save it as one checkpoint file.")
     p.add_argument("--preset", default=DEFAULT_PRESET,
-                   help=f"model configuration (default {DEFAULT_PRESET}); one of: {', '.join(sorted(PRESETS))}")
+                   help=f"model configuration (default {DEFAULT_PRESET}); one of: {', '.join(sorted(PRESETS))}; "
+                        f"Spike-driven Transformer: {', '.join(ALL_SDT_PRESETS)}")
     add_data_arguments(p)
     p.add_argument("--out", required=True, help="checkpoint file to write (e.g. runs/demo/model.pt)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default {DEFAULT_EPOCHS})")

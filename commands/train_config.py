@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 
 from ground.errors import UserError
-from spikformer.architecture import Architecture, ArchitectureError, override_preset
+from spikformer.architecture import ArchitectureError, override_preset
 from spikformer.data_config import OFFICIAL, RAW, DataConfig, parse_normalize
-from spikformer.presets import LAYOUTS, SpikformerConfig, UnknownPresetError
+from spikformer.presets import LAYOUTS, UnknownPresetError
+from spikformer.sdt_architecture import override_sdt_preset
+from spikformer.sdt_presets import ALL_SDT_PRESETS
 
 # flag -> (config field, type); the defaults are the --preset's values
 OVERRIDES = {"--layout": ("layout", str), "--depth": ("depth", int), "--dim": ("embed_dim", int),
@@ -30,19 +32,22 @@ def add_architecture_arguments(p: argparse.ArgumentParser) -> None:
                         f"layout for {', '.join(k + ':' for k in OFFICIAL_SPEC_KINDS)} data, else none)")
 
 
-def training_architecture(args: argparse.Namespace) -> Architecture:
+def training_architecture(args: argparse.Namespace):
+    """The Architecture (or, for a Spike-driven Transformer preset, the SDTArchitecture) spk-train builds."""
     overrides = {field: (getattr(args, f"arch_{field}"), flag) for flag, (field, _) in OVERRIDES.items()}
     for flag, (field, kind) in OVERRIDES.items():
         value = overrides[field][0]
         if kind is not str and value is not None and not value > 0 and not (field == "pool_stages" and value == 0):
             raise UserError(f"{flag} must be positive, got {value}")
     try:
+        if args.preset in ALL_SDT_PRESETS:  # a Spike-driven Transformer
+            return override_sdt_preset(args.preset, overrides)
         return override_preset(args.preset, overrides)
     except (UnknownPresetError, ArchitectureError) as e:
         raise UserError(str(e)) from None
 
 
-def training_data_config(args: argparse.Namespace, config: SpikformerConfig) -> DataConfig:
+def training_data_config(args: argparse.Namespace, config) -> DataConfig:
     if args.normalize is not None:
         dc = parse_normalize(args.normalize, config.in_channels)
     elif str(args.data).split(":", 1)[0].lower() in OFFICIAL_SPEC_KINDS:

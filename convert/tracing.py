@@ -8,6 +8,8 @@ only, no data, no cost) beside the proxies, so that shape-dependent Python in a 
 constant. Each node keeps the module path that made it (`nn_module_stack`), which names the IR nodes."""
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -78,7 +80,10 @@ class _MetaProxy(fx.Proxy):
 
 class _Tracer(fx.Tracer):
     def __init__(self, root: nn.Module, example: torch.Tensor, leaf_functions: tuple):
-        super().__init__(autowrap_functions=tuple(leaf_functions))
+        # fx wraps a leaf function where the root's forward looks it up; a model whose forward calls it through a
+        # method defined elsewhere (a mixin) looks it up in the module defining it, so those modules are patched too
+        homes = tuple(sys.modules[f.__module__] for f in leaf_functions if f.__module__ in sys.modules)
+        super().__init__(autowrap_modules=(math, *dict.fromkeys(homes)), autowrap_functions=tuple(leaf_functions))
         self.root_module, self.example = root, example
         self.values: dict[fx.Node, object] = {}
         # every parameter and buffer as a meta tensor, by qualified name, read before module reads are patched

@@ -35,4 +35,15 @@ spk-parity "$EV/model.pt" --target nir --data event-digits --min-agreement 1.0 -
 spk-parity "$EV/model.pt" --target loihi --data event-digits --min-agreement 0.95 -o "$EV/parity_loihi"
 spk-report "$EV/model.pt" --target loihi --data event-digits --samples 360 -o "$EV/report_loihi"
 
+# 6. Beyond Spikformer: a small Spike-driven Transformer (Yao et al. 2023; AND attention, membrane shortcut) trained
+#    on the same digits, converted to Loihi 2 (its graded form) and checked the same way. NIR has no node for its
+#    max-pool of graded values (docs/sdt_lowering.md), so it has no NIR file.
+SDT=$OUT/sdt
+mkdir -p "$SDT"
+spk-train --preset sdt-digits-2-64 --data digits --epochs 15 --out "$SDT/model.pt"
+spk-convert "$SDT/model.pt" --target loihi -o "$SDT/loihi"
+spk-parity "$SDT/model.pt" --target loihi --mode float --data digits --min-agreement 1.0 --min-layer-agreement 1.0 \
+    -o "$SDT/parity_float"
+spk-parity "$SDT/model.pt" --target loihi --data digits --min-agreement 0.99 -o "$SDT/parity_loihi"
+
 echo "demo: done; outputs in $OUT/"

@@ -61,13 +61,13 @@ class Architecture:
         return describe(self.config, self.origin, self.preset)
 
 
-def describe(config: SpikformerConfig, origin: dict | None, preset: str | None = None) -> str:
+def describe(config, origin: dict | None, preset: str | None = None) -> str:
     """One line: every config value grouped by its origin, e.g. "cifar10-4-384: layout cifar, depth 4, ...
     (state dict shapes); num_heads 12, T 4, img_size 32 (checkpoint args)"."""
     origin = origin if isinstance(origin, dict) else {}
     groups: dict[str, list[str]] = {}
     values = config.to_dict()
-    for name in DESCRIBE_ORDER:
+    for name in DESCRIBE_ORDER if isinstance(config, SpikformerConfig) else values:  # an SDTConfig: its own order
         value = values[name]
         groups.setdefault(str(origin.get(name, "unknown origin")), []).append(f"{name} {value:g}" if isinstance(
             value, float) else f"{name} {value}")

@@ -31,11 +31,13 @@ import torch
 from ground.atomic import write_bytes
 from ground.errors import UserError, check_positive_ints
 from . import restricted_unpickler
-from .architecture import (BUILD_ERRORS, FLAGS, ArchitectureError, apply_flags, describe, infer_architecture,
-                           preset_named)
+from .architecture import BUILD_ERRORS, FLAGS, ArchitectureError, apply_flags, describe, infer_architecture
 from .data_config import RAW, DataConfig, DataConfigError, resolve_data_config
 from .model import Spikformer
 from .presets import OWN_PRESETS, PRESETS, SpikformerConfig, UnknownPresetError, get_preset
+from .sdt_architecture import infer_sdt_architecture, is_sdt_state
+from .sdt_presets import ALL_SDT_PRESETS, SDT_OWN_PRESETS, SDTConfig
+from .zoo import build_model, named_preset
 
 FORMAT = "spikformer-checkpoint"
 FORMAT_VERSION = 1
@@ -50,6 +52,9 @@ MAX_ARCHIVE_MEMBERS = 200_000
 MAX_PICKLE_BYTES = 256 * 2 ** 20
 WEIGHTS = ("model", "ema")  # which weights of a training checkpoint: "state_dict" or "state_dict_ema"
 TRAINING_FACTS = ("epoch", "arch", "metric", "version")  # kept (plain) from a training checkpoint
+# The file's "architecture" entry, written for a Spike-driven Transformer only (a Spikformer file has none, so its
+# bytes are those of every earlier version)
+SDT_ARCHITECTURE = "spike-driven-transformer"
 
 
 class CheckpointError(UserError):
@@ -86,22 +91,35 @@ def plain(obj):
     return str(obj)
 
 
-def checkpoint_bytes(model: torch.nn.Module, config: SpikformerConfig, metadata: dict | None = None) -> bytes:
+def preset_config(name: str):
+    """A preset of either architecture by name; CheckpointError (one line, every name) when unknown."""
+    if name in ALL_SDT_PRESETS:
+        return ALL_SDT_PRESETS[name]
+    try:
+        return get_preset(name)
+    except UnknownPresetError as e:
+        raise CheckpointError(f"{e}; Spike-driven Transformer presets: {', '.join(ALL_SDT_PRESETS)}") from None
+
+
+def checkpoint_bytes(model: torch.nn.Module, config: SpikformerConfig | SDTConfig,
+                     metadata: dict | None = None) -> bytes:
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
     obj = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_dict(), "state_dict": state,
            "metadata": plain(dict(metadata or {}))}
+    if isinstance(config, SDTConfig):
+        obj["architecture"] = SDT_ARCHITECTURE
     buf = io.BytesIO()  # saving to a buffer keeps the archive name fixed, independent of the output path
     torch.save(obj, buf)
     return buf.getvalue()
 
 
 def save_checkpoint(path, model: torch.nn.Module, metadata: dict | None = None,
-                    config: SpikformerConfig | None = None) -> Path:
+                    config: SpikformerConfig | SDTConfig | None = None) -> Path:
     """Write model (+ its config and `metadata`) to `path` atomically. Metadata values must be plain
     (str/int/float/bool/None, lists and dicts of them) so the file loads with weights_only=True."""
     config = config or getattr(model, "config", None)
-    if not isinstance(config, SpikformerConfig):
-        raise ValueError("save_checkpoint needs the model's SpikformerConfig")
+    if not isinstance(config, (SpikformerConfig, SDTConfig)):
+        raise ValueError("save_checkpoint needs the model's SpikformerConfig or SDTConfig")
     path = Path(path)
     if path.is_dir():
         raise UserError(f"output {path} is a directory; give a file name such as {path / 'model.pt'}")
@@ -305,7 +323,7 @@ def _data_config(layout: str, metadata: dict, ours: bool, preset: str | None, no
                  in_channels: int, path: Path) -> DataConfig:
     """resolve_data_config, except that a state dict of one of our own presets is raw input, as we train them."""
     try:
-        if normalize is None and not ours and preset in OWN_PRESETS:
+        if normalize is None and not ours and (preset in OWN_PRESETS or preset in SDT_OWN_PRESETS):
             return RAW.with_origin(f"none: raw values in [0, 1], as preset {preset} is trained")
         return resolve_data_config(layout, metadata, ours, normalize, in_channels)
     except DataConfigError as e:
@@ -327,12 +345,7 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
     flags = {"num_heads": heads, "T": time_steps, "img_size": img_size}
     check_positive_ints({FLAGS[name]: value for name, value in flags.items()}, CheckpointError)
     obj = _torch_load(path, map_location=device)
-    preset_cfg = None
-    if preset is not None:
-        try:
-            preset_cfg = get_preset(preset)
-        except UnknownPresetError as e:
-            raise CheckpointError(str(e)) from None
+    preset_cfg = preset_config(preset) if preset is not None else None
 
     ours = isinstance(obj, dict) and obj.get("format") == FORMAT
     try:
@@ -341,12 +354,16 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
             if version != FORMAT_VERSION:
                 raise CheckpointError(f"{path} has checkpoint format version {version!r}; this tool reads version "
                                       f"{FORMAT_VERSION}")
+            kind = obj.get("architecture")
+            if kind not in (None, SDT_ARCHITECTURE):
+                raise CheckpointError(f"{path} holds a {kind!r} model; this tool reads Spikformer and "
+                                      f"{SDT_ARCHITECTURE!r} checkpoints")
             try:
-                config = SpikformerConfig.from_dict(dict(obj["config"]))
+                config = (SDTConfig if kind == SDT_ARCHITECTURE else SpikformerConfig).from_dict(dict(obj["config"]))
             except (KeyError, TypeError, ValueError) as e:
                 raise CheckpointError(f"{path} has an invalid model config: {e}") from None
             if preset_cfg is not None and preset_cfg != config:
-                diff = sorted(k for k, v in config.to_dict().items() if preset_cfg.to_dict()[k] != v)
+                diff = sorted(k for k, v in config.to_dict().items() if preset_cfg.to_dict().get(k) != v)
                 raise CheckpointError(f"{path} was saved for a different architecture than preset {preset!r} "
                                       f"(differs in {', '.join(diff)}); drop --preset to use the saved config")
             state = obj.get("state_dict")
@@ -360,7 +377,7 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
             config, origin = apply_flags(config, origin, flags, str(path), saved=True)
             metadata = dict(metadata, source="spikformer-checkpoint")
             if "preset" not in metadata:
-                metadata["preset"] = preset_named(config)
+                metadata["preset"] = named_preset(config)
         else:
             state, kind, facts = _select_state(obj, weights, path)
             state = _strip_prefix(state)
@@ -372,7 +389,8 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
                                              flags, str(path), saved=False)
                 metadata["preset"] = preset if config == preset_cfg else None
             else:
-                arch = infer_architecture(state, facts.get("args"), flags, str(path))
+                infer = infer_sdt_architecture if is_sdt_state(state) else infer_architecture
+                arch = infer(state, facts.get("args"), flags, str(path))
                 config, origin = arch.config, arch.origin
                 metadata["preset"] = arch.preset
                 if arch.preset is not None:
@@ -383,13 +401,14 @@ def load_checkpoint(path, preset: str | None = None, device: str | torch.device 
 
     try:  # expected shapes without allocating anything: a damaged config cannot make us build a huge model
         with torch.device("meta"):
-            skeleton = Spikformer(config)
+            skeleton = build_model(config)
     except BUILD_ERRORS as e:
-        raise CheckpointError(f"{path}: its model config cannot build a Spikformer ({_short(e)})") from None
+        raise CheckpointError(f"{path}: its model config cannot build a {type(config).__name__.removesuffix('Config')} "
+                              f"({_short(e)})") from None
     check_state_dict(skeleton, state, source=str(path))
     data_config = _data_config(config.layout, metadata, ours, metadata.get("preset"), normalize,
                                config.in_channels, path)
-    model = Spikformer(config)
+    model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # dtype problems and the like

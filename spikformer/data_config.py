@@ -115,6 +115,13 @@ OFFICIAL: dict[str, DataConfig] = {
     "imagenet": DataConfig(IMAGENET_MEAN, IMAGENET_STD, "bicubic", 1.0,
                            "official yml of the imagenet layout (imagenet/imagenet.yml)"),
     "dvs": DataConfig(origin="official dvs layout (cifar10dvs/train.py): event counts, no normalisation"),
+    # BICLab/Spike-Driven-Transformer's conf/ files (timm's loader, the same arithmetic)
+    "sdt-cifar": DataConfig(CIFAR_MEAN, CIFAR_STD, "bicubic", 1.0,
+                            "official Spike-driven Transformer conf/cifar10 and conf/cifar100 yml"),
+    "sdt-imagenet": DataConfig(IMAGENET_MEAN, IMAGENET_STD, "bicubic", 0.95,
+                               "official Spike-driven Transformer conf/imagenet yml"),
+    "sdt-dvs": DataConfig(origin="official Spike-driven Transformer DVS data sets (train.py): event frames, "
+                                 "no normalisation"),
 }
 
 

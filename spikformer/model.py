@@ -220,7 +220,40 @@ class SPS(nn.Module):
         return x.flatten(-2).transpose(-1, -2).contiguous()
 
 
-class Spikformer(nn.Module):
+class InputNormalization:
+    """The official loader's per-channel normalisation as part of a model (Spikformer, SpikeDrivenTransformer: both
+    official codes normalise in timm's loader); needs `self.config` (in_channels, event_input) and `self.head`."""
+
+    def set_input_normalization(self, data_config) -> None:
+        """Normalise every input as the official loader did (spikformer.data_config.DataConfig; None or an
+        unnormalised config: none). The constants are non-persistent buffers: they follow .to()/.double() but
+        are not in the state dict, so official state dicts still load strictly."""
+        if data_config is None or not data_config.normalized:
+            self.input_mean255 = self.input_std255 = None
+            return
+        if self.config.event_input:
+            raise ValueError("event input is not normalised (the official DVS code feeds event counts)")
+        data_config.check_channels(self.config.in_channels)
+        mean255, std255 = data_config.pixel_mean_std()
+        dev = self.head.weight.device
+        for name in ("input_mean255", "input_std255"):  # a plain None left by an earlier call
+            self.__dict__.pop(name, None)
+        self.register_buffer("input_mean255", mean255.to(dev).view(-1, 1, 1), persistent=False)
+        self.register_buffer("input_std255", std255.to(dev).view(-1, 1, 1), persistent=False)
+
+    @property
+    def input_normalized(self) -> bool:
+        return getattr(self, "input_mean255", None) is not None
+
+    def normalize_input(self, img: torch.Tensor) -> torch.Tensor:
+        """x in [0, 1] (8-bit pixels / 255) -> (255 x - 255 mean) / (255 std): timm's PrefetchLoader arithmetic
+        (255 x is the 8-bit value exactly in float32); unchanged when the model has no normalisation."""
+        if not self.input_normalized:
+            return img
+        return normalize_pixels(img, self.input_mean255, self.input_std255)
+
+
+class Spikformer(InputNormalization, nn.Module):
     def __init__(self, config: SpikformerConfig):
         super().__init__()
         self.config = config
@@ -258,34 +291,6 @@ class Spikformer(nn.Module):
         if self.tokens_last:
             return x.mean(2)
         return x.flatten(3).mean(3)  # [T, B, C, N] or [T, B, C, H, W]: mean over tokens
-
-    def set_input_normalization(self, data_config) -> None:
-        """Normalise every input as the official loader did (spikformer.data_config.DataConfig; None or an
-        unnormalised config: none). The constants are non-persistent buffers: they follow .to()/.double() but
-        are not in the state dict, so official state dicts still load strictly."""
-        if data_config is None or not data_config.normalized:
-            self.input_mean255 = self.input_std255 = None
-            return
-        if self.config.event_input:
-            raise ValueError("event input is not normalised (the official DVS code feeds event counts)")
-        data_config.check_channels(self.config.in_channels)
-        mean255, std255 = data_config.pixel_mean_std()
-        dev = self.head.weight.device
-        for name in ("input_mean255", "input_std255"):  # a plain None left by an earlier call
-            self.__dict__.pop(name, None)
-        self.register_buffer("input_mean255", mean255.to(dev).view(-1, 1, 1), persistent=False)
-        self.register_buffer("input_std255", std255.to(dev).view(-1, 1, 1), persistent=False)
-
-    @property
-    def input_normalized(self) -> bool:
-        return getattr(self, "input_mean255", None) is not None
-
-    def normalize_input(self, img: torch.Tensor) -> torch.Tensor:
-        """x in [0, 1] (8-bit pixels / 255) -> (255 x - 255 mean) / (255 std): timm's PrefetchLoader arithmetic
-        (255 x is the 8-bit value exactly in float32); unchanged when the model has no normalisation."""
-        if not self.input_normalized:
-            return img
-        return normalize_pixels(img, self.input_mean255, self.input_std255)
 
     def time_major_input(self, x: torch.Tensor) -> torch.Tensor:
         """Model input -> [T, B, C, H, W]: event frames [B, T, C, H, W] are permuted (one frame per step, as the

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .model import TAU, functional, neuron, surrogate
+from .model import TAU, InputNormalization, functional, neuron, surrogate
 from .sdt_presets import SDTConfig
 
 
@@ -167,7 +167,7 @@ class MS_Block_Conv(nn.Module):
         return self.mlp(self.attn(x))
 
 
-class SpikeDrivenTransformer(nn.Module):
+class SpikeDrivenTransformer(InputNormalization, nn.Module):
     def __init__(self, config: SDTConfig):
         super().__init__()
         self.config = config
@@ -210,8 +210,10 @@ class SpikeDrivenTransformer(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """img [B, C, H, W] (repeated at every step) or, with config.event_input, frames [B, T, C, H, W] ->
         logits [B, classes], averaged over the time steps (a TET model's per-step logits, averaged). Neuron
-        states are reset before every call."""
+        states are reset before every call; images are normalised as the official loader did where the model has a
+        data config (set_input_normalization)."""
         functional.reset_net(self)
+        img = self.normalize_input(img)
         if img.dim() < 5:
             x = img.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
         else:

@@ -59,6 +59,15 @@ class SDTConfig:
         return self.img_size // (2 ** self.pooling_stat.count("1"))
 
     @property
+    def layout(self) -> str:
+        """The official conf family whose data config the model takes (spikformer.data_config.OFFICIAL): event
+        frames the DVS confs (no normalisation), 224-pixel images and larger the ImageNet confs, smaller ones the
+        CIFAR confs."""
+        if self.event_input:
+            return "sdt-dvs"
+        return "sdt-imagenet" if self.img_size >= 224 else "sdt-cifar"
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         frame = (self.in_channels, self.img_size, self.img_size)
         return (self.T, *frame) if self.event_input else frame
@@ -108,6 +117,13 @@ SDT_PRESETS: dict[str, SDTConfig] = {
     "sdt-gesture-2-256-t10": _gesture(10),
     "sdt-gesture-2-256-t16": _gesture(16),
 }
+
+# This project's own models (not in the official conf/): trained on raw [0, 1] input, as the Spikformer digits presets
+SDT_OWN_PRESETS: dict[str, SDTConfig] = {
+    "sdt-digits-2-64": SDTConfig(img_size=8, in_channels=1, num_classes=10, embed_dim=64, num_heads=4, depth=2, T=4,
+                                 pooling_stat="0011"),
+}
+ALL_SDT_PRESETS = {**SDT_PRESETS, **SDT_OWN_PRESETS}
 
 # the conf/ file each preset follows (BICLab/Spike-Driven-Transformer)
 SDT_CONF_FILES = {

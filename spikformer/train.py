@@ -21,6 +21,7 @@ from ground.errors import UserError
 from .data import load_dataset_with_info
 from .model import Spikformer, count_parameters
 from .presets import SpikformerConfig
+from .zoo import build_model
 
 DEFAULT_EPOCHS = 20
 DEFAULT_LR = 2e-3
@@ -190,7 +191,7 @@ def train(config: SpikformerConfig, data_spec: str, epochs: int = DEFAULT_EPOCHS
         raise UserError(f"data spec {data_spec!r} has no training samples")
 
     seed_everything(seed)
-    model = Spikformer(config)
+    model = build_model(config)
     model.set_input_normalization(data_config)
     model = model.to(dev)
     if source is None:  # after the model's initialisation, which draws from the global generator

@@ -19,7 +19,7 @@ from ..base import CompiledNetwork
 from hardware.loihi.limits import LoihiLimitError
 from hardware.loihi.profiles import PROFILES, HardwareProfile, get_profile
 from .placement_memo import PlacementMemo
-from .quantize import WeightMemo, quantize
+from .quantize import NotQuantisableError, WeightMemo, quantize
 from .resources import map_resources
 from .timing import insert_delay_relays, schedule
 
@@ -121,6 +121,10 @@ def compile_target(frontend: ir.Graph, options: ConversionOptions, progress: boo
                 builds[form] = b
             except LoihiLimitError as e:  # this form cannot be built or placed; "auto" may take the other
                 errors[form], totals[form] = e, {"unplaceable": str(e)}
+            except NotQuantisableError as e:  # a form of float semantics only (the Spike-driven Transformer's binary)
+                if options.ssa == form:
+                    raise
+                totals[form] = {"not_chip_shaped": str(e)}
             bar.update()
         if options.ssa != "auto" and options.ssa in errors:
             e = errors[options.ssa]

@@ -11,6 +11,9 @@ def build_lines(summary: dict, out) -> list[str]:
         if "unplaceable" in tot:
             lines.append(f"loihi SSA {form}: cannot be placed on {summary['hw']}: {tot['unplaceable']}")
             continue
+        if "not_chip_shaped" in tot:
+            lines.append(f"loihi SSA {form}: not built ({tot['not_chip_shaped']})")
+            continue
         lines.append(f"loihi SSA {form}{mark}: {tot['cores']:,} cores, {tot['chips']:,} chips, "
                      f"{tot['neurons']:,} neurons, {tot['synapses']:,} synapses, depth {tot['pipeline_depth']}")
     for name, tot in summary.get("other_profiles", {}).items():
