@@ -357,14 +357,14 @@ class Activity:
 def _origin(graph: ir.Graph, name: str) -> str:
     """The node whose values reach `name` through layout nodes and the input normalisation (the first conv's
     origin is the Input, normalised or not)."""
-    while isinstance(graph.nodes[name], (ir.Flatten, ir.InputNorm)):
+    while isinstance(graph.nodes[name], (*ir.VIEW_TYPES, ir.InputNorm)):
         name = graph.in_edges(name)[0].src
     return name
 
 
 def _recomputable(node: ir.Node) -> bool:
     """A stateless node of a lowered graph whose output its inputs give: synapses, layout, memoryless neurons."""
-    return node.is_synapse or isinstance(node, (ir.Flatten, ir.InputNorm)) or (node.is_neuron and not node.stateful)
+    return node.is_synapse or isinstance(node, (*ir.VIEW_TYPES, ir.InputNorm)) or (node.is_neuron and not node.stateful)
 
 
 class Records:

@@ -94,7 +94,7 @@ def spikformer_to_ir(model: nn.Module) -> ir.Graph:
     except (TraceError, UntranslatableError) as e:
         raise UnsupportedModuleError(f"{e}; supported: {', '.join(SUPPORTED_MODULES)}") from None
     if isinstance(model, SpikeDrivenTransformer):
-        g.metadata["architecture"] = "spike-driven-transformer"
+        g.metadata["architecture"] = ir.ARCHITECTURE_SDT
     if numeric_warnings:
         g.metadata["warnings"] = numeric_warnings
     g.validate()

@@ -127,6 +127,9 @@ class InputNorm(Node):
 
 
 INPUT_NORM_SOURCE = "input_norm"  # the name (and source) of the InputNorm node: Spikformer.normalize_input
+# Graph.metadata["architecture"] of a Spike-driven Transformer (set by the frontend; the passes and the quantiser
+# treat its stream differently); absent for Spikformer
+ARCHITECTURE_SDT = "spike-driven-transformer"
 
 
 # ---------------------------------------------------------------- synapses (constant weights)
@@ -410,6 +413,7 @@ class TokenTimeMeanLinear(Node):
 NODE_TYPES = {cls.__name__: cls for cls in (
     Input, BiasSource, InputNorm, Output, Conv2d, Conv1d, SumPool2d, AxisSynapse, Flatten, Reshape, Delay, LIF, Threshold, Integrator,
     LoihiLIF, GradedNeuron, GradedRelu, ProductNeuron, BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)}
+VIEW_TYPES = (Flatten, Reshape)  # layout only: the same values in the same row-major order, another shape
 HIGH_LEVEL_TYPES = (BatchNorm, MaxPool2d, Add, SSAProduct, TokenTimeMeanLinear)
 
 
@@ -460,6 +464,13 @@ class Graph:
 
     def out_edges(self, name: str) -> list[Edge]:
         return [e for e in self.edges if e.src == name]
+
+    def view_origin(self, name: str) -> str:
+        """The node whose values `name` shows: itself, or, through layout views (Flatten, Reshape: row-major,
+        the same flat indices), the node they view."""
+        while isinstance(self.nodes[name], VIEW_TYPES):
+            name = self.in_edges(name)[0].src
+        return name
 
     def inputs(self) -> list[str]:
         return [n for n, node in self.nodes.items() if isinstance(node, Input)]

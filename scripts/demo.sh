@@ -45,5 +45,14 @@ spk-convert "$SDT/model.pt" --target loihi -o "$SDT/loihi"
 spk-parity "$SDT/model.pt" --target loihi --mode float --data digits --min-agreement 1.0 --min-layer-agreement 1.0 \
     -o "$SDT/parity_float"
 spk-parity "$SDT/model.pt" --target loihi --data digits --min-agreement 0.99 -o "$SDT/parity_loihi"
+#    ... and on the event digits, with the cifar10-dvs configuration's Erode (dvs_mode): 3x3 max-pools of spikes in
+#    the attention, on Loihi as sum pools and threshold neurons over reshaped views
+SDTEV=$OUT/sdt_events
+mkdir -p "$SDTEV"
+spk-train --preset sdt-event-digits-2-64 --data event-digits --epochs 15 --out "$SDTEV/model.pt"
+spk-convert "$SDTEV/model.pt" --target loihi -o "$SDTEV/loihi"
+spk-parity "$SDTEV/model.pt" --target loihi --mode float --data event-digits --min-agreement 1.0 \
+    --min-layer-agreement 1.0 -o "$SDTEV/parity_float"
+spk-parity "$SDTEV/model.pt" --target loihi --data event-digits --min-agreement 0.95 -o "$SDTEV/parity_loihi"
 
 echo "demo: done; outputs in $OUT/"

@@ -101,7 +101,7 @@ def _input_highs(g: ir.Graph, in_edges: dict, input_scale: int, per_stream: set)
             rng[name] = None if g.metadata.get("input_per_step") else float(input_scale)
         elif isinstance(node, ir.LoihiLIF) and not node.readout:
             rng[name] = 1.0
-        elif (isinstance(node, ir.Flatten) or isinstance(node, ir.GradedNeuron) and node.vth < 1
+        elif (isinstance(node, ir.VIEW_TYPES) or isinstance(node, ir.GradedNeuron) and node.vth < 1
               or fixed_point.channel_scale_identity(node)) and known:  # (their outputs are their inputs)
             rng[name] = sum(ins)
         else:

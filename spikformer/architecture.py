@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 
 from ground.errors import UserError
 from .presets import PRESETS, SpikformerConfig
+from .sdt_presets import ALL_SDT_PRESETS, SDTConfig
 
 SHAPE_ORIGIN = "state dict shapes"
 # Official values of what the shapes do not tell (docs/spikformer.md, "Architecture from a checkpoint").
@@ -47,7 +48,7 @@ class ArchitectureError(UserError):
 
 @dataclass(frozen=True)
 class Architecture:
-    config: SpikformerConfig
+    config: SpikformerConfig | SDTConfig  # a Spikformer's, or a Spike-driven Transformer's (sdt_architecture.py)
     origin: dict            # field -> where its value came from
     preset: str | None = None  # the preset equal to `config`, if any
     base: str | None = None    # override_preset: the preset it started from
@@ -55,7 +56,8 @@ class Architecture:
     @property
     def overridden(self) -> bool:
         """Built from a preset (override_preset) and no longer equal to it."""
-        return self.base is not None and self.config != PRESETS[self.base]
+        presets = ALL_SDT_PRESETS if isinstance(self.config, SDTConfig) else PRESETS
+        return self.base is not None and self.config != presets[self.base]
 
     def describe(self) -> str:
         return describe(self.config, self.origin, self.preset)
@@ -230,13 +232,20 @@ def infer_architecture(state: dict, args: dict | None = None, flags: dict | None
                               f"2**{values['pool_stages']})")
     else:
         values["img_size"], origin["img_size"] = resolve("img_size")
+    return inferred(SpikformerConfig, values, origin, source, ("num_heads", "img_size", "T"),
+                    "--heads / --img-size / --time-steps", preset_named)
+
+
+def inferred(cls, values: dict, origin: dict, source: str, culprits: tuple, flags: str, named) -> Architecture:
+    """The Architecture of inferred `values` (a config of class `cls`, the preset `named` gives); ArchitectureError
+    naming the `culprits` fields and their origins where they build no valid config."""
     try:
-        config = SpikformerConfig(**values)
+        config = cls(**values)
     except BUILD_ERRORS as e:
-        culprits = "; ".join(f"{k} {values[k]} from {origin[k]}" for k in ("num_heads", "img_size", "T"))
-        raise ArchitectureError(f"{source}: the inferred architecture is not valid ({e}; {culprits}); give "
-                                f"--heads / --img-size / --time-steps or --preset") from None
-    return Architecture(config, {k: origin[k] for k in FIELDS}, preset_named(config))
+        why = "; ".join(f"{k} {values[k]} from {origin[k]}" for k in culprits)
+        raise ArchitectureError(f"{source}: the inferred architecture is not valid ({e}; {why}); give "
+                                f"{flags} or --preset") from None
+    return Architecture(config, {f.name: origin[f.name] for f in fields(cls)}, named(config))
 
 
 def override_preset(base: str, overrides: dict) -> Architecture:

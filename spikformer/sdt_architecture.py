@@ -16,9 +16,10 @@ Order, field by field (first found wins, contradictions are errors), as for Spik
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
-from .architecture import BUILD_ERRORS, FLAGS, SHAPE_ORIGIN, ArchitectureError, _as_int, _shape, describe
+from .architecture import (BUILD_ERRORS, FLAGS, SHAPE_ORIGIN, Architecture, ArchitectureError, _as_int, _shape,
+                           inferred)
 from .sdt_presets import ALL_SDT_PRESETS, SDTConfig
 
 TALKING_HEADS = "block.0.attn.talking_heads.weight"
@@ -39,22 +40,7 @@ def is_sdt_state(state: dict) -> bool:
     return any(k.endswith(".attn.talking_heads.weight") for k in state)
 
 
-@dataclass(frozen=True)
-class SDTArchitecture:
-    config: SDTConfig
-    origin: dict
-    preset: str | None = None
-    base: str | None = None    # override_sdt_preset: the preset it started from
-
-    @property
-    def overridden(self) -> bool:
-        return self.base is not None and self.config != ALL_SDT_PRESETS[self.base]
-
-    def describe(self) -> str:
-        return describe(self.config, self.origin, self.preset)
-
-
-def override_sdt_preset(base: str, overrides: dict) -> SDTArchitecture:
+def override_sdt_preset(base: str, overrides: dict) -> Architecture:
     """A Spike-driven Transformer preset with some fields replaced (spk-train's --depth, --dim, ...): `overrides`
     maps a field to (value, the flag that gave it); None values are not given; the Spikformer-only fields
     (layout, pool_stages) are refused."""
@@ -72,7 +58,7 @@ def override_sdt_preset(base: str, overrides: dict) -> SDTArchitecture:
     except BUILD_ERRORS as e:
         raise ArchitectureError(f"preset {base} with {', '.join(f'{v[1]} {v[0]}' for v in given.values())}: {e}") \
             from None
-    return SDTArchitecture(config, origin, sdt_preset_named(config), base)
+    return Architecture(config, origin, sdt_preset_named(config), base)
 
 
 def sdt_preset_named(config: SDTConfig) -> str | None:
@@ -122,8 +108,8 @@ def presets_with_shapes(facts: dict) -> dict[str, SDTConfig]:
 
 
 def infer_sdt_architecture(state: dict, args: dict | None = None, flags: dict | None = None,
-                           source: str = "the state dict") -> SDTArchitecture:
-    """The SDTArchitecture of a state dict (see the module docstring). `flags`: {"num_heads", "T", "img_size"} ->
+                           source: str = "the state dict") -> Architecture:
+    """The Architecture of a state dict (see the module docstring). `flags`: {"num_heads", "T", "img_size"} ->
     value or None (not given)."""
     facts = shape_facts(state, source)
     given = args_facts(args)
@@ -171,10 +157,5 @@ def infer_sdt_architecture(state: dict, args: dict | None = None, flags: dict | 
     if "num_heads" not in values:  # no blocks: the heads build nothing
         values["num_heads"], origin["num_heads"] = resolve("num_heads", (8, "official train.py default"))
         values["mlp_ratio"], origin["mlp_ratio"] = 4, "no blocks (unused)"
-    try:
-        config = SDTConfig(**values)
-    except BUILD_ERRORS as e:
-        culprits = "; ".join(f"{k} {values[k]} from {origin[k]}" for k in ("img_size", "T", "pooling_stat"))
-        raise ArchitectureError(f"{source}: the inferred architecture is not valid ({e}; {culprits}); give "
-                                f"--img-size / --time-steps or --preset") from None
-    return SDTArchitecture(config, {k: origin[k] for k in FIELDS}, sdt_preset_named(config))
+    return inferred(SDTConfig, values, origin, source, ("img_size", "T", "pooling_stat"), "--img-size / --time-steps",
+                    sdt_preset_named)

@@ -122,6 +122,9 @@ SDT_PRESETS: dict[str, SDTConfig] = {
 SDT_OWN_PRESETS: dict[str, SDTConfig] = {
     "sdt-digits-2-64": SDTConfig(img_size=8, in_channels=1, num_classes=10, embed_dim=64, num_heads=4, depth=2, T=4,
                                  pooling_stat="0011"),
+    # the built-in event digits (ON/OFF frames), with the cifar10-dvs configuration's Erode (dvs_mode)
+    "sdt-event-digits-2-64": SDTConfig(img_size=8, in_channels=2, num_classes=10, embed_dim=64, num_heads=4, depth=2,
+                                       T=4, pooling_stat="0011", dvs_mode=True, event_input=True),
 }
 ALL_SDT_PRESETS = {**SDT_PRESETS, **SDT_OWN_PRESETS}
 

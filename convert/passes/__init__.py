@@ -27,7 +27,7 @@ def lower(g: ir.Graph, ssa_order: str = "auto", upto: str | None = None, ssa_for
         "fold_bn": fold_bn.run,
         "maxpool_or": lambda x: maxpool_graded.run(maxpool_or.run(x)),  # spikes: OR; graded values: ReLU chain
         "residual_streams": (residual_streams if ssa_form == "binary" else sdt_relays if
-                             g.metadata.get("architecture") == "spike-driven-transformer" else residual_graded).run,
+                             g.metadata.get("architecture") == ir.ARCHITECTURE_SDT else residual_graded).run,
         "ssa": lambda x: (ssa_binary if ssa_form == "binary" else ssa_graded).run(x, ssa_order),
         "head_readout": lambda x: head_readout.run(x, memo),
     }

@@ -13,14 +13,16 @@ from .. import ir
 from .residual_streams import spike_streams
 
 
-def _identity(name: str, source: str, shape: tuple) -> ir.Node:
-    """A depthwise 1-wide convolution with weight 1: each neuron reads the same neuron of the stream."""
+def identity_synapse(name: str, source: str, shape: tuple, bias=None, weight: float = 1.0,
+                     kernel: int = 1) -> ir.Node:
+    """A depthwise synapse of one weight: each neuron reads the same channel of the stream (and, with kernel > 1
+    over tokens, that many tokens of it)."""
     c = shape[0]
-    if len(shape) == 3:
-        return ir.Conv2d(name, source, weight=np.ones((c, 1, 1, 1)), groups=c)
+    if len(shape) == 3 and kernel == 1:
+        return ir.Conv2d(name, source, weight=np.full((c, 1, 1, 1), weight), bias=bias, groups=c)
     if len(shape) == 2:
-        return ir.Conv1d(name, source, weight=np.ones((c, 1, 1)), groups=c)
-    raise ir.IRValidationError(f"{name}: residual sum of shape {shape} (expected (C, N) or (C, H, W))")
+        return ir.Conv1d(name, source, weight=np.full((c, 1, kernel), weight), bias=bias, groups=c)
+    raise ir.IRValidationError(f"{name}: a stream of shape {shape} (expected (C, N) or (C, H, W))")
 
 
 def run(g: ir.Graph) -> ir.Graph:
@@ -38,7 +40,7 @@ def run(g: ir.Graph) -> ir.Graph:
         relay = g.unique_name(f"{a}.sum")
         syns = []
         for s in streams[a]:
-            syns.append(g.add(_identity(g.unique_name(f"{relay}.from.{s}"), src, shapes[a]), s))
+            syns.append(g.add(identity_synapse(g.unique_name(f"{relay}.from.{s}"), src, shapes[a]), s))
         g.add(ir.GradedNeuron(relay, src, vth=0.0), *syns)
         relays[a] = (relay, consumers)
     for a, (relay, consumers) in relays.items():

@@ -20,18 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
+from .residual_graded import identity_synapse
 
 
 class StreamRelayError(ValueError):
     pass
-
-
-def _identity(name: str, source: str, shape: tuple, bias=None, weight: float = 1.0, kernel: int = 1) -> ir.Node:
-    """A depthwise synapse: each neuron reads the same channel (and, for kernel > 1 over tokens, every token)."""
-    c = shape[0]
-    if len(shape) == 3:
-        return ir.Conv2d(name, source, weight=np.full((c, 1, 1, 1), weight), bias=bias, groups=c)
-    return ir.Conv1d(name, source, weight=np.full((c, 1, kernel), weight), bias=bias, groups=c)
 
 
 def _take_bias(node: ir.Node, c: int) -> np.ndarray:
@@ -67,9 +60,9 @@ def run(g: ir.Graph) -> ir.Graph:
                 src = reads_from.get(t, t)
                 pop = g.in_edges(src)[0].src if isinstance(g.nodes[src], ir.Flatten) else src
                 bias = bias + carried.get(pop, 0.0)
-                syn = g.add(_identity(g.unique_name(f"{relay}.from_{pop}"), add.source, shapes[src]), src)
+                syn = g.add(identity_synapse(g.unique_name(f"{relay}.from_{pop}"), add.source, shapes[src]), src)
                 g.connect(syn, relay)
-            elif node.is_synapse and all(g.nodes[e.src].spiking for e in g.in_edges(t)):
+            elif node.is_synapse and all(g.nodes[g.view_origin(e.src)].spiking for e in g.in_edges(t)):
                 bias = bias + _take_bias(node, shapes[relay][0])
                 g.edges = [e for e in g.edges if not (e.src == t and e.dst in (a, *ins))]
                 g.connect(t, relay)
@@ -131,10 +124,10 @@ def _read(g: ir.Graph, out: str, e: ir.Edge, bias: np.ndarray, shapes: dict) -> 
         c, n = shape  # the head's token mean: a depthwise Conv1d, kernel N, weight 1/N, the bias carried
         outs = g.out_edges(dst.name)
         g.remove(dst.name)
-        g.add(_identity(dst.name, dst.source, shape, bias=bias.copy(), weight=dst.weight, kernel=n), out)
+        g.add(identity_synapse(dst.name, dst.source, shape, bias=bias.copy(), weight=dst.weight, kernel=n), out)
         g.edges.extend(outs)
         return
     if not dst.is_neuron:
         raise StreamRelayError(f"{e.dst} ({dst.kind}) reads the stream; its readers are neurons and the head's mean")
-    syn = g.add(_identity(g.unique_name(f"{e.dst}.from_stream"), dst.source, shape, bias=bias.copy()), out)
+    syn = g.add(identity_synapse(g.unique_name(f"{e.dst}.from_stream"), dst.source, shape, bias=bias.copy()), out)
     g.connect(syn, e.dst, e.port)

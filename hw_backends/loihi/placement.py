@@ -324,7 +324,9 @@ def _incoming(g: ir.Graph, projs: list[Projection], shapes: dict, profile: Hardw
         syn = g.nodes[p.synapse]
         in_shape = shapes[g.in_edges(p.synapse)[0].src]
         geom = geometry(syn, in_shape, shapes[p.synapse], memo.invariance if memo else tap_invariance)
-        population = bool(profile.population_axons and geom.can_population)
+        # population axons (one per position, shared by the channels) need the view to keep the population's
+        # channel axis: a Reshape of the heads' channels (h*d, N) -> (h, d, N) regroups them (discrete axons)
+        population = bool(profile.population_axons and geom.can_population and in_shape[0] == shapes[p.pre][0])
         if p.delay.bit_length() > profile.max_delay_bits:
             raise L.LoihiLimitError(f"{p.synapse} ({p.pre} -> {p.post})", f"synaptic delay ({profile.max_delay_bits} "
                                     f"bit, {profile.name})", p.delay, 2 ** profile.max_delay_bits - 1)

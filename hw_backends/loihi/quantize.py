@@ -45,7 +45,6 @@ NORMALIZATION_FOLD_RULE = ("W' = W * 255 / std255 per input channel; per-neuron 
                            "normalised input = the mean in raw space)")
 
 READOUT_LOGIT_RANGE = 64  # |logits| the readout represents without saturating (v saturates at 2**23)
-SDT_ARCHITECTURE = "spike-driven-transformer"  # graph.metadata["architecture"] (convert/frontend.py)
 
 
 class NotQuantisableError(UserError, ValueError):
@@ -228,10 +227,7 @@ class Quantizer:
         round(value x P)), the bias source's payload, else 1 (spikes; Spikformer's relays of integer counts)."""
         srcs = set()
         for e in self.g.in_edges(syn.name):
-            src = e.src
-            while isinstance(self.g.nodes[src], (ir.Flatten, ir.Reshape)):
-                src = self.g.in_edges(src)[0].src
-            srcs.add(self.payload_scale.get(src, 1.0))
+            srcs.add(self.payload_scale.get(self.g.view_origin(e.src), 1.0))
         if len(srcs) != 1:
             raise ValueError(f"{syn.name}: reads sources of different payload scales {sorted(srcs)}")
         return srcs.pop()
@@ -333,7 +329,7 @@ def graded_payload_scales(g: ir.Graph, report: dict) -> dict:
     with (4 B + 1) P <= 2**23, B a bound of |value| over the relays (each relay: the sum of its terms' bounds, a
     term's bound |bias| + L1 norm of its weights for 0/1 inputs); the bias source gets BIAS_SOURCE_PAYLOAD.
     Spikformer's graded relays (integer counts) keep scale 1 (not listed)."""
-    if g.metadata.get("architecture") != SDT_ARCHITECTURE:
+    if g.metadata.get("architecture") != ir.ARCHITECTURE_SDT:
         return {}
     bound: dict[str, float] = {}
     for name in g.topo_order():
@@ -347,7 +343,9 @@ def graded_payload_scales(g: ir.Graph, report: dict) -> dict:
             b = 0.0 if getattr(node, "bias", None) is None else float(np.max(np.abs(node.bias)))
             bound[name] = float(w) * ins + b
         elif node.is_synapse:
-            bound[name] = 0.0 if not isinstance(getattr(node, "weight", None), np.ndarray) else 0.0
+            # the bias source's synapse (the max-pool padding, not a relay's value) or one without a weight array
+            # (AxisSynapse, SumPool2d: they feed spiking neurons, never a relay)
+            bound[name] = 0.0
         else:
             bound[name] = ins
     relays = [n for n, node in g.nodes.items() if isinstance(node, ir.GradedNeuron)]
@@ -373,7 +371,7 @@ def quantize(g: ir.Graph, vth_mant: int = DEFAULT_VTH_MANT, per_channel_exp: boo
     leftover = g.of_type(*ir.HIGH_LEVEL_TYPES)
     if leftover:
         raise ir.IRValidationError(f"quantize needs a lowered graph; {leftover[0].name} is {leftover[0].kind}")
-    if g.metadata.get("architecture") == SDT_ARCHITECTURE and "stream_relays" not in g.metadata:
+    if g.metadata.get("architecture") == ir.ARCHITECTURE_SDT and "stream_relays" not in g.metadata:
         raise NotQuantisableError("the Spike-driven Transformer's binary form is float semantics only (its LIFs read "
                                   "the stream's convolutions directly); lower it with ssa_form='graded', the chip "
                                   "form (docs/sdt_lowering.md)")

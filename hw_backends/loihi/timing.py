@@ -15,6 +15,8 @@ The same reset with period T + max depth + 1 resets every state between samples.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +48,7 @@ def projections(g: ir.Graph) -> list[Projection]:
         pres = []
         for e in g.in_edges(syn.name):
             via, src = [], e.src
-            while isinstance(g.nodes[src], ir.Flatten):
+            while isinstance(g.nodes[src], ir.VIEW_TYPES):
                 via.append(src)
                 src = g.in_edges(src)[0].src
             if not _is_pop(g.nodes[src]):
@@ -111,12 +113,13 @@ def insert_delay_relays(g: ir.Graph) -> dict:
             chain.append(name)
         relay = chain[k - 1]
         src = relay
-        if p.via:  # a Flatten may be shared with consumers that need no relay: the relayed stream gets its own
+        if p.via:  # a view may be shared with consumers that need no relay: the relayed stream gets its own
             if len(p.via) != 1:
                 raise ir.IRValidationError(f"{p.synapse}: more than one layout node between {p.pre} and it")
-            src = f"{relay}.tokens"
+            view = g.nodes[p.via[0]]
+            src = f"{relay}.tokens" if isinstance(view, ir.Flatten) else f"{relay}.{p.via[0]}"
             if src not in g.nodes:
-                g.add(ir.Flatten(src, pre.source), relay)
+                g.add(dataclasses.replace(view, name=src, source=pre.source), relay)
         last = p.via[-1] if p.via else p.pre
         for e in [e for e in g.in_edges(p.synapse) if e.src == last]:
             g.edges.remove(e)
