@@ -84,12 +84,18 @@ def dense_flops(cfg: SpikformerConfig) -> list[FlopEntry]:
     return out
 
 
+def flops_by_group(entries: list[FlopEntry], groups: dict) -> dict:
+    """Summed FLOPs per group, `groups` mapping an entry's kind to its group (a kind not in it is its own group)."""
+    by: dict[str, int] = {}
+    for e in entries:
+        k = groups.get(e.kind, e.kind)
+        by[k] = by.get(k, 0) + e.flops
+    return by
+
+
 def flops_summary(cfg: SpikformerConfig) -> dict:
     entries = dense_flops(cfg)
-    by = {}
-    for e in entries:
-        k = {"first_conv": "sps_convs", "conv": "sps_convs", "linear": "block_linears"}.get(e.kind, e.kind)
-        by[k] = by.get(k, 0) + e.flops
+    by = flops_by_group(entries, {"first_conv": "sps_convs", "conv": "sps_convs", "linear": "block_linears"})
     total = sum(e.flops for e in entries)
     N, D, h = cfg.num_tokens, cfg.embed_dim, cfg.num_heads
     return {"sps_convs": by.get("sps_convs", 0), "block_linears": by.get("block_linears", 0),
@@ -261,3 +267,21 @@ def categories_table(ev: dict) -> list[dict]:
         if g:
             out.append({"category": cat, "label": label, **g})
     return out
+
+
+def conventions_rules(energy_model: EnergyModel) -> dict:
+    """How each convention prices a run, with the energy model's constants."""
+    return {
+        "event": "this toolchain: effective synaptic ops of the lowered graph (AC for spikes, MAC for analog), "
+                 "plus neuron updates and spikes at the energy model's cost",
+        "paper": "Spikformer: E_MAC*FLOPs(first conv, once) + E_AC*sum_l fr(input of l)*T*FLOPs(l) + SSA term; "
+                 "fr = mean input value per position and step; head E_MAC*D*classes",
+        "spikingformer": "as paper, but layers whose input is not strictly 0/1 cost E_MAC*T*FLOPs (dense at "
+                         "every step; the first conv too); head E_MAC*D*classes",
+        "ann": "same architecture as an ANN: E_MAC * dense FLOPs of one pass (no T), SSA matmuls h*N^2*d "
+               "each, activations/BN/memory free",
+        "ssa_term": "per block, KV-first: T*h*N*d^2*(min(fr_K,fr_V)+fr_Q); QK-first: "
+                    "T*h*N^2*d*(min(fr_Q,fr_K)+fr_V) at E_AC (Spikingformer formula; order of the model)",
+        "constants": f"E_MAC = {energy_model.mac_pj} pJ, E_AC = {energy_model.ac_pj} pJ "
+                     f"(from the '{energy_model.name}' model)",
+    }

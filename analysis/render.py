@@ -98,13 +98,15 @@ def _doc(report: dict) -> list[tuple]:
 
     doc.append(("h2", "Energy per inference"))
     ann = t["ann_pj"] or float("nan")
+    paper = report.get("paper_convention", "Spikformer")  # a Spike-driven Transformer's report names its paper
+    ssa = paper == "Spikformer"  # only Spikformer's products are decomposed into SSA neurons
     rows = [
         ["event-based (this toolchain), total", _uj(t["event_pj"]), f"{t['event_pj'] / ann:.3f}"],
-        ["  of which SSA decomposition", _uj(t["event_ssa_decomposition_pj"]),
-         f"{t['event_ssa_decomposition_pj'] / ann:.3f}"],
-        ["  excluding SSA decomposition", _uj(t["event_excluding_ssa_decomposition_pj"]),
-         f"{t['event_excluding_ssa_decomposition_pj'] / ann:.3f}"],
-        ["paper convention (Spikformer)", _uj(t["paper_pj"]), f"{t['paper_pj'] / ann:.3f}"],
+        *([["  of which SSA decomposition", _uj(t["event_ssa_decomposition_pj"]),
+            f"{t['event_ssa_decomposition_pj'] / ann:.3f}"],
+           ["  excluding SSA decomposition", _uj(t["event_excluding_ssa_decomposition_pj"]),
+            f"{t['event_excluding_ssa_decomposition_pj'] / ann:.3f}"]] if ssa else []),
+        [f"paper convention ({paper})", _uj(t["paper_pj"]), f"{t['paper_pj'] / ann:.3f}"],
         ["Spikingformer convention", _uj(t["spikingformer_pj"]), f"{t['spikingformer_pj'] / ann:.3f}"],
         ["ANN baseline (same architecture, dense MACs, one pass)", _uj(t["ann_pj"]), "1.000"],
     ]
@@ -139,6 +141,20 @@ def _doc(report: dict) -> list[tuple]:
                   r["spikingformer_op"], _num(float(r["spikingformer_ops"])), _uj(r["paper_pj"]),
                   _uj(r["spikingformer_pj"]), _uj(r["ann_pj"])] for r in report["conventions"]]))
 
+    if ssa:
+        _ssa_section(doc, report, t)
+    _dense_flops_section(doc, report)
+
+    doc += _target_section_docs(report)
+
+    doc.append(("h2", "Counting rules"))
+    doc.append(("ul", report["counting_rules"]))
+    doc.append(("h2", "Not modelled"))
+    doc.append(("ul", report["not_modelled"]))
+    return doc
+
+
+def _ssa_section(doc: list, report: dict, t: dict) -> None:
     doc.append(("h2", "SSA decomposition (reported separately)"))
     doc.append(("table", ["product", "form", "order", "bits", "neurons", "eff. ACs", "eff. MACs", "updates",
                           "active updates", "spikes", "energy (uJ)"],
@@ -151,13 +167,18 @@ def _doc(report: dict) -> list[tuple]:
                      "the conventions instead charge the product with the Spikingformer SSA formula. Shares: "
                      f"{_uj(t['event_ssa_decomposition_pj'])} uJ of {_uj(t['event_pj'])} uJ event-based."))
 
+
+def _dense_flops_section(doc: list, report: dict) -> None:
+    """Dense FLOPs of every preset of the model's kind, with the published figures where there are some (Spikformer:
+    OPs and energy of its paper; the Spike-driven Transformer: the power of its official README)."""
     doc.append(("h2", "Dense FLOPs per preset (original architecture, one pass, MACs)"))
     rows = []
     for name, r in report["dense_flops"]["presets"].items():
         p = r.get("published") or {}
+        mj = p.get("energy_mj", r.get("published_power_mj"))
         rows.append([name, f"{r['img_size']}", f"{r['depth']}x{r['embed_dim']}", f"{r['tokens']}",
                      f"{r['total'] / 1e9:.4g} G", f"{r['total_times_T'] / 1e9:.4g} G",
-                     f"{p['ops_g']} G" if p else "", f"{p['energy_mj']}" if p else "",
+                     f"{p['ops_g']} G" if p else "", f"{mj}" if mj is not None else "",
                      f"{r['published_over_dense']:.3f}" if p else "",
                      f"{r['implied_mean_input_rate']:.3f}" if p else "",
                      f"{r['published_energy_minus_0.9pJ_x_ops_mj']:.3f}" if p else ""])
@@ -166,14 +187,6 @@ def _doc(report: dict) -> list[tuple]:
                           "E_pub - 0.9 pJ x OPs (mJ)"], rows))
     doc.append(("p", report["dense_flops"]["explanation"]))
     doc.append(("p", f"Published figures: {report['dense_flops']['published_source']}."))
-
-    doc += _target_section_docs(report)
-
-    doc.append(("h2", "Counting rules"))
-    doc.append(("ul", report["counting_rules"]))
-    doc.append(("h2", "Not modelled"))
-    doc.append(("ul", report["not_modelled"]))
-    return doc
 
 
 def _target_section_docs(report: dict) -> list[tuple]:
@@ -404,7 +417,7 @@ def chart_attention(maps: dict, images) -> bytes:
             for ax in row:
                 ax.set_xticks([])
                 ax.set_yticks([])
-    fig.suptitle(f"SSA attention received per token, block {maps['block']}, step {maps['step']} ({maps['mode']} "
+    fig.suptitle(f"{maps.get('what', 'SSA attention received')} per token, block {maps['block']}, step {maps['step']} ({maps['mode']} "
                  f"mode): {maps['equal_entries']}/{maps['entries']} map entries equal", fontsize=8)
     fig.tight_layout()
     return _png(fig)

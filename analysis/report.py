@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 import torch
 
 from convert import ir
-from ground.errors import UserError
 from ground.hashing import array_sha256
 from hw_backends import base as targets
 from sim.engine import Engine, check_images
-from spikformer.presets import SpikformerConfig
+from spikformer.sdt_presets import SDTConfig
 
 from . import activity as A
-from .energy import categories_table, conventions, dense_flops, event_energy, flops_summary, preset_flops_table
+from . import energy, energy_sdt
+from .energy import categories_table, event_energy
 from .energy_models import EnergyModel
 from .samples import TensorSamples, as_samples, samples_sha256
 from .shards import ShardExecutor, run_sharded
@@ -168,10 +168,6 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
     `executor`: run the batches in shards (analysis.shards; the counts are the same), described in
     run.scale_out."""
     check_mode(build, mode)
-    if not isinstance(build.source.config, SpikformerConfig):
-        raise UserError("spk-report's energy conventions (the Spikformer paper's, Spikingformer's) are written for "
-                        "Spikformer's architecture; those of the Spike-driven Transformer (Yao et al. 2023) are not "
-                        "built yet (docs/sdt_lowering.md, step 7); spk-parity measures its activity and parity")
     graph, numeric = build.runnable(mode)
     backend = build.backend
     # the target's own section (Backend.report_section) is of the graph it runs in that mode, counted neuron by neuron
@@ -183,8 +179,10 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
     has_labels = not isinstance(samples, TensorSamples) or samples.labels is not None
     config = build.source.config
     ev = event_energy(act, energy_model)
-    conv = conventions(act, config, energy_model)
-    flops = flops_summary(config)
+    sdt = isinstance(config, SDTConfig)  # the Spike-driven Transformer's paper prices it (analysis/energy_sdt.py)
+    rules = energy_sdt if sdt else energy
+    conv = rules.conventions(act, config, energy_model)
+    flops = rules.flops_summary(config)
     ssa_meta = graph.metadata.get("ssa", {})
     run = _run_record(build, mode, act, acc if has_labels else None, data, seed, batch_size, device, executor,
                       ssa_meta)
@@ -194,7 +192,8 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
         "run": run,
         "energy_model": energy_model.to_dict(),
         "counting_rules": COUNTING_RULES,
-        "conventions_rules": conventions_rules(energy_model),
+        **({"paper_convention": "Spike-driven Transformer"} if sdt else {}),
+        "conventions_rules": rules.conventions_rules(energy_model),
         "not_modelled": NOT_MODELLED,
         **target_sections(build, graph, act if sectioned else None),
         "totals": _totals(ev, conv),
@@ -202,8 +201,8 @@ def build_report(build, *, mode: str, images: torch.Tensor, labels: torch.Tensor
         "categories": categories_table(ev),
         "conventions": conv["rows"],
         "ssa_decomposition": _ssa_blocks(ssa_meta, act, ev),
-        "dense_flops": {"this_model": flops, "entries": [e.__dict__ for e in dense_flops(config)],
-                        **preset_flops_table()},
+        "dense_flops": {"this_model": flops, "entries": [e.__dict__ for e in rules.dense_flops(config)],
+                        **rules.preset_flops_table()},
         "nodes": {"energy": ev["nodes"], "activity": act.to_dict()},
     }
     return ReportResult(report, act)
@@ -260,24 +259,6 @@ def _versions() -> dict:
 
     return {"torch": torch.__version__, "numpy": numpy.__version__, "matplotlib": matplotlib.__version__,
             "python": platform.python_version()}
-
-
-def conventions_rules(energy_model: EnergyModel) -> dict:
-    """How each convention prices a run, with the energy model's constants."""
-    return {
-        "event": "this toolchain: effective synaptic ops of the lowered graph (AC for spikes, MAC for analog), "
-                 "plus neuron updates and spikes at the energy model's cost",
-        "paper": "Spikformer: E_MAC*FLOPs(first conv, once) + E_AC*sum_l fr(input of l)*T*FLOPs(l) + SSA term; "
-                 "fr = mean input value per position and step; head E_MAC*D*classes",
-        "spikingformer": "as paper, but layers whose input is not strictly 0/1 cost E_MAC*T*FLOPs (dense at "
-                         "every step; the first conv too); head E_MAC*D*classes",
-        "ann": "same architecture as an ANN: E_MAC * dense FLOPs of one pass (no T), SSA matmuls h*N^2*d "
-               "each, activations/BN/memory free",
-        "ssa_term": "per block, KV-first: T*h*N*d^2*(min(fr_K,fr_V)+fr_Q); QK-first: "
-                    "T*h*N^2*d*(min(fr_Q,fr_K)+fr_V) at E_AC (Spikingformer formula; order of the model)",
-        "constants": f"E_MAC = {energy_model.mac_pj} pJ, E_AC = {energy_model.ac_pj} pJ "
-                     f"(from the '{energy_model.name}' model)",
-    }
 
 
 def _totals(ev: dict, conv: dict) -> dict:

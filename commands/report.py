@@ -141,9 +141,10 @@ def _run(args: argparse.Namespace) -> int:
     paths = replace_files(out, files)
     t = res.report["totals"]
     print(f"{PROG}: {n} samples, energy model {energy_model.name}, mode {args.mode}, target {args.target}")
-    print(f"  event-based  {t['event_pj'] / 1e6:.4g} uJ per inference (SSA decomposition "
-          f"{t['event_ssa_decomposition_pj'] / 1e6:.4g} uJ)")
-    print(f"  paper        {t['paper_pj'] / 1e6:.4g} uJ")
+    paper = res.report.get("paper_convention")  # set for a Spike-driven Transformer (no SSA decomposition)
+    ssa = "" if paper else f" (SSA decomposition {t['event_ssa_decomposition_pj'] / 1e6:.4g} uJ)"
+    print(f"  event-based  {t['event_pj'] / 1e6:.4g} uJ per inference{ssa}")
+    print(f"  paper        {t['paper_pj'] / 1e6:.4g} uJ" + (f" ({paper} convention)" if paper else ""))
     print(f"  Spikingformer {t['spikingformer_pj'] / 1e6:.4g} uJ")
     print(f"  ANN          {t['ann_pj'] / 1e6:.4g} uJ")
     print(f"  wrote {len(paths)} files to {out}")

@@ -36,8 +36,9 @@ spk-parity "$EV/model.pt" --target loihi --data event-digits --min-agreement 0.9
 spk-report "$EV/model.pt" --target loihi --data event-digits --samples 360 -o "$EV/report_loihi"
 
 # 6. Beyond Spikformer: a small Spike-driven Transformer (Yao et al. 2023; AND attention, membrane shortcut) trained
-#    on the same digits, converted to Loihi 2 (its graded form) and checked the same way. NIR has no node for its
-#    max-pool of graded values (docs/sdt_lowering.md), so it has no NIR file.
+#    on the same digits, converted to Loihi 2 (its graded form), checked and reported the same way (energy by its
+#    own paper's rule, attention maps of q * kv). NIR has no node for its max-pool of graded values
+#    (docs/sdt_lowering.md), so it has no NIR file.
 SDT=$OUT/sdt
 mkdir -p "$SDT"
 spk-train --preset sdt-digits-2-64 --data digits --epochs 15 --out "$SDT/model.pt"
@@ -45,6 +46,7 @@ spk-convert "$SDT/model.pt" --target loihi -o "$SDT/loihi"
 spk-parity "$SDT/model.pt" --target loihi --mode float --data digits --min-agreement 1.0 --min-layer-agreement 1.0 \
     -o "$SDT/parity_float"
 spk-parity "$SDT/model.pt" --target loihi --data digits --min-agreement 0.99 -o "$SDT/parity_loihi"
+spk-report "$SDT/model.pt" --target loihi --data digits --samples 360 -o "$SDT/report_loihi"
 #    ... and on the event digits, with the cifar10-dvs configuration's Erode (dvs_mode): 3x3 max-pools of spikes in
 #    the attention, on Loihi as sum pools and threshold neurons over reshaped views
 SDTEV=$OUT/sdt_events
@@ -54,5 +56,6 @@ spk-convert "$SDTEV/model.pt" --target loihi -o "$SDTEV/loihi"
 spk-parity "$SDTEV/model.pt" --target loihi --mode float --data event-digits --min-agreement 1.0 \
     --min-layer-agreement 1.0 -o "$SDTEV/parity_float"
 spk-parity "$SDTEV/model.pt" --target loihi --data event-digits --min-agreement 0.95 -o "$SDTEV/parity_loihi"
+spk-report "$SDTEV/model.pt" --target loihi --data event-digits --samples 360 -o "$SDTEV/report_loihi"
 
 echo "demo: done; outputs in $OUT/"

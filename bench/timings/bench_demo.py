@@ -1,8 +1,7 @@
 """The demo's figures, from the demo itself: runs `bash scripts/demo.sh` (the README's first command, which writes
 runs/demo/) and records, for each of its models (digits-2-64 on the digits, event-digits-2-64 on the event
 digits, the Spike-driven Transformers sdt-digits-2-64 and sdt-event-digits-2-64 on both), the test accuracy the training reached, float parity (spike mismatches, prediction agreement), Loihi
-fixed-point parity (prediction agreement, worst layer) and the energy totals of the reports (none yet for the
-Spike-driven Transformer), with the demo's wall
+fixed-point parity (prediction agreement, worst layer) and the energy totals of the reports, with the demo's wall
 time, its training times and a sha256 over every file it wrote (two runs on one machine give the same digest: the
 demo is deterministic). Then where the fixed-point error of the digits model comes from: spk-parity --target loihi
 on all its test images with coarser settings than the default (8-bit weights and input, vth 1024; 16-bit weights,
@@ -56,14 +55,14 @@ def figures(d: Path) -> dict:
     _, _, meta = load_checkpoint(d / "model.pt")
     pf = json.loads((d / "parity_float" / "parity.json").read_text())["overall"]
     px = json.loads((d / "parity_loihi" / "parity.json").read_text())["overall"]
-    report = d / "report_loihi" / "energy.json"  # the Spike-driven Transformer has no energy report yet
-    energy = json.loads(report.read_text()) if report.exists() else {}
+    energy = json.loads((d / "report_loihi" / "energy.json").read_text())
     return {"test_accuracy": meta["test_accuracy"], "epochs": meta["epochs"],
             "float_parity": {k: pf[k] for k in ("samples", "total_spike_mismatches", "prediction_agreement",
                                                 "logits_max_abs_diff")},
             "fixed_parity": {k: px[k] for k in ("samples", "prediction_agreement", "min_layer_agreement",
                                                 "accuracy_reference", "accuracy_simulator")},
-            "energy_loihi_total_pj": energy.get("energy", {}).get("total_pj", {}).get("total", {}).get("total_pj")}
+            "energy_loihi_event_pj": energy["totals"]["event_pj"], "energy_loihi_paper_pj": energy["totals"]["paper_pj"],
+            "energy_loihi_ann_pj": energy["totals"]["ann_pj"]}
 
 
 def error_sources(tmp: Path) -> dict:
@@ -91,12 +90,15 @@ def markdown(res: dict) -> str:
              f"{res['files']} files under runs/demo/, sha256 over all of them {res['files_sha256'][:16]}; the "
              f"Spikformer models' {res['spikformer_files']} files alone: {res['spikformer_files_sha256'][:16]}.", "",
              "| model | test accuracy | float parity: spike mismatches, prediction agreement | Loihi fixed point: "
-             "prediction agreement, worst layer |", "|---|---:|---|---|"]
+             "prediction agreement, worst layer | energy per inference (loihi model): event-based, paper, ANN |",
+             "|---|---:|---|---|---|"]
     for name, f in res["models"].items():
         fp, xp = f["float_parity"], f["fixed_parity"]
         lines.append(f"| {name} ({f['epochs']} epochs, {f.get('training_seconds', 0):.0f} s) | {100 * f['test_accuracy']:.2f} % | "
                      f"{fp['total_spike_mismatches']}, {100 * fp['prediction_agreement']:.2f} % of {fp['samples']} | "
-                     f"{100 * xp['prediction_agreement']:.2f} %, {100 * xp['min_layer_agreement']:.2f} % of spikes |")
+                     f"{100 * xp['prediction_agreement']:.2f} %, {100 * xp['min_layer_agreement']:.2f} % of spikes | "
+                     f"{f['energy_loihi_event_pj'] / 1e6:.3g}, {f['energy_loihi_paper_pj'] / 1e6:.3g}, "
+                     f"{f['energy_loihi_ann_pj'] / 1e6:.3g} uJ |")
     lines += ["", "Where the digits model's fixed-point error comes from (spk-parity --target loihi, all its test images):",
               "", "| settings | prediction agreement | worst layer (share of spikes) | state events (wraps, saturations, "
               "inputs over 16 bits) |", "|---|---:|---:|---|"]

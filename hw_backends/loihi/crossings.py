@@ -70,7 +70,9 @@ def chip_crossings(g: ir.Graph, projs: list[Projection], resources: dict, spikes
     rows = []
     for (pre, post), members in groups.items():
         foreign = foreign_chips(g, members, pops, cpc)
-        crossing = int(np.dot(np.asarray(spikes[pre], np.int64).ravel(), foreign))
+        # the bias source is not counted by a run: its one neuron fires at every step of every sample
+        sent = np.full(1, samples * steps) if isinstance(g.nodes[pre], ir.BiasSource) else spikes[pre]
+        crossing = int(np.dot(np.asarray(sent, np.int64).ravel(), foreign))
         rows.append({"pre": pre, "post": post, "synapses": sorted({p.synapse for p in members}),
                      "from_host": pre not in pops, "crossing_spikes": crossing,
                      "crossing_spikes_per_step": crossing / per_step,
